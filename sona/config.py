@@ -19,8 +19,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Dict, Mapping, Optional
+from typing import Any, ClassVar
 
 __all__ = ["SonaConfig"]
 
@@ -112,7 +113,7 @@ class SonaConfig:
     """
 
     hidden_dim: int = 256
-    embedding_dim: Optional[int] = None
+    embedding_dim: int | None = None
     micro_lora_rank: int = 2
     base_lora_rank: int = 8
     micro_lora_lr: float = 0.003
@@ -207,7 +208,7 @@ class SonaConfig:
 
     # ------------------------------------------------------------------ derivation
 
-    def replace(self, **changes: Any) -> "SonaConfig":
+    def replace(self, **changes: Any) -> SonaConfig:
         """Return a copy with ``changes`` applied, validated like a fresh config.
 
         ``embedding_dim`` stays tied to ``hidden_dim`` when it was equal to it and is not
@@ -224,12 +225,12 @@ class SonaConfig:
             changes["embedding_dim"] = None
         return dataclasses.replace(self, **changes)
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """Plain dict of every field (JSON-serialisable: only int, float and str values)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "SonaConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> SonaConfig:
         """Build a config from a mapping such as :meth:`to_dict`'s output, validating it.
 
         Missing keys take their defaults (so configs saved by an older sona still load).
@@ -259,14 +260,14 @@ class SonaConfig:
     # ------------------------------------------------------------------ presets
 
     @classmethod
-    def _preset(cls, base: Dict[str, Any], overrides: Dict[str, Any], who: str) -> "SonaConfig":
+    def _preset(cls, base: dict[str, Any], overrides: dict[str, Any], who: str) -> SonaConfig:
         _check_field_names(overrides, f"SonaConfig.{who}()", TypeError)
         params = dict(base)
         params.update(overrides)
         return cls(**params)
 
     @classmethod
-    def max_throughput(cls, **overrides: Any) -> "SonaConfig":
+    def max_throughput(cls, **overrides: Any) -> SonaConfig:
         """Lowest per-request cost (real-time chat).
 
         Trades adaptivity for speed: small BaseLoRA (rank 4), a smaller trajectory ring and
@@ -291,7 +292,7 @@ class SonaConfig:
         )
 
     @classmethod
-    def max_quality(cls, **overrides: Any) -> "SonaConfig":
+    def max_quality(cls, **overrides: Any) -> SonaConfig:
         """Best decisions per feedback (research, offline evaluation).
 
         Trades memory and background CPU for learning quality: BaseLoRA rank 16, a large
@@ -317,7 +318,7 @@ class SonaConfig:
         )
 
     @classmethod
-    def edge_deployment(cls, **overrides: Any) -> "SonaConfig":
+    def edge_deployment(cls, **overrides: Any) -> SonaConfig:
         """Small memory footprint (edge and mobile devices).
 
         Trades capacity for memory: MicroLoRA rank 1, BaseLoRA rank 4, float16 embeddings
@@ -343,7 +344,7 @@ class SonaConfig:
         )
 
     @classmethod
-    def batch_processing(cls, **overrides: Any) -> "SonaConfig":
+    def batch_processing(cls, **overrides: Any) -> SonaConfig:
         """High request rates processed in bursts (50+ inferences per second).
 
         Trades memory and latency of learning for throughput of learning: a large ring and
@@ -368,7 +369,7 @@ class SonaConfig:
         )
 
     @classmethod
-    def for_ephemeral(cls, **overrides: Any) -> "SonaConfig":
+    def for_ephemeral(cls, **overrides: Any) -> SonaConfig:
         """Short-lived agent that collects locally before a coordinator aggregates.
 
         Trades long-term memory for a small, fast-adapting footprint: BaseLoRA rank 4,
@@ -394,7 +395,7 @@ class SonaConfig:
         )
 
     @classmethod
-    def for_coordinator(cls, **overrides: Any) -> "SonaConfig":
+    def for_coordinator(cls, **overrides: Any) -> SonaConfig:
         """Central learner aggregating trajectories from many agents or worker processes.
 
         Trades memory and background CPU for breadth and retention: BaseLoRA rank 16, a
@@ -447,4 +448,3 @@ def _check_field_names(keys: Mapping[str, Any], who: str, exc: type) -> None:
     if hints:
         msg += " (" + "; ".join(hints) + ")"
     raise exc(msg)
-

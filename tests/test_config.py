@@ -184,7 +184,9 @@ def test_base_rank_above_small_hidden_dim():
 
 
 def test_pattern_clusters_above_max_patterns():
-    with pytest.raises(ValueError, match=r"pattern_clusters must be <= max_patterns \(10\), got 11"):
+    with pytest.raises(
+        ValueError, match=r"pattern_clusters must be <= max_patterns \(10\), got 11"
+    ):
         SonaConfig(pattern_clusters=11, max_patterns=10)
 
 

@@ -172,29 +172,43 @@ cdef class LoRAAdapter:
         float32 accumulators could overflow.
         """
         cdef cnp.ndarray a, g
-        cdef float coef[2 * SONA_MAX_RANK]
-        cdef size_t n, i
+        cdef size_t n = 1
         self._ready()
         if not isfinite(weight):
             raise ValueError(f"weight must be finite; got {weight}")
-        a = _vector_or_rows(x, self.dim, "x")
-        g = _vector_or_rows(grad_y, self.dim, "grad_y")
-        if (<object>a).shape != (<object>g).shape:
-            raise ValueError(f"x and grad_y must have the same shape; got {_shape_str(a)} and "
-                             f"{_shape_str(g)}")
-        n = 1 if cnp.PyArray_NDIM(a) == 1 else cnp.PyArray_DIM(a, 0)
-        cdef size_t d = self.dim, r = self.rank
+        if _is_f32_vector(x, self.dim) and _is_f32_vector(grad_y, self.dim):
+            a, g = <cnp.ndarray>x, <cnp.ndarray>grad_y
+        else:
+            a = _as_f32(x, "x")
+            g = _as_f32(grad_y, "grad_y")
+            if not (1 <= cnp.PyArray_NDIM(a) <= 2
+                    and cnp.PyArray_DIM(a, cnp.PyArray_NDIM(a) - 1) == self.dim):
+                raise ValueError(f"x must have shape ({self.dim},) or (n, {self.dim}); "
+                                 f"got {_shape_str(a)}")
+            if (<object>a).shape != (<object>g).shape:
+                raise ValueError(f"x and grad_y must have the same shape; got {_shape_str(a)} and "
+                                 f"{_shape_str(g)}")
+            if cnp.PyArray_NDIM(a) == 2:
+                n = cnp.PyArray_DIM(a, 0)
+        cdef size_t d = self.dim, i
         cdef const float *px = _fptr(a)
         cdef const float *pg = _fptr(g)
-        # |added element| <= |w|·s·|row|·|x|·max|g| (or with x and g swapped), |x| <= sqrt(d)·max|x|
+        # One pass each: max |.| bounds the update and is +inf when NaN/Inf is present.
+        cdef float mx = sona_maxabs_f32(px, n * d), mg = sona_maxabs_f32(pg, n * d)
+        if not mx < INFINITY:
+            raise ValueError("x contains NaN or Inf")
+        if not mg < INFINITY:
+            raise ValueError("grad_y contains NaN or Inf")
+        # |added element| <= |w|·s·|row|·|x|·max|g| (or x and g swapped), with |x| <= sqrt(d)·max|x|
         cdef double bound = (fabs(weight) * self.scale * self._row_norm_max * sqrt(<double>d)
-                             * sona_maxabs_f32(px, n * d) * sona_maxabs_f32(pg, n * d) * n)
+                             * <double>mx * <double>mg * n)
         if not self._grad_bound + bound <= _GRAD_LIMIT:
             raise ValueError(f"gradient too large to accumulate in float32 (element bound "
                              f"{self._grad_bound + bound:.3g} > {_GRAD_LIMIT:.0e}); scale x, grad_y "
                              f"or weight down, or apply_accumulated() first")
+        cdef float coef[2 * SONA_MAX_RANK]
         for i in range(n):
-            sona_lora_grad_f32(px + i * d, pg + i * d, self.pA, self.pBt, d, r, self.scale,
+            sona_lora_grad_f32(px + i * d, pg + i * d, self.pA, self.pBt, d, self.rank, self.scale,
                                <float>weight, self.pgA, self.pgBt, coef)
         self._grad_bound += bound
         self.pending += n

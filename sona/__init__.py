@@ -8,7 +8,10 @@ import os as _os
 
 from . import kernels
 from ._core import backends, cpu_features, get_backend, set_backend
+from .config import SonaConfig
 from .lora import BaseLoRA, MicroLoRA
+from .signal import LearningSignal
+from .state import StateFileError
 
 __version__ = "0.1.0"
 
@@ -20,6 +23,9 @@ __all__ = [
     "set_backend",
     "MicroLoRA",
     "BaseLoRA",
+    "LearningSignal",
+    "SonaConfig",
+    "StateFileError",
     "kernels",
 ]
 

@@ -44,6 +44,23 @@ typedef void (*sona_lora_grad_fn)(const float *x, const float *g, const float *A
                                   size_t d, size_t r, float s, float w, float *dA, float *dBt,
                                   float *coef);
 
+/* Adam hyper-parameters for one step; bc1 = 1 - beta1^t and bc2 = 1 - beta2^t (bias corrections). */
+typedef struct sona_adam_hp {
+    float lr, beta1, beta2, eps, bc1, bc2;
+} sona_adam_hp;
+
+/* One Adam descent step over n parameters on the effective gradient
+ *   e = gscale * g + lam * fisher ⊙ (theta - anchor)       (the EWC++ term only when fisher != NULL)
+ *   m = b1 m + (1-b1) e;  v = b2 v + (1-b2) e²;  theta -= lr (m/bc1) / (sqrt(v/bc2) + eps).
+ * A zero effective gradient with zero moments moves nothing: no normalisation of tiny vectors
+ * beyond Adam's own eps, which callers size to their gradient scale. */
+typedef void (*sona_adam_fn)(float *theta, float *m, float *v, const float *g, float gscale, size_t n,
+                             const sona_adam_hp *hp, const float *fisher, const float *anchor,
+                             float lam);
+/* Online diagonal Fisher: fisher = (1 - alpha) fisher + alpha (gscale g)². */
+typedef void (*sona_fisher_update_fn)(float *fisher, const float *g, float gscale, size_t n,
+                                      float alpha);
+
 typedef struct sona_kernels {
     const char *name;
     sona_maxabs_fn maxabs;
@@ -53,6 +70,8 @@ typedef struct sona_kernels {
     sona_sqdist_rows_fn sqdist_rows;
     sona_lora_fwd_fn lora_fwd;
     sona_lora_grad_fn lora_grad;
+    sona_adam_fn adam;
+    sona_fisher_update_fn fisher_update;
 } sona_kernels_t;
 
 /* ---- per-backend kernels ------------------------------------------------------------------- */
@@ -68,6 +87,12 @@ void sona_lora_grad_f32_scalar(const float *x, const float *g, const float *A, c
                                size_t d, size_t r, float s, float w, float *dA, float *dBt,
                                float *coef);
 
+void sona_adam_f32_scalar(float *theta, float *m, float *v, const float *g, float gscale, size_t n,
+                          const sona_adam_hp *hp, const float *fisher, const float *anchor,
+                          float lam);
+void sona_fisher_update_f32_scalar(float *fisher, const float *g, float gscale, size_t n,
+                                   float alpha);
+
 float sona_maxabs_f32_avx2(const float *x, size_t n);
 float sona_dot_f32_avx2(const float *a, const float *b, size_t n);
 void sona_axpy_f32_avx2(size_t n, float alpha, const float *x, float *y);
@@ -78,6 +103,12 @@ int sona_lora_fwd_f32_avx2(const float *x, const float *A, const float *Bt, size
 void sona_lora_grad_f32_avx2(const float *x, const float *g, const float *A, const float *Bt,
                              size_t d, size_t r, float s, float w, float *dA, float *dBt,
                              float *coef);
+
+void sona_adam_f32_avx2(float *theta, float *m, float *v, const float *g, float gscale, size_t n,
+                        const sona_adam_hp *hp, const float *fisher, const float *anchor,
+                        float lam);
+void sona_fisher_update_f32_avx2(float *fisher, const float *g, float gscale, size_t n,
+                                 float alpha);
 
 /* ---- CPU detection and dispatch (cpu.c, dispatch.c) ------------------------------------------ */
 
@@ -120,6 +151,16 @@ static inline void sona_lora_grad_f32(const float *x, const float *g, const floa
                                       const float *Bt, size_t d, size_t r, float s, float w,
                                       float *dA, float *dBt, float *coef) {
     sona_active->lora_grad(x, g, A, Bt, d, r, s, w, dA, dBt, coef);
+}
+
+static inline void sona_adam_f32(float *theta, float *m, float *v, const float *g, float gscale,
+                                 size_t n, const sona_adam_hp *hp, const float *fisher,
+                                 const float *anchor, float lam) {
+    sona_active->adam(theta, m, v, g, gscale, n, hp, fisher, anchor, lam);
+}
+static inline void sona_fisher_update_f32(float *fisher, const float *g, float gscale, size_t n,
+                                          float alpha) {
+    sona_active->fisher_update(fisher, g, gscale, n, alpha);
 }
 
 /* ---- backend-independent helpers (rows.c) ---------------------------------------------------- */

@@ -10,6 +10,9 @@ cdef extern from "sona.h" nogil:
     ctypedef struct sona_kernels_t:
         const char *name
 
+    ctypedef struct sona_adam_hp:
+        float lr, beta1, beta2, eps, bc1, bc2
+
     unsigned sona_cpu_features()
     int sona_backends(const char **names, int cap)
     int sona_set_backend(const char *name)
@@ -25,8 +28,11 @@ cdef extern from "sona.h" nogil:
     void sona_lora_grad_f32(const float *x, const float *g, const float *A, const float *Bt,
                             size_t d, size_t r, float s, float w, float *dA, float *dBt,
                             float *coef)
+    void sona_adam_f32(float *theta, float *m, float *v, const float *g, float gscale, size_t n,
+                       const sona_adam_hp *hp, const float *fisher, const float *anchor, float lam)
+    void sona_fisher_update_f32(float *fisher, const float *g, float gscale, size_t n, float alpha)
     ptrdiff_t sona_lora_fwd_batch_f32(const float *x, size_t n, const float *A, const float *Bt,
-                                 size_t d, size_t r, float s, float *y, float *u)
+                                      size_t d, size_t r, float s, float *y, float *u)
     void sona_norm_rows_f32(const float *M, size_t n, size_t d, float *out)
     void sona_cosine_rows_f32(const float *M, size_t n, size_t d, const float *x,
                               const float *inv_norms, float *out)

@@ -28,12 +28,12 @@ import numpy as np
 
 __all__ = [
     "Decision",
-    "RoutingTask",
-    "Report",
-    "evaluate",
-    "RandomRouter",
-    "FixedRouter",
     "EpsilonGreedyLinear",
+    "FixedRouter",
+    "RandomRouter",
+    "Report",
+    "RoutingTask",
+    "evaluate",
 ]
 
 
@@ -227,8 +227,8 @@ class Report:
         return float(np.mean([acc[int(c)] for c in clusters]))
 
     def table(self) -> str:
-        lines = [f"{'feedbacks':>9} {'accuracy':>8} {'reward':>7} {'oracle':>7} {'ratio':>6} "
-                 f"{'regret':>8}"]
+        lines = [(f"{'feedbacks':>9} {'accuracy':>8} {'reward':>7} {'oracle':>7} {'ratio':>6} "
+                 f"{'regret':>8}")]
         for w in self.windows:
             lines.append(f"{w['end']:>9} {w['accuracy']:>8.3f} {w['reward']:>7.3f} "
                          f"{w['oracle']:>7.3f} {w['ratio']:>6.3f} {w['regret']:>8.1f}")
@@ -283,8 +283,8 @@ def evaluate(
             reward = float(got[lo:t + 1].mean())
             oracle = float(task.oracle_rewards[c[lo:t + 1]].mean())
             acc, per = heldout_accuracy(router, task, Xh, ch)
-            report.windows.append(dict(end=t + 1, accuracy=acc, cluster_accuracy=per, reward=reward,
-                                       oracle=oracle, ratio=reward / oracle, regret=regret))
+            report.windows.append({"end": t + 1, "accuracy": acc, "cluster_accuracy": per, "reward": reward,
+                                       "oracle": oracle, "ratio": reward / oracle, "regret": regret})
             if report.to_90 is None and reward >= 0.9 * oracle:
                 report.to_90 = t + 1
     return report

@@ -93,8 +93,8 @@ def test_add_clusters_geometry():
     assert np.allclose(P[:, -1] - P[:, -2], 0.20)
 
 
-@pytest.mark.parametrize("kwargs", [dict(n_clusters=0), dict(n_routes=1), dict(high=0.9),
-                                    dict(query_cosine=1.0), dict(dim=8, n_clusters=8)])
+@pytest.mark.parametrize("kwargs", [{"n_clusters": 0}, {"n_routes": 1}, {"high": 0.9},
+                                    {"query_cosine": 1.0}, {"dim": 8, "n_clusters": 8}])
 def test_bad_parameters(kwargs):
     with pytest.raises(ValueError):
         RoutingTask(**kwargs)
@@ -131,7 +131,8 @@ def test_evaluate_phases_and_per_cluster_accuracy():
 def test_module_does_not_import_the_extension():
     import ast
 
-    tree = ast.parse(open(synthetic.__file__).read())
+    with open(synthetic.__file__) as f:
+        tree = ast.parse(f.read())
     names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
     names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
-    assert not [m for m in names if m.startswith("sona") or m.startswith(".")], names
+    assert not [m for m in names if m.startswith(("sona", "."))], names

@@ -2,7 +2,7 @@
 
 One class, float64, deterministic from ``seed``. The equations, in the order the C code runs them, are in
 the docstrings of ``route`` and ``feedback``; the derivation, hyperparameters, costs and measured numbers
-are in the research note ALGORITHM.md (copied into the lead's docs). Nothing here imports sona.
+are in /work/research/ALGORITHM.md (the learning research note). Nothing here imports sona.
 
     pol = PolicyReference(dim=256, n_routes=4, seed=0)
     d = pol.route(x)              # Decision(index, probs, ctx)

@@ -20,6 +20,7 @@ static const sona_kernels_t scalar_table = {
     sona_lora_grad_f32_scalar,
     sona_adam_f32_scalar,
     sona_fisher_update_f32_scalar,
+    sona_policy_row_f32_scalar,
 };
 
 #if SONA_X86_64
@@ -34,6 +35,7 @@ static const sona_kernels_t avx2_table = {
     sona_lora_grad_f32_avx2,
     sona_adam_f32_avx2,
     sona_fisher_update_f32_avx2,
+    sona_policy_row_f32_avx2,
 };
 #endif
 

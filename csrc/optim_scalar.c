@@ -29,3 +29,24 @@ void sona_fisher_update_f32_scalar(float *fisher, const float *g, float gscale, 
         fisher[i] = keep * fisher[i] + alpha * gi * gi;
     }
 }
+
+float sona_policy_row_f32_scalar(float *theta, float *v, float *fisher, const float *anchor,
+                                 const float *vec, float coef, size_t n,
+                                 const sona_policy_step *p) {
+    float fmax = 0.0f;
+    for (size_t i = 0; i < n; ++i) {
+        const float g = coef * vec[i];
+        float s = p->w * g;
+        if (fisher) {
+            const float f = (1.0f - p->alpha) * fisher[i] + p->alpha * g * g;
+            fisher[i] = f;
+            if (f > fmax) fmax = f;
+            if (anchor) s -= p->pull * f * (theta[i] - anchor[i]);
+        }
+        const float vi = p->beta * v[i] + (1.0f - p->beta) * s * s;
+        v[i] = vi;
+        float t = theta[i] + p->lr * s * (1.0f / sqrtf(vi * p->inv_bc + p->eps2));
+        theta[i] = t > p->wclip ? p->wclip : (t < -p->wclip ? -p->wclip : t);
+    }
+    return fmax;
+}

@@ -61,6 +61,20 @@ typedef void (*sona_adam_fn)(float *theta, float *m, float *v, const float *g, f
 typedef void (*sona_fisher_update_fn)(float *fisher, const float *g, float gscale, size_t n,
                                       float alpha);
 
+/* One fused learning pass of the router policy over a row of n weights whose score-function
+ * gradient is g = coef·vec (see csrc/policy.c for the derivation):
+ *   F = (1-alpha) F + alpha g²                        (EWC++ Fisher; skipped when fisher is NULL)
+ *   s = w g - pull F ⊙ (theta - anchor)                (the pull only when anchor is not NULL)
+ *   v = beta v + (1-beta) s²;  theta = clip(theta + lr s / sqrt(v inv_bc + eps2), ±wclip)
+ * A zero s moves nothing (no momentum; eps2 > 0 keeps a tiny step tiny). Returns max F over the
+ * row (0 without a Fisher). */
+typedef struct sona_policy_step {
+    float w, alpha, pull, beta, inv_bc, eps2, lr, wclip;
+} sona_policy_step;
+typedef float (*sona_policy_row_fn)(float *theta, float *v, float *fisher, const float *anchor,
+                                    const float *vec, float coef, size_t n,
+                                    const sona_policy_step *p);
+
 typedef struct sona_kernels {
     const char *name;
     sona_maxabs_fn maxabs;
@@ -72,6 +86,7 @@ typedef struct sona_kernels {
     sona_lora_grad_fn lora_grad;
     sona_adam_fn adam;
     sona_fisher_update_fn fisher_update;
+    sona_policy_row_fn policy_row;
 } sona_kernels_t;
 
 /* ---- per-backend kernels ------------------------------------------------------------------- */
@@ -92,6 +107,9 @@ void sona_adam_f32_scalar(float *theta, float *m, float *v, const float *g, floa
                           float lam);
 void sona_fisher_update_f32_scalar(float *fisher, const float *g, float gscale, size_t n,
                                    float alpha);
+float sona_policy_row_f32_scalar(float *theta, float *v, float *fisher, const float *anchor,
+                                 const float *vec, float coef, size_t n,
+                                 const sona_policy_step *p);
 
 float sona_maxabs_f32_avx2(const float *x, size_t n);
 float sona_dot_f32_avx2(const float *a, const float *b, size_t n);
@@ -109,6 +127,8 @@ void sona_adam_f32_avx2(float *theta, float *m, float *v, const float *g, float 
                         float lam);
 void sona_fisher_update_f32_avx2(float *fisher, const float *g, float gscale, size_t n,
                                  float alpha);
+float sona_policy_row_f32_avx2(float *theta, float *v, float *fisher, const float *anchor,
+                               const float *vec, float coef, size_t n, const sona_policy_step *p);
 
 /* ---- CPU detection and dispatch (cpu.c, dispatch.c) ------------------------------------------ */
 
@@ -161,6 +181,11 @@ static inline void sona_adam_f32(float *theta, float *m, float *v, const float *
 static inline void sona_fisher_update_f32(float *fisher, const float *g, float gscale, size_t n,
                                           float alpha) {
     sona_active->fisher_update(fisher, g, gscale, n, alpha);
+}
+static inline float sona_policy_row_f32(float *theta, float *v, float *fisher,
+                                        const float *anchor, const float *vec, float coef, size_t n,
+                                        const sona_policy_step *p) {
+    return sona_active->policy_row(theta, v, fisher, anchor, vec, coef, n, p);
 }
 
 /* ---- backend-independent helpers (rows.c) ---------------------------------------------------- */

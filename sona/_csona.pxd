@@ -1,6 +1,6 @@
 # The C API of csrc/ as seen from Cython: the single extern block for csrc/sona.h.
 from libc.stddef cimport ptrdiff_t
-from libc.stdint cimport int64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 
 cdef extern from "sona.h" nogil:
     enum: SONA_MAX_RANK
@@ -37,3 +37,67 @@ cdef extern from "sona.h" nogil:
     void sona_cosine_rows_f32(const float *M, size_t n, size_t d, const float *x,
                               const float *inv_norms, float *out)
     void sona_topk_f32(const float *scores, size_t n, size_t k, int64_t *idx, float *val)
+
+cdef extern from "bank.h" nogil:
+    ctypedef struct sona_bank:
+        uint32_t dim, n_routes, capacity, n_patterns
+        float new_cos, decay, prior_count, baseline_rate
+        float *centroid
+        float *centroid_sum
+        float *hits
+        float *route_n
+        float *route_s
+        float *baseline
+
+    int32_t sona_bank_nearest(const sona_bank *b, const float *xhat, float *scratch, float *cos)
+    float sona_unit(const float *x, size_t d, float *xhat)
+
+cdef extern from "policy.h" nogil:
+    enum: SONA_MAX_ROUTES
+
+    ctypedef struct sona_pcg32:
+        uint64_t state, inc
+
+    void sona_pcg32_seed(sona_pcg32 *g, uint64_t seed, uint64_t stream)
+
+    ctypedef struct sona_policy_hp:
+        float micro_scale, base_scale, tau, tau_prior, ts_scale, explore, adv_clip
+        float lr, rms_decay, rms_eps, weight_clip, global_rate
+        float ewc_alpha, ewc_lambda, ewc_margin
+        uint32_t mean_window, ewc_every
+        uint8_t use_micro, use_base, use_prior, learn_keys, learn_bias, unit_keys, ewc
+
+    ctypedef struct sona_policy:
+        uint32_t dim, n_routes, micro_rank, base_rank
+        sona_policy_hp hp
+        float *A_micro
+        float *Bt_micro
+        float *A_base
+        float *Bt_base
+        float *keys
+        float *bias
+        float *rms
+        float *fisher
+        float *anchor
+        float *mu
+        float *work
+        sona_bank *bank
+        sona_pcg32 rng
+        uint64_t n_seen, t
+        float global_baseline, reward_short, reward_long, fisher_max
+        uint8_t has_anchor
+
+    ctypedef struct sona_policy_ctx:
+        float *buf
+        float ynorm
+        int32_t pattern
+        uint32_t action
+
+    size_t sona_policy_n_params(uint32_t dim, uint32_t n_routes, uint32_t micro_rank,
+                                uint32_t base_rank)
+    size_t sona_policy_ctx_floats(uint32_t dim, uint32_t n_routes, uint32_t micro_rank,
+                                  uint32_t base_rank)
+    size_t sona_policy_work_floats(uint32_t dim, uint32_t n_routes, uint32_t bank_capacity)
+    void sona_policy_scores(sona_policy *p, const float *x, float *probs)
+    uint32_t sona_policy_route(sona_policy *p, const float *x, sona_policy_ctx *ctx)
+    void sona_policy_feedback(sona_policy *p, const sona_policy_ctx *ctx, uint32_t action, float r)

@@ -41,6 +41,7 @@ cdef class LoRAAdapter:
     cdef float *pgBt
     cdef double _row_norm_max   # max over rows of A and Bt of the row norm
     cdef double _grad_bound     # bound on |element| of the accumulators since the last apply
+    cdef bint _norms_dirty      # weights changed elsewhere (a policy step): recompute row norms
 
     def __init__(self, Py_ssize_t dim, Py_ssize_t rank, double scale, double max_step,
                  Py_ssize_t max_rank, str kind):
@@ -79,6 +80,7 @@ cdef class LoRAAdapter:
             v = _sumsq(self.pBt + j * self.dim, self.dim)
             m = max(m, v)
         self._row_norm_max = sqrt(m)
+        self._norms_dirty = False
 
     @property
     def A(self):
@@ -191,6 +193,8 @@ cdef class LoRAAdapter:
             if cnp.PyArray_NDIM(a) == 2:
                 n = cnp.PyArray_DIM(a, 0)
         cdef size_t d = self.dim, i
+        if self._norms_dirty:
+            self._update_row_norms()
         cdef const float *px = _fptr(a)
         cdef const float *pg = _fptr(g)
         # One pass each: max |.| bounds the update and is +inf when NaN/Inf is present.

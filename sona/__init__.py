@@ -7,9 +7,10 @@ variable SONA_BACKEND=auto|scalar|avx2 is read once at import, and set_backend()
 import os as _os
 
 from . import kernels
-from ._core import backends, cpu_features, get_backend, set_backend
+from ._core import Decision, backends, cpu_features, get_backend, set_backend
 from .config import SonaConfig
 from .lora import BaseLoRA, MicroLoRA
+from .router import Router
 from .signal import LearningSignal
 from .state import StateFileError
 
@@ -23,7 +24,9 @@ __all__ = [
     "set_backend",
     "MicroLoRA",
     "BaseLoRA",
+    "Decision",
     "LearningSignal",
+    "Router",
     "SonaConfig",
     "StateFileError",
     "kernels",

@@ -115,6 +115,7 @@ class PolicyReference:
                   for k, a in p.items()}
         self.fisher = {k: np.zeros_like(a) for k, a in p.items()}
         self.anchor = None
+        self.fisher_max = 0.0
         self.reward_short = self.reward_long = 0.5
         M = h["max_patterns"]
         self.centroid = np.zeros((M, d))          # unit rows
@@ -251,7 +252,9 @@ class PolicyReference:
             self.reward_long += 0.002 * (r - self.reward_long)
             if self.t % h["ewc_every"] == 0 and self.reward_short >= self.reward_long - h["ewc_margin"]:
                 self.anchor = {k: v.copy() for k, v in p.items()}
-            fmax = max(float(f.max()) for f in self.fisher.values()) + 1e-12
+            # normalised by the max of the PREVIOUS step's Fisher, so the C port does F, the pull
+            # and RMSprop in one pass over the weights (the max is known only after the pass)
+            fmax = self.fisher_max + 1e-12
         b2 = h["rms_decay"]
         corr = 1.0 - b2 ** self.t
         for k, gk in g.items():
@@ -263,15 +266,18 @@ class PolicyReference:
                 step = step - pull * (p[k] - self.anchor[k])
             if h["rms_per"] == "element":
                 self.v[k] = b2 * self.v[k] + (1 - b2) * step * step
-                p[k] += h["lr"] * step / (np.sqrt(self.v[k] / corr) + h["rms_eps"])
+                # eps inside the square root: one rsqrt per weight in the C port (no sqrt + divide)
+                p[k] += h["lr"] * step / np.sqrt(self.v[k] / corr + h["rms_eps"] ** 2)
             else:
                 rows = step.reshape(self.v[k].shape[0], -1)
                 self.v[k] = b2 * self.v[k] + (1 - b2) * np.mean(rows * rows, axis=1, keepdims=True)
-                scale = h["lr"] / (np.sqrt(self.v[k] / corr) + h["rms_eps"])
+                scale = h["lr"] / np.sqrt(self.v[k] / corr + h["rms_eps"] ** 2)
                 p[k] += (scale * rows).reshape(p[k].shape)
             np.clip(p[k], -h["weight_clip"], h["weight_clip"], out=p[k])
         if h["unit_keys"]:
             p["keys"] /= np.maximum(np.linalg.norm(p["keys"], axis=1, keepdims=True), 1e-12)
+        if h["ewc"]:
+            self.fisher_max = max(float(f.max()) for f in self.fisher.values())
 
         self.pat_n[j] *= h["decay"]
         self.pat_s[j] *= h["decay"]

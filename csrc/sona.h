@@ -1,0 +1,144 @@
+/* sona.h: the C API of sona's kernels.
+ *
+ * Every numeric kernel exists once per backend (suffix _scalar / _avx2) with the same signature and
+ * contract; dispatch.c gathers each backend's kernels in one const table, and the dispatched entry
+ * points below (no ISA suffix) call through the active table. Arrays are float32, row-major,
+ * C-contiguous, with no alignment requirement. Sizes are element counts; n = 0 is valid everywhere.
+ * Callers (the Cython boundary) validate shapes and finiteness before calling: kernels do not check.
+ */
+#ifndef SONA_H
+#define SONA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SONA_MAX_RANK 64
+
+/* ---- kernel signatures --------------------------------------------------------------------- */
+
+/* max |x_i| over x[0..n); +INFINITY when any element is NaN or infinite; 0 for n = 0. */
+typedef float (*sona_maxabs_fn)(const float *x, size_t n);
+/* sum_i a_i b_i */
+typedef float (*sona_dot_fn)(const float *a, const float *b, size_t n);
+/* y += alpha x */
+typedef void (*sona_axpy_fn)(size_t n, float alpha, const float *x, float *y);
+/* out_i = M_i . x for the n rows of M (n x d) */
+typedef void (*sona_dot_rows_fn)(const float *M, size_t n, size_t d, const float *x, float *out);
+/* out_i = |M_i - x|^2 */
+typedef void (*sona_sqdist_rows_fn)(const float *M, size_t n, size_t d, const float *x,
+                                    float *out);
+/* y = x + s * Bt^T (A x): A and Bt are (r x d), i.e. B stored transposed so both passes stream
+ * rows. u (length r) receives A x. y may alias x: all of A x is computed before y is written.
+ * The one kernel that checks its input: it reads x once anyway, so it returns -1 without writing y
+ * when x holds a NaN or an infinity (0 otherwise), sparing the caller a separate pass. */
+typedef int (*sona_lora_fwd_fn)(const float *x, const float *A, const float *Bt, size_t d,
+                                 size_t r, float s, float *y, float *u);
+/* Gradient of L through y = x + s B(Ax), given g = dL/dy, accumulated with weight w:
+ *   dBt_j += w s (A_j . x) g        dA_j += w s (Bt_j . g) x        for j < r
+ * coef (length 2r) receives the 2r outer-product coefficients w s u_j then w s h_j. */
+typedef void (*sona_lora_grad_fn)(const float *x, const float *g, const float *A, const float *Bt,
+                                  size_t d, size_t r, float s, float w, float *dA, float *dBt,
+                                  float *coef);
+
+typedef struct sona_kernels {
+    const char *name;
+    sona_maxabs_fn maxabs;
+    sona_dot_fn dot;
+    sona_axpy_fn axpy;
+    sona_dot_rows_fn dot_rows;
+    sona_sqdist_rows_fn sqdist_rows;
+    sona_lora_fwd_fn lora_fwd;
+    sona_lora_grad_fn lora_grad;
+} sona_kernels_t;
+
+/* ---- per-backend kernels ------------------------------------------------------------------- */
+
+float sona_maxabs_f32_scalar(const float *x, size_t n);
+float sona_dot_f32_scalar(const float *a, const float *b, size_t n);
+void sona_axpy_f32_scalar(size_t n, float alpha, const float *x, float *y);
+void sona_dot_rows_f32_scalar(const float *M, size_t n, size_t d, const float *x, float *out);
+void sona_sqdist_rows_f32_scalar(const float *M, size_t n, size_t d, const float *x, float *out);
+int sona_lora_fwd_f32_scalar(const float *x, const float *A, const float *Bt, size_t d, size_t r,
+                              float s, float *y, float *u);
+void sona_lora_grad_f32_scalar(const float *x, const float *g, const float *A, const float *Bt,
+                               size_t d, size_t r, float s, float w, float *dA, float *dBt,
+                               float *coef);
+
+float sona_maxabs_f32_avx2(const float *x, size_t n);
+float sona_dot_f32_avx2(const float *a, const float *b, size_t n);
+void sona_axpy_f32_avx2(size_t n, float alpha, const float *x, float *y);
+void sona_dot_rows_f32_avx2(const float *M, size_t n, size_t d, const float *x, float *out);
+void sona_sqdist_rows_f32_avx2(const float *M, size_t n, size_t d, const float *x, float *out);
+int sona_lora_fwd_f32_avx2(const float *x, const float *A, const float *Bt, size_t d, size_t r,
+                            float s, float *y, float *u);
+void sona_lora_grad_f32_avx2(const float *x, const float *g, const float *A, const float *Bt,
+                             size_t d, size_t r, float s, float w, float *dA, float *dBt,
+                             float *coef);
+
+/* ---- CPU detection and dispatch (cpu.c, dispatch.c) ------------------------------------------ */
+
+#define SONA_CPU_AVX2 (1u << 0) /* AVX2 + FMA + OS support for YMM state */
+#define SONA_CPU_AVX512F (1u << 1) /* reported by `sona info` only */
+
+/* Feature bits of this CPU, detected once and cached. */
+unsigned sona_cpu_features(void);
+/* Backends compiled in and supported here, best first; returns how many (at most cap) were written. */
+int sona_backends(const char **names, int cap);
+/* Selects a backend by name: 0 ok, -1 unknown name, -2 not supported by this CPU/build. */
+int sona_set_backend(const char *name);
+/* The active table (never NULL: the best backend is chosen on first use). */
+const sona_kernels_t *sona_kernels(void);
+
+extern const sona_kernels_t *sona_active;
+
+/* ---- dispatched entry points ----------------------------------------------------------------- */
+
+static inline float sona_maxabs_f32(const float *x, size_t n) { return sona_active->maxabs(x, n); }
+static inline float sona_dot_f32(const float *a, const float *b, size_t n) {
+    return sona_active->dot(a, b, n);
+}
+static inline void sona_axpy_f32(size_t n, float alpha, const float *x, float *y) {
+    sona_active->axpy(n, alpha, x, y);
+}
+static inline void sona_dot_rows_f32(const float *M, size_t n, size_t d, const float *x,
+                                     float *out) {
+    sona_active->dot_rows(M, n, d, x, out);
+}
+static inline void sona_sqdist_rows_f32(const float *M, size_t n, size_t d, const float *x,
+                                        float *out) {
+    sona_active->sqdist_rows(M, n, d, x, out);
+}
+static inline int sona_lora_fwd_f32(const float *x, const float *A, const float *Bt, size_t d,
+                                    size_t r, float s, float *y, float *u) {
+    return sona_active->lora_fwd(x, A, Bt, d, r, s, y, u);
+}
+static inline void sona_lora_grad_f32(const float *x, const float *g, const float *A,
+                                      const float *Bt, size_t d, size_t r, float s, float w,
+                                      float *dA, float *dBt, float *coef) {
+    sona_active->lora_grad(x, g, A, Bt, d, r, s, w, dA, dBt, coef);
+}
+
+/* ---- backend-independent helpers (rows.c) ---------------------------------------------------- */
+
+/* Batch forward: n rows of x (n x d) into y (n x d); u (n x r) may be NULL. Returns the index of
+ * the first row holding NaN/Inf (rows before it are written, it and later rows are not), or -1. */
+ptrdiff_t sona_lora_fwd_batch_f32(const float *x, size_t n, const float *A, const float *Bt, size_t d,
+                             size_t r, float s, float *y, float *u);
+/* out_i = |M_i| (Euclidean norm of each row). */
+void sona_norm_rows_f32(const float *M, size_t n, size_t d, float *out);
+/* out_i = cos(M_i, x); 0 where a row or x has zero norm. inv_norms (length n) may hold precomputed
+ * 1/|M_i| (0 for zero rows) or be NULL. */
+void sona_cosine_rows_f32(const float *M, size_t n, size_t d, const float *x,
+                          const float *inv_norms, float *out);
+/* Indices of the k largest scores, largest first; ties go to the lower index. k <= n. NaN scores
+ * rank below every number. Writes k indices and, when val is not NULL, their scores. */
+void sona_topk_f32(const float *scores, size_t n, size_t k, int64_t *idx, float *val);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SONA_H */

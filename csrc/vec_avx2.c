@@ -1,0 +1,125 @@
+/* vec_avx2.c: AVX2+FMA kernels for vectors and row matrices.
+ *
+ * ISA: AVX2 + FMA, compiled only inside SONA_AVX2_BEGIN/END and called only when cpu.c detected
+ * both (plus OS support for YMM state). Unaligned loads throughout; tails (n mod 8) in scalar code.
+ * Accumulation order: float32, two (dot) or one (rows) 8-lane FMA accumulators, reduced by a fixed
+ * horizontal sum, then the scalar tail added last.
+ */
+#include "target.h"
+
+#if SONA_X86_64
+#include <immintrin.h>
+#include <math.h>
+
+#include "sona.h"
+
+SONA_AVX2_BEGIN
+#include "simd_avx2.h"
+
+float sona_maxabs_f32_avx2(const float *x, size_t n) {
+    const __m256 abs_mask_f32x8 = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    __m256 max_f32x8 = _mm256_setzero_ps();
+    __m256 bad_f32x8 = _mm256_setzero_ps(); /* x - x is 0 when finite, NaN otherwise */
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v_f32x8 = _mm256_loadu_ps(x + i);
+        max_f32x8 = _mm256_max_ps(max_f32x8, _mm256_and_ps(v_f32x8, abs_mask_f32x8));
+        bad_f32x8 = _mm256_add_ps(bad_f32x8, _mm256_sub_ps(v_f32x8, v_f32x8));
+    }
+    float bad = hsum_f32x8(bad_f32x8);
+    if (bad != 0.0f) return INFINITY;
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(max_f32x8), _mm256_extractf128_ps(max_f32x8, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    float r = _mm_cvtss_f32(m);
+    for (; i < n; ++i) {
+        float a = fabsf(x[i]);
+        if (!(a <= 3.402823466e+38f)) return INFINITY;
+        if (a > r) r = a;
+    }
+    return r;
+}
+
+float sona_dot_f32_avx2(const float *a, const float *b, size_t n) {
+    __m256 s0_f32x8 = _mm256_setzero_ps(), s1_f32x8 = _mm256_setzero_ps();
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        s0_f32x8 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0_f32x8);
+        s1_f32x8 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1_f32x8);
+    }
+    for (; i + 8 <= n; i += 8)
+        s0_f32x8 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0_f32x8);
+    float s = hsum_f32x8(_mm256_add_ps(s0_f32x8, s1_f32x8));
+    for (; i < n; ++i) s += a[i] * b[i];
+    return s;
+}
+
+void sona_axpy_f32_avx2(size_t n, float alpha, const float *x, float *y) {
+    const __m256 a_f32x8 = _mm256_set1_ps(alpha);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(a_f32x8, _mm256_loadu_ps(x + i),
+                                                _mm256_loadu_ps(y + i)));
+    for (; i < n; ++i) y[i] += alpha * x[i];
+}
+
+/* Four rows at a time share each load of x. */
+void sona_dot_rows_f32_avx2(const float *M, size_t n, size_t d, const float *x, float *out) {
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const float *m0 = M + i * d, *m1 = m0 + d, *m2 = m1 + d, *m3 = m2 + d;
+        __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+        __m256 s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
+        size_t j = 0;
+        for (; j + 8 <= d; j += 8) {
+            __m256 x_f32x8 = _mm256_loadu_ps(x + j);
+            s0 = _mm256_fmadd_ps(_mm256_loadu_ps(m0 + j), x_f32x8, s0);
+            s1 = _mm256_fmadd_ps(_mm256_loadu_ps(m1 + j), x_f32x8, s1);
+            s2 = _mm256_fmadd_ps(_mm256_loadu_ps(m2 + j), x_f32x8, s2);
+            s3 = _mm256_fmadd_ps(_mm256_loadu_ps(m3 + j), x_f32x8, s3);
+        }
+        float r0 = hsum_f32x8(s0), r1 = hsum_f32x8(s1), r2 = hsum_f32x8(s2), r3 = hsum_f32x8(s3);
+        for (; j < d; ++j) {
+            r0 += m0[j] * x[j];
+            r1 += m1[j] * x[j];
+            r2 += m2[j] * x[j];
+            r3 += m3[j] * x[j];
+        }
+        out[i] = r0;
+        out[i + 1] = r1;
+        out[i + 2] = r2;
+        out[i + 3] = r3;
+    }
+    for (; i < n; ++i) {
+        const float *m = M + i * d;
+        __m256 s = _mm256_setzero_ps();
+        size_t j = 0;
+        for (; j + 8 <= d; j += 8)
+            s = _mm256_fmadd_ps(_mm256_loadu_ps(m + j), _mm256_loadu_ps(x + j), s);
+        float r = hsum_f32x8(s);
+        for (; j < d; ++j) r += m[j] * x[j];
+        out[i] = r;
+    }
+}
+
+void sona_sqdist_rows_f32_avx2(const float *M, size_t n, size_t d, const float *x, float *out) {
+    for (size_t i = 0; i < n; ++i) {
+        const float *m = M + i * d;
+        __m256 s = _mm256_setzero_ps();
+        size_t j = 0;
+        for (; j + 8 <= d; j += 8) {
+            __m256 e_f32x8 = _mm256_sub_ps(_mm256_loadu_ps(m + j), _mm256_loadu_ps(x + j));
+            s = _mm256_fmadd_ps(e_f32x8, e_f32x8, s);
+        }
+        float r = hsum_f32x8(s);
+        for (; j < d; ++j) {
+            float e = m[j] - x[j];
+            r += e * e;
+        }
+        out[i] = r;
+    }
+}
+
+SONA_AVX2_END
+
+#endif /* SONA_X86_64 */

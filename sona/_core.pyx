@@ -1,0 +1,17 @@
+# cython: language_level=3
+"""sona._core: the compiled boundary between Python and the C kernels in csrc/.
+
+Each concept lives in its own .pxi, included here so they share one module (one extension, one
+kernel table). Arrays are validated once at this boundary (see _validate.pxi); the C side trusts
+them.
+"""
+cimport numpy as cnp
+
+from sona._csona cimport *
+
+cnp.import_array()
+
+include "_validate.pxi"
+include "_dispatch.pxi"
+include "_score.pxi"
+include "_lora.pxi"

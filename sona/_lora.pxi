@@ -1,0 +1,239 @@
+# The low-rank adapter y = x + scale·B(Ax): weights, gradient accumulators, and their update.
+from libc.math cimport sqrt, fabs
+from libc.string cimport memset, memcpy
+
+# Accumulated gradients are refused before any element could pass this magnitude, so float32
+# accumulators can never overflow (FLT_MAX is 3.4e38).
+cdef double _GRAD_LIMIT = 1e36
+
+
+cdef double _sumsq(const float *x, size_t n) noexcept nogil:
+    """Sum of squares accumulated in double: exact enough for norms and overflow-free."""
+    cdef double s0 = 0, s1 = 0, s2 = 0, s3 = 0
+    cdef size_t i = 0
+    while i + 4 <= n:
+        s0 += <double>x[i] * x[i]
+        s1 += <double>x[i + 1] * x[i + 1]
+        s2 += <double>x[i + 2] * x[i + 2]
+        s3 += <double>x[i + 3] * x[i + 3]
+        i += 4
+    while i < n:
+        s0 += <double>x[i] * x[i]
+        i += 1
+    return (s0 + s1) + (s2 + s3)
+
+
+cdef class LoRAAdapter:
+    """Low-rank adapter y = x + scale·B(A x) with A (rank, dim) and B (dim, rank).
+
+    The compiled base of sona.MicroLoRA and sona.BaseLoRA (use those: they choose the initial
+    weights). B is stored transposed, (rank, dim), so both passes of the kernels stream rows.
+    """
+    cdef readonly Py_ssize_t dim
+    cdef readonly Py_ssize_t rank
+    cdef readonly float scale
+    cdef readonly double max_step
+    cdef readonly Py_ssize_t pending
+    cdef cnp.ndarray _A, _Bt, _gA, _gBt
+    cdef float *pA
+    cdef float *pBt
+    cdef float *pgA
+    cdef float *pgBt
+    cdef double _row_norm_max   # max over rows of A and Bt of the row norm
+    cdef double _grad_bound     # bound on |element| of the accumulators since the last apply
+
+    def __init__(self, Py_ssize_t dim, Py_ssize_t rank, double scale, double max_step,
+                 Py_ssize_t max_rank, str kind):
+        if dim < 1:
+            raise ValueError(f"{kind} dim must be >= 1; got {dim}")
+        cdef Py_ssize_t hi = min(max_rank, dim)
+        if not 1 <= rank <= hi:
+            raise ValueError(f"{kind} rank must be in 1..{hi} (at most {max_rank} and at most "
+                             f"dim={dim}); got {rank}")
+        if not (isfinite(scale) and scale > 0):
+            raise ValueError(f"{kind} scale must be a finite number > 0; got {scale}")
+        if not (isfinite(max_step) and max_step > 0):
+            raise ValueError(f"{kind} max_step must be a finite number > 0; got {max_step}")
+        self.dim, self.rank, self.scale, self.max_step = dim, rank, scale, max_step
+        self._A = np.zeros((rank, dim), np.float32)
+        self._Bt = np.zeros((rank, dim), np.float32)
+        self._gA = np.zeros((rank, dim), np.float32)
+        self._gBt = np.zeros((rank, dim), np.float32)
+        self.pA, self.pBt = _fptr(self._A), _fptr(self._Bt)
+        self.pgA, self.pgBt = _fptr(self._gA), _fptr(self._gBt)
+        self.pending = 0
+        self._grad_bound = 0.0
+        self._update_row_norms()
+
+    cdef int _ready(self) except -1:
+        if self.pA == NULL:
+            raise RuntimeError(f"{type(self).__name__} was not initialised (its __init__ did not run)")
+        return 0
+
+    cdef void _update_row_norms(self) noexcept:
+        cdef double m = 0, v
+        cdef Py_ssize_t j
+        for j in range(self.rank):
+            v = _sumsq(self.pA + j * self.dim, self.dim)
+            m = max(m, v)
+            v = _sumsq(self.pBt + j * self.dim, self.dim)
+            m = max(m, v)
+        self._row_norm_max = sqrt(m)
+
+    @property
+    def A(self):
+        """A (rank, dim), a read-only view of the live weights."""
+        self._ready()
+        a = self._A.view()
+        a.flags.writeable = False
+        return a
+
+    @property
+    def B(self):
+        """B (dim, rank), a read-only view of the live weights (stored transposed)."""
+        self._ready()
+        b = self._Bt.T
+        b.flags.writeable = False
+        return b
+
+    def set_weights(self, A, B):
+        """Replace both factors: A of shape (rank, dim), B of shape (dim, rank), both finite.
+
+        Pending accumulated gradients are discarded. Raises ValueError/TypeError with the expected
+        and actual shapes, leaving the adapter unchanged.
+        """
+        self._ready()
+        # Not a hot path: any memory layout is accepted (e.g. another adapter's B view).
+        cdef cnp.ndarray a = _as_f32(np.ascontiguousarray(A), "A")
+        cdef cnp.ndarray b = _as_f32(np.ascontiguousarray(B), "B")
+        if (<object>a).shape != (self.rank, self.dim):
+            raise ValueError(f"A must have shape ({self.rank}, {self.dim}); got {_shape_str(a)}")
+        if (<object>b).shape != (self.dim, self.rank):
+            raise ValueError(f"B must have shape ({self.dim}, {self.rank}); got {_shape_str(b)}")
+        cdef cnp.ndarray bt = np.ascontiguousarray((<object>b).T)
+        _check_finite(a, "A")
+        _check_finite(bt, "B")
+        memcpy(self.pA, _fptr(a), self.rank * self.dim * sizeof(float))
+        memcpy(self.pBt, _fptr(bt), self.rank * self.dim * sizeof(float))
+        self.zero_grad()
+        self._update_row_norms()
+
+    def zero_grad(self):
+        """Discard the accumulated gradients."""
+        self._ready()
+        memset(self.pgA, 0, self.rank * self.dim * sizeof(float))
+        memset(self.pgBt, 0, self.rank * self.dim * sizeof(float))
+        self.pending = 0
+        self._grad_bound = 0.0
+
+    def forward(self, x, out=None):
+        """y = x + scale·B(A x) for x of shape (dim,) or (n, dim); returns float32 of x's shape.
+
+        out: optional writeable C-contiguous float32 array of the same shape (may be x itself).
+        float64/float16/integer input is copied to float32 first; non-contiguous input, NaN/Inf
+        and wrong shapes raise ValueError, non-numeric dtypes TypeError. A single vector with
+        NaN/Inf leaves out untouched; for a batch, rows before the bad one are already written.
+        """
+        cdef cnp.ndarray a, o
+        cdef float u[SONA_MAX_RANK]
+        cdef cnp.npy_intp dim = self.dim
+        cdef ptrdiff_t bad
+        self._ready()
+        if _is_f32_vector(x, dim) and (out is None or (_is_f32_vector(out, dim)
+                                                       and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>out))):
+            o = cnp.PyArray_EMPTY(1, &dim, cnp.NPY_FLOAT32, 0) if out is None else <cnp.ndarray>out
+            if sona_lora_fwd_f32(_fptr(<cnp.ndarray>x), self.pA, self.pBt, dim, self.rank,
+                                 self.scale, _fptr(o), u):
+                raise ValueError("x contains NaN or Inf")
+            return o
+        a = _vector_or_rows(x, self.dim, "x", False)
+        o = _output(out, cnp.PyArray_NDIM(a), cnp.PyArray_DIMS(a), "out")
+        cdef size_t n = 1 if cnp.PyArray_NDIM(a) == 1 else cnp.PyArray_DIM(a, 0)
+        cdef const float *px = _fptr(a)
+        cdef float *po = _fptr(o)
+        cdef size_t d = self.dim, r = self.rank
+        cdef float s = self.scale
+        if <Py_ssize_t>(n * d * r) >= _NOGIL_WORK:
+            with nogil:
+                bad = sona_lora_fwd_batch_f32(px, n, self.pA, self.pBt, d, r, s, po, NULL)
+        else:
+            bad = sona_lora_fwd_batch_f32(px, n, self.pA, self.pBt, d, r, s, po, NULL)
+        if bad >= 0:
+            raise ValueError(("x" if cnp.PyArray_NDIM(a) == 1 else f"x[{bad}]")
+                             + " contains NaN or Inf")
+        return o
+
+    def accumulate_gradient(self, x, grad_y, double weight=1.0):
+        """Add weight·dL/dA and weight·dL/dB, given x and grad_y = dL/dy (shape (dim,) or (n, dim)).
+
+        The rank-r outer products: dB += weight·scale·grad_y (A x)ᵀ, dA += weight·scale·(Bᵀ grad_y) xᵀ,
+        summed over rows for a batch. Nothing moves until apply_accumulated(lr). Raises ValueError
+        (nothing accumulated) for mismatched shapes, NaN/Inf, or a gradient so large that the
+        float32 accumulators could overflow.
+        """
+        cdef cnp.ndarray a, g
+        cdef size_t n = 1
+        self._ready()
+        if not isfinite(weight):
+            raise ValueError(f"weight must be finite; got {weight}")
+        if _is_f32_vector(x, self.dim) and _is_f32_vector(grad_y, self.dim):
+            a, g = <cnp.ndarray>x, <cnp.ndarray>grad_y
+        else:
+            a = _as_f32(x, "x")
+            g = _as_f32(grad_y, "grad_y")
+            if not (1 <= cnp.PyArray_NDIM(a) <= 2
+                    and cnp.PyArray_DIM(a, cnp.PyArray_NDIM(a) - 1) == self.dim):
+                raise ValueError(f"x must have shape ({self.dim},) or (n, {self.dim}); "
+                                 f"got {_shape_str(a)}")
+            if (<object>a).shape != (<object>g).shape:
+                raise ValueError(f"x and grad_y must have the same shape; got {_shape_str(a)} and "
+                                 f"{_shape_str(g)}")
+            if cnp.PyArray_NDIM(a) == 2:
+                n = cnp.PyArray_DIM(a, 0)
+        cdef size_t d = self.dim, i
+        cdef const float *px = _fptr(a)
+        cdef const float *pg = _fptr(g)
+        # One pass each: max |.| bounds the update and is +inf when NaN/Inf is present.
+        cdef float mx = sona_maxabs_f32(px, n * d), mg = sona_maxabs_f32(pg, n * d)
+        if not mx < INFINITY:
+            raise ValueError("x contains NaN or Inf")
+        if not mg < INFINITY:
+            raise ValueError("grad_y contains NaN or Inf")
+        # |added element| <= |w|·s·|row|·|x|·max|g| (or x and g swapped), with |x| <= sqrt(d)·max|x|
+        cdef double bound = (fabs(weight) * self.scale * self._row_norm_max * sqrt(<double>d)
+                             * <double>mx * <double>mg * n)
+        if not self._grad_bound + bound <= _GRAD_LIMIT:
+            raise ValueError(f"gradient too large to accumulate in float32 (element bound "
+                             f"{self._grad_bound + bound:.3g} > {_GRAD_LIMIT:.0e}); scale x, grad_y "
+                             f"or weight down, or apply_accumulated() first")
+        cdef float coef[2 * SONA_MAX_RANK]
+        for i in range(n):
+            sona_lora_grad_f32(px + i * d, pg + i * d, self.pA, self.pBt, d, self.rank, self.scale,
+                               <float>weight, self.pgA, self.pgBt, coef)
+        self._grad_bound += bound
+        self.pending += n
+
+    def apply_accumulated(self, double lr):
+        """Gradient-descent step on BOTH factors: θ ← θ − lr·g, then clear the accumulators.
+
+        The step's joint Euclidean norm over A and B is clipped to max_step, so weights stay finite
+        and bounded for any accepted input. Returns the norm of the step taken. Raises ValueError
+        for a negative or non-finite lr and RuntimeError when nothing was accumulated.
+        """
+        self._ready()
+        if not (isfinite(lr) and lr >= 0):
+            raise ValueError(f"lr must be a finite number >= 0; got {lr}")
+        if self.pending == 0:
+            raise RuntimeError("no accumulated gradient to apply: call accumulate_gradient() first")
+        cdef size_t n = self.rank * self.dim
+        cdef double gnorm = sqrt(_sumsq(self.pgA, n) + _sumsq(self.pgBt, n))
+        cdef double step = lr * gnorm
+        cdef double factor = lr
+        if step > self.max_step:
+            factor = lr * self.max_step / step
+            step = self.max_step
+        sona_axpy_f32(n, <float>-factor, self.pgA, self.pA)
+        sona_axpy_f32(n, <float>-factor, self.pgBt, self.pBt)
+        self.zero_grad()
+        self._update_row_norms()
+        return step

@@ -1,0 +1,17 @@
+"""Shared test data and helpers (tests/ is on sys.path via pytest's `pythonpath`)."""
+
+import numpy as np
+
+# Sizes that cover empty input, scalar tails, exact multiples of the 8-lane width and a large case.
+SIZES = [0, 1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 1000]
+
+
+
+def unaligned(a):
+    """A copy of `a` whose data starts 4 bytes past a 32-byte boundary (a[1:] of a fresh buffer)."""
+    a = np.asarray(a, dtype=np.float32)
+    flat = np.empty(a.size + 1, np.float32)
+    flat[1:] = a.ravel()
+    view = flat[1:].reshape(a.shape)
+    assert view.size == 0 or view.ctypes.data % 8 == 4
+    return view

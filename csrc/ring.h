@@ -172,9 +172,22 @@ size_t sona_store_bytes(const sona_traj_store *s); /* heap bytes held by the tab
 /* CLOCK_MONOTONIC in nanoseconds (system-wide: comparable between processes). */
 uint64_t sona_now_ns(void);
 /* IEEE binary32 <-> binary16, round to nearest even; overflow -> inf, NaN stays NaN (quiet),
- * subnormals both ways. Branch-free so the compiler can vectorise them on the baseline ISA. */
+ * subnormals both ways. sona_f32_to_f16 / sona_f16_to_f32 use F16C when the CPU has it, else the
+ * portable branch-free loops (_scalar); every implementation gives the same bits. */
 void sona_f32_to_f16(const float *x, uint16_t *y, size_t n);
 void sona_f16_to_f32(const uint16_t *x, float *y, size_t n);
+void sona_f32_to_f16_scalar(const float *x, uint16_t *y, size_t n);
+void sona_f16_to_f32_scalar(const uint16_t *x, float *y, size_t n);
+void sona_f32_to_f16_f16c(const float *x, uint16_t *y, size_t n); /* half_avx2.c */
+void sona_f16_to_f32_f16c(const uint16_t *x, float *y, size_t n);
+int sona_f16c_supported(void); /* CPU and OS support F16C (x86-64 only) */
+
+#define SONA_HALF_AUTO 0
+#define SONA_HALF_SCALAR 1
+#define SONA_HALF_F16C 2
+/* Chooses the implementation behind sona_f32_to_f16/sona_f16_to_f32 (F16C falls back to scalar
+ * when unsupported); returns the one now active (-1: change nothing). For tests and benchmarks. */
+int sona_half_select(int mode);
 
 #ifdef __cplusplus
 }

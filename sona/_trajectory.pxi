@@ -232,7 +232,11 @@ cdef class TrajectoryBuffer:
                     block.unlink()
                 raise
             self._ring = <sona_ring *>self._view.buf
-            self._block, self._shm_name, self._owner = block, block.name, owner
+            self._shm_name, self._owner = block.name, owner
+            if owner:
+                self._block = block  # ours: closed and unlinked by close()
+            else:
+                self._keep = block   # the caller's: kept alive, never closed by us
             self._owner_pid = _os.getpid()
         self._read_header()
 

@@ -167,7 +167,7 @@ cdef class TrajectoryBuffer:
     >>> buf.record(np.ones(4, np.float32), [(2, 0.9, 120.0)], quality=0.8)
     True
     >>> batch = buf.drain()
-    >>> len(batch), batch.nodes[0, 0], float(batch.qualities[0])
+    >>> len(batch), int(batch.nodes[0, 0]), float(batch.qualities[0])
     (1, 2, 0.800000011920929)
     """
     cdef sona_ring *_ring
@@ -583,7 +583,13 @@ cdef class TrajectoryStore:
     finished record to the buffer. Nothing leaks: when ``max_open`` trajectories are open,
     starting another evicts the oldest, and a trajectory open longer than ``timeout_s`` is
     evicted the next time the store looks at it (any call); both are counted. The table is
-    allocated once (``nbytes``), per process, and is safe to use from many threads.
+    allocated once (``nbytes``), per process, and is safe to use from many threads (a spinlock
+    held for tens of nanoseconds; the GIL is not relied on).
+
+    Why per process: a trajectory is started and ended by the same request handler, so only the
+    finished record has to cross processes (through the shared buffer); ids stay unique across
+    processes because they come from the buffer's shared counter; and a worker that dies takes
+    its open trajectories with it instead of leaving a shared table locked or leaking.
 
     Parameters
     ----------
@@ -776,6 +782,13 @@ cdef class TrajectoryStore:
 # ---- float16 conversion, exposed for tests and benchmarks -----------------------------------
 
 _HALF_IMPLS = {"auto": SONA_HALF_AUTO, "scalar": SONA_HALF_SCALAR, "f16c": SONA_HALF_F16C}
+
+
+# The float16 conversion is chosen on its own (F16C when the CPU has it; results are identical
+# either way). SONA_BACKEND=scalar at import also selects the portable conversion, so a scalar CI
+# run exercises that path; set_backend() does not switch it (use _half_impl).
+if _os.environ.get("SONA_BACKEND", "").strip().lower() == "scalar":
+    sona_half_select(SONA_HALF_SCALAR)
 
 
 def _half_impl(name=None):

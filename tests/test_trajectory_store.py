@@ -663,3 +663,17 @@ def test_threads_share_a_store():
     batch = buf.drain()
     assert len(batch) == 20000 and (batch.n_steps == 3).all()
     assert len(np.unique(batch.ids)) == 20000
+
+
+def test_docstring_examples():
+    import doctest
+
+    from sona import _core
+
+    globs = {"np": np, "TrajectoryBuffer": TrajectoryBuffer, "TrajectoryStore": TrajectoryStore}
+    runner = doctest.DocTestRunner()
+    for obj in (_core.TrajectoryBuffer, _core.TrajectoryStore):
+        for test in doctest.DocTestFinder().find(obj, globs=globs):
+            runner.run(test)
+    result = runner.summarize(verbose=False)
+    assert result.attempted >= 8 and result.failed == 0

@@ -8,6 +8,12 @@
  * C11 atomics: no locks, no system calls, push never waits (a full ring drops and counts).
  *
  * The store (sona_traj_store) is per process: see ring.c for why.
+ *
+ * Known limit of the protocol: a slot is claimed before it is written. A producer killed between
+ * claim and publish (or a consumer killed mid-copy) leaves that slot stuck, after which consumers
+ * see an empty ring (or producers a full one) until the block is re-created. Threads cannot die
+ * that way; processes can (SIGKILL, OOM killer), so the learner should re-create the ring if
+ * pushed_count keeps rising while nothing can be drained.
  */
 #ifndef SONA_RING_H
 #define SONA_RING_H

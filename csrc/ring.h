@@ -12,8 +12,8 @@
  * Known limit of the protocol: a slot is claimed before it is written. A producer killed between
  * claim and publish (or a consumer killed mid-copy) leaves that slot stuck, after which consumers
  * see an empty ring (or producers a full one) until the block is re-created. Threads cannot die
- * that way; processes can (SIGKILL, OOM killer), so the learner should re-create the ring if
- * pushed_count keeps rising while nothing can be drained.
+ * that way; processes can (SIGKILL, OOM killer). Symptom: drains return nothing while len stays
+ * at capacity and dropped keeps rising; the learner should then re-create the ring.
  */
 #ifndef SONA_RING_H
 #define SONA_RING_H

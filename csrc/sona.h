@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ring.h" /* the trajectory ring and open-trajectory store (ring.c) */
+
 #ifdef __cplusplus
 extern "C" {
 #endif

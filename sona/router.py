@@ -58,7 +58,8 @@ def _check_hp(hp: dict) -> dict:
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"{k} must be an integer >= 1; got {v!r}")
         else:
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.floating)) or not np.isfinite(v):
+            real = isinstance(v, (int, float, np.floating)) and not isinstance(v, bool)
+            if not real or not np.isfinite(v):
                 raise ValueError(f"{k} must be a finite number; got {v!r}")
     positive = ("tau", "tau_prior", "adv_clip", "rms_eps", "weight_clip", "micro_scale",
                 "base_scale", "prior_count")

@@ -8,10 +8,11 @@ nothing else from sona, so any object with the router duck API can be evaluated 
     scores(x) -> probs           (no side effects, no exploration)
 
 Geometry (defaults, issue 3): d=256, 8 clusters, 4 routes. Cluster centres share a common direction
-(``centre_c = normalise(a*shared + b*own_c)`` with orthonormal own directions, so every pair of centres
-has cosine ``centre_cosine``), queries are ``normalise(centre + noise)`` with the isotropic noise scaled
-so that the expected cosine of a query to its centre is ``query_cosine``. Each cluster's best route is
-ahead of the runner-up by ``gap`` success probability; the other routes lie in ``[low, high]``.
+(``centre_c = normalise(a*shared + b*own_c)`` with orthonormal own directions, so every pair of
+centres has cosine ``centre_cosine``), queries are ``normalise(centre + noise)`` with the isotropic
+noise scaled so that the expected cosine of a query to its centre is ``query_cosine``. Each
+cluster's best route is ahead of the runner-up by ``gap`` success probability; the other routes lie
+in ``[low, high]``.
 
 Example::
 
@@ -85,13 +86,19 @@ class RoutingTask:
         if n_routes < 2:
             raise ValueError(f"n_routes must be >= 2, got {n_routes}")
         if n_clusters < 1 or n_clusters + 1 > dim:
-            raise ValueError(f"n_clusters must be in [1, dim - 1] = [1, {dim - 1}], got {n_clusters}")
+            raise ValueError(
+                f"n_clusters must be in [1, dim - 1] = [1, {dim - 1}], got {n_clusters}"
+            )
         if not 0.0 <= low <= high or high + gap > 1.0 or gap <= 0.0:
-            raise ValueError(f"need 0 <= low <= high and 0 < gap, high + gap <= 1; "
-                             f"got low={low}, high={high}, gap={gap}")
+            raise ValueError(
+                f"need 0 <= low <= high and 0 < gap, high + gap <= 1; "
+                f"got low={low}, high={high}, gap={gap}"
+            )
         if not 0.0 < query_cosine < 1.0 or not 0.0 <= centre_cosine < 1.0:
-            raise ValueError(f"query_cosine must be in (0, 1) and centre_cosine in [0, 1); "
-                             f"got {query_cosine}, {centre_cosine}")
+            raise ValueError(
+                f"query_cosine must be in (0, 1) and centre_cosine in [0, 1); "
+                f"got {query_cosine}, {centre_cosine}"
+            )
         self.dim = int(dim)
         self.n_routes = int(n_routes)
         self.gap, self.low, self.high = float(gap), float(low), float(high)
@@ -107,7 +114,7 @@ class RoutingTask:
         self._own = np.empty((0, dim))
         self.centres = np.empty((0, dim))
         self.P = np.empty((0, n_routes))
-        # Best routes spread evenly over the routes, so "always the globally best route" is no oracle.
+        # Best routes spread evenly over the routes: "always the globally best route" is no oracle.
         best = self._rng.permutation(np.arange(n_clusters) % n_routes)
         self._add(best)
 
@@ -133,8 +140,10 @@ class RoutingTask:
     def _add(self, best: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
         rng = self._rng if rng is None else rng
         if self.n_clusters + len(best) + 1 > self.dim:
-            raise ValueError(f"at most {self.dim - 1} clusters fit in dim={self.dim}, "
-                             f"asked for {self.n_clusters + len(best)}")
+            raise ValueError(
+                f"at most {self.dim - 1} clusters fit in dim={self.dim}, "
+                f"asked for {self.n_clusters + len(best)}"
+            )
         own = self._own_directions(len(best), rng)
         a, b = np.sqrt(self.centre_cosine), np.sqrt(1.0 - self.centre_cosine)
         ids = np.arange(self.n_clusters, self.n_clusters + len(best))
@@ -170,7 +179,7 @@ class RoutingTask:
         return np.ascontiguousarray(X, dtype=np.float32), c.astype(np.int64)
 
     def reward(self, cluster: int, route: int, rng: np.random.Generator) -> float:
-        """Bernoulli outcome (1.0 success, 0.0 failure) of sending a ``cluster`` query to ``route``."""
+        """Bernoulli outcome (1.0 success, 0.0 failure) of a ``cluster`` query sent to ``route``."""
         return float(rng.random() < self.P[cluster, route])
 
     def expected_reward(self, cluster, route):
@@ -205,17 +214,18 @@ class RoutingTask:
         return self._add(best, rng)
 
 
-# -- evaluation -------------------------------------------------------------------------------------
+# -- evaluation ------------------------------------------------------------------------------------
 @dataclass
 class Report:
     """Per-window results of :func:`evaluate`.
 
-    ``windows`` holds one dict per window: ``end`` (feedbacks so far), ``accuracy`` (greedy argmax of
-    ``scores`` equals the best route, on held-out queries), ``cluster_accuracy`` (per cluster id),
-    ``reward`` (mean expected reward of the routes actually chosen in the window), ``oracle`` (mean best
-    expected reward for the same queries), ``ratio`` (reward / oracle) and ``regret`` (cumulative
-    expected regret). ``to_90`` is the number of feedbacks at the end of the first window whose ratio
-    reached 0.9 (None if never).
+    ``windows`` holds one dict per window: ``end`` (feedbacks so far), ``accuracy`` (greedy argmax
+    of ``scores`` equals the best route, on held-out queries), ``cluster_accuracy`` (per cluster
+    id), ``reward`` (mean expected reward of the routes actually chosen in the window),
+    ``greedy_ratio`` (expected reward of the greedy choice on the held-out queries / their oracle
+    reward), ``oracle`` (mean best expected reward for the same queries), ``ratio`` (reward /
+    oracle) and ``regret`` (cumulative expected regret). ``to_90`` is the number of feedbacks at the
+    end of the first window whose ratio reached 0.9 (None if never).
     """
 
     windows: list = field(default_factory=list)
@@ -227,20 +237,30 @@ class Report:
         return float(np.mean([acc[int(c)] for c in clusters]))
 
     def table(self) -> str:
-        lines = [(f"{'feedbacks':>9} {'accuracy':>8} {'reward':>7} {'oracle':>7} {'ratio':>6} "
-                 f"{'regret':>8}")]
+        lines = [
+            (
+                f"{'feedbacks':>9} {'accuracy':>8} {'reward':>7} {'oracle':>7} {'ratio':>6} "
+                f"{'regret':>8}"
+            )
+        ]
         for w in self.windows:
-            lines.append(f"{w['end']:>9} {w['accuracy']:>8.3f} {w['reward']:>7.3f} "
-                         f"{w['oracle']:>7.3f} {w['ratio']:>6.3f} {w['regret']:>8.1f}")
+            lines.append(
+                f"{w['end']:>9} {w['accuracy']:>8.3f} {w['reward']:>7.3f} "
+                f"{w['oracle']:>7.3f} {w['ratio']:>6.3f} {w['regret']:>8.1f}"
+            )
         return "\n".join(lines)
 
 
 def heldout_accuracy(router, task: RoutingTask, X: np.ndarray, c: np.ndarray):
-    """Greedy accuracy of ``router.scores`` on (X, c): overall and per cluster id (dict)."""
-    chosen = np.fromiter((int(np.argmax(router.scores(x))) for x in X), dtype=np.int64, count=len(X))
+    """Greedy accuracy of ``router.scores`` on (X, c): overall, per cluster id (dict), and the
+    greedy choices' expected reward as a fraction of the oracle's."""
+    chosen = np.fromiter(
+        (int(np.argmax(router.scores(x))) for x in X), dtype=np.int64, count=len(X)
+    )
     hit = chosen == task.best_routes[c]
     per = {int(k): float(hit[c == k].mean()) for k in np.unique(c)}
-    return float(hit.mean()), per
+    greedy_ratio = float(task.P[c, chosen].sum() / task.oracle_rewards[c].sum())
+    return float(hit.mean()), per, greedy_ratio
 
 
 def evaluate(
@@ -257,10 +277,10 @@ def evaluate(
 ) -> Report:
     """Run ``router`` on a stream of ``n_feedback`` queries from ``clusters`` (default: all).
 
-    Every step: one query, ``route``, a Bernoulli reward, ``feedback``. After every ``window`` steps the
-    greedy accuracy is measured on a fixed held-out set (``heldout_per_cluster`` queries of every
-    cluster in ``eval_clusters``, default all clusters existing now). Call it once per phase with the
-    same router; ``regret_start`` carries cumulative regret over from a previous phase.
+    Every step: one query, ``route``, a Bernoulli reward, ``feedback``. After every ``window`` steps
+    the greedy accuracy is measured on a fixed held-out set (``heldout_per_cluster`` queries of
+    every cluster in ``eval_clusters``, default all clusters existing now). Call it once per phase
+    with the same router; ``regret_start`` carries cumulative regret over from a previous phase.
     """
     if n_feedback < 1 or window < 1:
         raise ValueError(f"n_feedback and window must be >= 1, got {n_feedback}, {window}")
@@ -280,17 +300,27 @@ def evaluate(
         regret += task.P[c[t]].max() - got[t]
         if (t + 1) % window == 0 or t + 1 == n_feedback:
             lo = (t // window) * window
-            reward = float(got[lo:t + 1].mean())
-            oracle = float(task.oracle_rewards[c[lo:t + 1]].mean())
-            acc, per = heldout_accuracy(router, task, Xh, ch)
-            report.windows.append({"end": t + 1, "accuracy": acc, "cluster_accuracy": per, "reward": reward,
-                                       "oracle": oracle, "ratio": reward / oracle, "regret": regret})
+            reward = float(got[lo : t + 1].mean())
+            oracle = float(task.oracle_rewards[c[lo : t + 1]].mean())
+            acc, per, greedy_ratio = heldout_accuracy(router, task, Xh, ch)
+            report.windows.append(
+                {
+                    "end": t + 1,
+                    "accuracy": acc,
+                    "cluster_accuracy": per,
+                    "reward": reward,
+                    "greedy_ratio": greedy_ratio,
+                    "oracle": oracle,
+                    "ratio": reward / oracle,
+                    "regret": regret,
+                }
+            )
             if report.to_90 is None and reward >= 0.9 * oracle:
                 report.to_90 = t + 1
     return report
 
 
-# -- baselines (same duck API) ----------------------------------------------------------------------
+# -- baselines (same duck API) ---------------------------------------------------------------------
 class RandomRouter:
     """Uniformly random route; scores are uniform (its greedy choice is route 0)."""
 
@@ -332,14 +362,16 @@ class FixedRouter:
 
 
 class EpsilonGreedyLinear:
-    """Per-route ridge regression of reward on ``[x, 1]``, epsilon-greedy (a classic contextual bandit).
+    """Per-route ridge regression of reward on ``[x, 1]``, epsilon-greedy (a classic contextual
+    bandit).
 
     Each route keeps ``A_k^-1`` (Sherman-Morrison, O(d^2) per feedback) and ``b_k``; the estimate is
     ``w_k = A_k^-1 b_k``. ``scores`` is a one-hot on the greedy route.
     """
 
-    def __init__(self, dim: int, n_routes: int, epsilon: float = 0.1, ridge: float = 1.0,
-                 seed: int = 0) -> None:
+    def __init__(
+        self, dim: int, n_routes: int, epsilon: float = 0.1, ridge: float = 1.0, seed: int = 0
+    ) -> None:
         self.n_routes, self.epsilon = n_routes, float(epsilon)
         d = dim + 1
         self._Ainv = np.repeat(np.eye(d)[None] / ridge, n_routes, axis=0)
@@ -372,3 +404,81 @@ class EpsilonGreedyLinear:
         Ai -= np.outer(Az, Az) / (1.0 + z @ Az)
         self._b[k] += quality * z
         self._w[k] = Ai @ self._b[k]
+
+
+# -- the three-phase protocol of the routing benchmark ---------------------------------------------
+def run_protocol(
+    make_router,
+    seed: int,
+    *,
+    n_base: int = 2500,
+    n_change: int = 3000,
+    n_new: int = 3000,
+    n_changed: int = 3,
+    n_added: int = 4,
+    task_kwargs=None,
+) -> dict:
+    """Phase 1: learn the default task; phase 2: the best route changes for ``n_changed`` clusters;
+    phase 3: ``n_added`` new clusters arrive (the stream holds only them). ``make_router(task)``
+    builds the router under test. Returns the benchmark's metrics (None where never reached):
+
+    acc_2000 (held-out greedy accuracy after 2000 feedbacks), to_90 (feedbacks until a 100-feedback
+    window's on-policy reward reached 90 % of oracle), ratio_500 (that ratio in feedbacks 401-500),
+    greedy_to_90 (feedbacks until the greedy choice on held-out queries earned 90 % of oracle),
+    changed_acc / changed_to_85 / unchanged_keep (phase 2), old_keep / new_acc (phase 3), where a
+    keep is accuracy at the end of the phase over accuracy at the end of the previous phase.
+    """
+    task = RoutingTask(seed=seed, **(task_kwargs or {}))
+    router = make_router(task)
+    r1 = evaluate(router, task, n_base, seed=seed * 10 + 1)
+    by_end = {w["end"]: w for w in r1.windows}
+    out = {
+        "acc_2000": by_end[2000]["accuracy"] if 2000 in by_end else None,
+        "to_90": r1.to_90,
+        "ratio_500": by_end[500]["ratio"] if 500 in by_end else None,
+        "greedy_to_90": next((w["end"] for w in r1.windows if w["greedy_ratio"] >= 0.9), None),
+    }
+    before = r1.windows[-1]["cluster_accuracy"]
+    changed = task.change_best_routes(n_changed)
+    unchanged = [c for c in range(task.n_clusters) if c not in set(changed.tolist())]
+    r2 = evaluate(router, task, n_change, seed=seed * 10 + 2)
+    out["changed_acc"] = r2.accuracy_on(changed)
+    out["changed_to_85"] = next(
+        (
+            w["end"]
+            for w in r2.windows
+            if np.mean([w["cluster_accuracy"][int(c)] for c in changed]) >= 0.85
+        ),
+        None,
+    )
+    out["unchanged_keep"] = r2.accuracy_on(unchanged) / max(
+        np.mean([before[c] for c in unchanged]), 1e-9
+    )
+    before = r2.windows[-1]["cluster_accuracy"]
+    old = list(range(task.n_clusters))
+    new = task.add_clusters(n_added)
+    r3 = evaluate(router, task, n_new, seed=seed * 10 + 3, clusters=new)
+    out["old_keep"] = r3.accuracy_on(old) / max(np.mean([before[c] for c in old]), 1e-9)
+    out["new_acc"] = r3.accuracy_on(new)
+    return out
+
+
+#: Targets of the routing benchmark: metric -> (comparison, threshold).
+TARGETS = {
+    "acc_2000": (">=", 0.90),
+    "to_90": ("<=", 500),
+    "greedy_to_90": ("<=", 500),
+    "changed_acc": (">=", 0.85),
+    "changed_to_85": ("<=", 3000),
+    "unchanged_keep": (">=", 0.95),
+    "old_keep": (">=", 0.95),
+    "new_acc": (">=", 0.88),
+}
+
+
+def meets(metric: str, value) -> bool:
+    """Whether one protocol value meets its target (None = never reached = no)."""
+    op, bound = TARGETS[metric]
+    if value is None:
+        return False
+    return value >= bound if op == ">=" else value <= bound

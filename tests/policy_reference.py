@@ -1,7 +1,8 @@
 """Numpy reference of the router learning rule (test oracle for the C port).
 
-One class, float64, deterministic from ``seed``. The equations, in the order the C code runs them, are in
-the docstrings of ``route`` and ``feedback``; the derivation, hyperparameters, costs and measured numbers
+One class, float64, deterministic from ``seed``. The equations, in the order the C code runs
+them, are in the docstrings of ``route`` and ``feedback``; the derivation, hyperparameters, costs
+and measured numbers
 are in /work/research/ALGORITHM.md (the learning research note). Nothing here imports sona.
 
     pol = PolicyReference(dim=256, n_routes=4, seed=0)
@@ -50,7 +51,7 @@ class PCG32:
         return float(np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2))
 
     def irwin_hall(self) -> float:
-        """Approximately N(0, 1): (u1+u2+u3+u4-2)*sqrt(3). No transcendental, so C agrees exactly."""
+        """About N(0, 1): (u1+u2+u3+u4-2)*sqrt(3). No transcendental, so C agrees exactly."""
         s = self.uniform() + self.uniform() + self.uniform() + self.uniform()
         return (s - 2.0) * 1.7320508075688772
 
@@ -67,10 +68,10 @@ DEFAULTS = {
     "micro_rank": 2, "micro_scale": 1.0, "base_rank": 8, "base_scale": 1.0,
     "use_micro": True, "use_base": True, "learn_keys": True, "learn_bias": True,
     "tau": 0.1,                # adapter temperature: logits = keys . y_hat / tau + bias
-    "unit_keys": True,         # renormalise keys after each step: |adapter logits| <= 1/tau + |bias|
+    "unit_keys": True,         # renormalise keys each step: |adapter logits| <= 1/tau + |bias|
     "lr": 1e-3, "rms_decay": 0.999, "rms_eps": 1e-3, "weight_clip": 4.0,
-    "rms_per": "element",      # RMSprop second moment per weight, or "row": one per row (cheap in C)
-    "mean_window": 1000,       # mu: cumulative mean for n <= 1000 queries, then EMA with rate 1/1000
+    "rms_per": "element",      # RMSprop second moment per weight, or "row": one per row
+    "mean_window": 1000,       # mu: cumulative mean for n <= 1000 queries, then EMA 1/1000
     # pattern memory (leader clustering) and prior
     "use_prior": True, "max_patterns": 100, "new_pattern_cos": 0.45,
     "decay": 0.995,            # per hit of a pattern: its per-route (count, reward sum) *= decay
@@ -86,7 +87,7 @@ DEFAULTS = {
 
 
 class PolicyReference:
-    """Router policy: centred input, MicroLoRA + BaseLoRA, learned keys/bias, pattern-memory prior."""
+    """Router policy: centred input, MicroLoRA + BaseLoRA, learned keys/bias, pattern prior."""
 
     def __init__(self, dim: int, n_routes: int, seed: int = 0, **hp) -> None:
         unknown = set(hp) - set(DEFAULTS)
@@ -111,7 +112,8 @@ class PolicyReference:
         self.p = p
         # RMSprop second moments: per weight, or per row ("row": bias is one row)
         per_row = h["rms_per"] == "row"
-        self.v = {k: np.zeros((a.shape[0] if a.ndim == 2 else 1, 1)) if per_row else np.zeros_like(a)
+        self.v = {k: np.zeros((a.shape[0] if a.ndim == 2 else 1, 1)) if per_row
+                  else np.zeros_like(a)
                   for k, a in p.items()}
         self.fisher = {k: np.zeros_like(a) for k, a in p.items()}
         self.anchor = None
@@ -148,7 +150,7 @@ class PolicyReference:
         um = p["A_micro"] @ xt                                    # (2) u_m = A_m x~
         ub = p["A_base"] @ xt                                     #     u_b = A_b x~
         if h["use_micro"]:
-            y += h["micro_scale"] * (p["B_micro"].T @ um)         # (3) y = x~ + s_m B_m u_m + s_b B_b u_b
+            y += h["micro_scale"] * (p["B_micro"].T @ um)         # (3) y = x~ + s_m B_m u_m + ...
         if h["use_base"]:
             y += h["base_scale"] * (p["B_base"].T @ ub)
         ny = max(float(np.sqrt(y @ y)), 1e-6)
@@ -250,7 +252,8 @@ class PolicyReference:
                 self.fisher[k] = (1 - h["ewc_alpha"]) * self.fisher[k] + h["ewc_alpha"] * gk * gk
             self.reward_short += 0.01 * (r - self.reward_short)
             self.reward_long += 0.002 * (r - self.reward_long)
-            if self.t % h["ewc_every"] == 0 and self.reward_short >= self.reward_long - h["ewc_margin"]:
+            stable = self.reward_short >= self.reward_long - h["ewc_margin"]
+            if self.t % h["ewc_every"] == 0 and stable:
                 self.anchor = {k: v.copy() for k, v in p.items()}
             # normalised by the max of the PREVIOUS step's Fisher, so the C port does F, the pull
             # and RMSprop in one pass over the weights (the max is known only after the pass)
@@ -289,7 +292,8 @@ class PolicyReference:
             self.pat_base[j] += h["baseline_rate"] * (r - self.pat_base[j])
         self.pat_count[j] += 1.0
         self.centroid_sum[j] += x / max(float(np.sqrt(x @ x)), 1e-12)
-        self.centroid[j] = self.centroid_sum[j] / np.sqrt(self.centroid_sum[j] @ self.centroid_sum[j])
+        cs = self.centroid_sum[j]
+        self.centroid[j] = cs / np.sqrt(cs @ cs)
         self.global_base += h["global_rate"] * (r - self.global_base)
         self.n += 1
         self.mu += (x - self.mu) / min(self.n, h["mean_window"])

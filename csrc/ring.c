@@ -729,6 +729,11 @@ int sona_store_step(sona_traj_store *s, uint64_t id, uint32_t node, float score,
 }
 
 int sona_store_end(sona_traj_store *s, uint64_t id, float quality) {
+    return sona_store_end_ex(s, id, quality, NULL, NULL);
+}
+
+int sona_store_end_ex(sona_traj_store *s, uint64_t id, float quality, float *embedding_out,
+                      uint32_t *last_node_out) {
     uint64_t now = sona_now_ns();
     uint32_t idx;
     uint64_t hp;
@@ -738,6 +743,19 @@ int sona_store_end(sona_traj_store *s, uint64_t id, float quality) {
         sona_traj_head *h = head_at(s, idx);
         h->t_end_ns = now > h->t_start_ns ? now : h->t_start_ns;
         h->quality = quality;
+        const unsigned char *steps = rec_at(s, idx) + sizeof *h;
+        if (embedding_out) {
+            const unsigned char *emb = steps + (size_t)s->max_steps * sizeof(sona_traj_step);
+            if (s->dtype == SONA_RING_DTYPE_F16)
+                sona_f16_to_f32((const uint16_t *)emb, embedding_out, s->dim);
+            else
+                memcpy(embedding_out, emb, (size_t)s->dim * 4);
+        }
+        if (last_node_out) {
+            sona_traj_step last = {UINT32_MAX, 0.0f, 0.0f, 0.0f};
+            if (h->n_steps) memcpy(&last, steps + (size_t)(h->n_steps - 1) * sizeof last, sizeof last);
+            *last_node_out = last.node;
+        }
         rc = sona_ring_push_raw(s->ring, rec_at(s, idx));
         remove_entry(s, idx, hp);
         s->st.ended++;

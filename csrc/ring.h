@@ -155,6 +155,11 @@ int sona_store_step(sona_traj_store *s, uint64_t id, uint32_t node, float score,
 /* Closes a trajectory and pushes it to the ring: 1 stored, 0 dropped by a full ring (counted by the
  * ring; the trajectory is closed either way), SONA_TRAJ_ENOTFOUND or SONA_TRAJ_ETIMEDOUT. */
 int sona_store_end(sona_traj_store *s, uint64_t id, float quality);
+/* sona_store_end that also hands back, before the record leaves, the embedding as float32
+ * (dim floats; may be NULL) and the node of the last step (UINT32_MAX without steps; may be NULL):
+ * what the engine's instant loop learns from. */
+int sona_store_end_ex(sona_traj_store *s, uint64_t id, float quality, float *embedding_out,
+                      uint32_t *last_node_out);
 /* Forgets an open trajectory without recording it: 0 or SONA_TRAJ_ENOTFOUND. */
 int sona_store_cancel(sona_traj_store *s, uint64_t id);
 /* Evicts every trajectory open longer than the timeout now; returns how many. */

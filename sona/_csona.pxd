@@ -185,6 +185,8 @@ cdef extern from "ring.h" nogil:
     int sona_store_step(sona_traj_store *s, uint64_t id, uint32_t node, float score,
                         float latency_us, float reward)
     int sona_store_end(sona_traj_store *s, uint64_t id, float quality)
+    int sona_store_end_ex(sona_traj_store *s, uint64_t id, float quality, float *embedding_out,
+                          uint32_t *last_node_out)
     int sona_store_cancel(sona_traj_store *s, uint64_t id)
     size_t sona_store_evict_expired(sona_traj_store *s)
     void sona_store_get_stats(sona_traj_store *s, sona_store_stats *out)

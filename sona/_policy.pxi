@@ -52,11 +52,12 @@ cdef class RouterCore:
     cdef LoRAAdapter _base
     cdef PatternStore _bank
     cdef readonly tuple routes
+    cdef TrajectoryStore _store
     cdef size_t _ctx_floats
-    cdef readonly unsigned long long decisions, feedbacks
+    cdef readonly unsigned long long decisions, feedbacks, trajectories_lost
 
     def __init__(self, tuple routes, LoRAAdapter micro, LoRAAdapter base, PatternStore bank, keys,
-                 dict hp, unsigned long long seed):
+                 dict hp, unsigned long long seed, TrajectoryStore store=None):
         cdef Py_ssize_t K = len(routes), d = micro.dim
         if not 2 <= K <= SONA_MAX_ROUTES:
             raise ValueError(f"a router needs 2..{SONA_MAX_ROUTES} routes; got {K}")
@@ -65,6 +66,9 @@ cdef class RouterCore:
                              f"least {K} routes; got base dim {base.dim}, bank dim {bank.dim}, "
                              f"bank routes {bank.n_routes}")
         self.routes, self._micro, self._base, self._bank = routes, micro, base, bank
+        if store is not None and store.buffer.dim != d:
+            raise ValueError(f"the trajectory store holds dim {store.buffer.dim}, not {d}")
+        self._store = store
         self.keys = np.array(_as_f32(keys, "keys"), copy=True)
         if (<object>self.keys).shape != (K, d):
             raise ValueError(f"keys must have shape ({K}, {d}); got {self.keys.shape}")
@@ -120,6 +124,11 @@ cdef class RouterCore:
         if dec.ctx.buf == NULL:
             raise MemoryError()
         cdef uint32_t a = sona_policy_route(&self.p, _fptr(v), &dec.ctx)
+        cdef uint64_t tid = 0
+        if self._store is not None:  # the decision is a trajectory of the engine: one step
+            sona_store_start(self._store._s, _fptr(v), &tid)
+            sona_store_step(self._store._s, tid, a, dec.ctx.buf[3 * self.p.dim + a], 0.0, NAN)
+            dec.trajectory_id = tid
         dec.index = a
         dec.route = self.routes[a]
         dec.n_routes = self.p.n_routes
@@ -148,6 +157,12 @@ cdef class RouterCore:
             raise ValueError(f"feedback was already given for this decision (route "
                              f"{decision.route!r}, trajectory {decision.trajectory_id})")
         sona_policy_feedback(&self.p, &decision.ctx, decision.ctx.action, <float>q)
+        if decision.trajectory_id is not None:
+            # the record goes to the ring for the background loop; an evicted trajectory (too
+            # many decisions pending) loses only that record: the decision carries what the
+            # policy needs, so it still learns
+            if sona_store_end(self._store._s, decision.trajectory_id, <float>q) < 0:
+                self.trajectories_lost += 1
         decision.done = True
         self._micro._norms_dirty = True
         self._base._norms_dirty = True
@@ -178,6 +193,24 @@ cdef class RouterCore:
             raise ValueError(f"{name} must have shape {_shape_str(dst)}; got {_shape_str(src)}")
         _check_finite(src, name)
         memcpy(_fptr(dst), _fptr(src), cnp.PyArray_NBYTES(dst))
+
+    def _adapters_replaced(self):
+        """The adapters' weights were re-factored (background consolidation): their RMSprop and
+        Fisher entries describe the old coordinates, so they restart from zero, and the EWC++
+        anchor takes the new weights (the function the adapters compute is unchanged)."""
+        cdef size_t d = self.p.dim, rm = self.p.micro_rank, rb = self.p.base_rank
+        cdef size_t n_adapt = 2 * (rm + rb) * d
+        memset(_fptr(self.rms), 0, n_adapt * sizeof(float))
+        memset(_fptr(self.fisher), 0, n_adapt * sizeof(float))
+        cdef float *an = _fptr(self.anchor)
+        memcpy(an, self.p.A_micro, rm * d * sizeof(float))
+        memcpy(an + rm * d, self.p.Bt_micro, rm * d * sizeof(float))
+        memcpy(an + 2 * rm * d, self.p.A_base, rb * d * sizeof(float))
+        memcpy(an + 2 * rm * d + rb * d, self.p.Bt_base, rb * d * sizeof(float))
+
+    def _set_totals(self, unsigned long long decisions, unsigned long long feedbacks):
+        """Restore the decision and feedback counts (state loading)."""
+        self.decisions, self.feedbacks = decisions, feedbacks
 
     def _set_counters(self, dict c):
         """Restore what _counters() returned (state loading)."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -50,7 +51,8 @@ class SonaEngine(EngineCore):
     """Runtime learning from trajectories: two LoRA tiers, a pattern bank, a trajectory ring.
 
     Parameters: a SonaConfig, and/or SonaConfig fields as keyword arguments (they override the
-    config's). Raises ValueError/TypeError for an invalid configuration.
+    config's); bank_params overrides sona.bank.BANK_DEFAULTS; micro_scale/base_scale are the
+    adapters' output scales. Raises ValueError/TypeError for an invalid configuration.
 
     >>> import numpy as np, sona
     >>> engine = sona.SonaEngine(hidden_dim=8)
@@ -61,7 +63,8 @@ class SonaEngine(EngineCore):
     1
     """
 
-    def __init__(self, config: SonaConfig | None = None, **overrides) -> None:
+    def __init__(self, config: SonaConfig | None = None, *, bank_params: dict | None = None,
+                 micro_scale: float = 1.0, base_scale: float = 1.0, **overrides) -> None:
         if config is None:
             cfg = SonaConfig(**overrides)
         elif not isinstance(config, SonaConfig):
@@ -72,9 +75,9 @@ class SonaEngine(EngineCore):
             raise ValueError(f"embedding_dim ({cfg.embedding_dim}) must equal hidden_dim "
                              f"({cfg.hidden_dim}): the adapters map embeddings to embeddings")
         d = cfg.hidden_dim
-        micro = MicroLoRA(d, cfg.micro_lora_rank, seed=cfg.seed)
-        base = BaseLoRA(d, cfg.base_lora_rank, seed=(cfg.seed + 1) % 2**64)
-        bank = new_bank(d, cfg.max_routes, cfg.max_patterns)
+        micro = MicroLoRA(d, cfg.micro_lora_rank, scale=micro_scale, seed=cfg.seed)
+        base = BaseLoRA(d, cfg.base_lora_rank, scale=base_scale, seed=(cfg.seed + 1) % 2**64)
+        bank = new_bank(d, cfg.max_routes, cfg.max_patterns, **(bank_params or {}))
         buffer = TrajectoryBuffer(cfg.trajectory_capacity, d, max_steps=cfg.max_trajectory_steps,
                                   dtype=cfg.embedding_dtype)
         store = TrajectoryStore(buffer, cfg.max_open_trajectories, cfg.open_trajectory_timeout_s)
@@ -88,6 +91,7 @@ class SonaEngine(EngineCore):
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._closed = False
+        self._routers: weakref.WeakSet = weakref.WeakSet()  # told when the adapters re-factor
 
     # -- cycles ----------------------------------------------------------------------------------
     def run_instant_cycle(self) -> CycleResult:
@@ -137,6 +141,8 @@ class SonaEngine(EngineCore):
         new_a = (qb @ vt[:r].T).T                            # r_b x d, orthonormal rows
         base.set_weights(new_a, new_b)
         micro.set_weights(micro.A, np.zeros_like(micro.B))
+        for router in list(self._routers):
+            router._adapters_replaced()
         self._counts["consolidations"] += 1
         return True
 

@@ -22,8 +22,10 @@ from typing import Any, Union
 
 import numpy as np
 
-from ._core import PatternStore, RouterCore, get_backend
-from .lora import BaseLoRA, MicroLoRA
+from ._core import RouterCore, get_backend
+from .bank import BANK_DEFAULTS
+from .config import SonaConfig
+from .engine import SonaEngine
 from .state import StateFileError, read_state, write_state
 
 __all__ = ["Router", "POLICY_DEFAULTS", "ROUTER_STATE_VERSION"]
@@ -178,7 +180,10 @@ class Router(RouterCore):
     Parameters
     ----------
     routes: the route names (at least 2, unique strings), e.g. model names.
-    hidden_dim: the embedding dimension.
+    hidden_dim: the embedding dimension (a SonaEngine of that size is created for the router).
+    engine: or an existing SonaEngine to route with: the router then shares its adapters, pattern
+        bank and trajectory store (every decision is one of its trajectories), and the engine's
+        config fixes the ranks and the bank (passing different values is an error).
     explore: extra uniform exploration mixed into routing (the Thompson prior explores already).
     seed: makes initial weights and every exploration draw reproducible.
     **params: policy hyper-parameters, see POLICY_DEFAULTS.
@@ -194,8 +199,8 @@ class Router(RouterCore):
     True
     """
 
-    def __init__(self, routes, hidden_dim: int, *, explore: float = 0.0, seed: int = 0,
-                 **params) -> None:
+    def __init__(self, routes, hidden_dim: int | None = None, *, engine: SonaEngine | None = None,
+                 explore: float = 0.0, seed: int = 0, **params) -> None:
         names = tuple(routes)
         if len(names) < 2:
             raise ValueError(f"a router needs at least 2 routes; got {len(names)}")
@@ -203,37 +208,50 @@ class Router(RouterCore):
             raise TypeError(f"route names must be non-empty strings; got {names!r}")
         if len(set(names)) != len(names):
             raise ValueError(f"route names must be unique; got {names!r}")
-        if isinstance(hidden_dim, bool) or not isinstance(hidden_dim, (int, np.integer)) \
-                or hidden_dim < 1:
+        if hidden_dim is not None and (isinstance(hidden_dim, bool)
+                                       or not isinstance(hidden_dim, (int, np.integer))
+                                       or hidden_dim < 1):
             raise ValueError(f"hidden_dim must be an integer >= 1; got {hidden_dim!r}")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed must be an integer >= 0; got {seed!r}")
-        hp = _check_hp({**params, "explore": explore})
-        d, K = int(hidden_dim), len(names)
-        micro = MicroLoRA(d, hp["micro_rank"], scale=hp["micro_scale"], seed=seed)
-        base = BaseLoRA(d, hp["base_rank"], scale=hp["base_scale"], seed=seed + 1)
-        bank = PatternStore(d, K, hp["max_patterns"], hp["new_pattern_cos"], hp["decay"],
-                            hp["prior_count"], hp["baseline_rate"])
+        K = len(names)
+        if engine is None:
+            if hidden_dim is None:
+                raise ValueError("give hidden_dim, or an engine whose dimension the router uses")
+            hp = _check_hp({**params, "explore": explore})
+            engine = SonaEngine(
+                SonaConfig(hidden_dim=int(hidden_dim), micro_lora_rank=hp["micro_rank"],
+                           base_lora_rank=hp["base_rank"], max_patterns=hp["max_patterns"],
+                           pattern_clusters=min(64, hp["max_patterns"]), max_routes=K,
+                           seed=int(seed)),
+                bank_params={k: hp[k] for k in BANK_DEFAULTS},
+                micro_scale=hp["micro_scale"], base_scale=hp["base_scale"])
+        else:
+            if not isinstance(engine, SonaEngine):
+                raise TypeError(f"engine must be a SonaEngine; got {type(engine).__name__}")
+            d = engine.config.hidden_dim
+            if hidden_dim is not None and hidden_dim != d:
+                raise ValueError(f"hidden_dim={hidden_dim} but the engine's is {d}")
+            if engine.bank.n_routes < K:
+                raise ValueError(f"the engine's pattern bank tracks {engine.bank.n_routes} routes "
+                                 f"(SonaConfig.max_routes); this router has {K}")
+            shared = {"micro_rank": engine.micro.rank, "base_rank": engine.base.rank,
+                      "micro_scale": engine.micro.scale, "base_scale": engine.base.scale,
+                      "max_patterns": engine.bank.capacity}
+            clash = {k: (params[k], v) for k, v in shared.items() if k in params and params[k] != v}
+            if clash:
+                raise ValueError(f"parameters fixed by the engine differ: {clash} (given, engine)")
+            hp = _check_hp({**params, **shared, "explore": explore})
+        d = engine.config.hidden_dim
         keys = np.random.default_rng(seed + 2).standard_normal((K, d))
         keys /= np.linalg.norm(keys, axis=1, keepdims=True)
-        super().__init__(names, micro, base, bank, keys, hp, seed)
-        self.micro, self.base, self.bank = micro, base, bank
+        super().__init__(names, engine.micro, engine.base, engine.bank, keys, hp, seed,
+                         engine.store)
+        self.engine = engine
+        self.micro, self.base, self.bank = engine.micro, engine.base, engine.bank
+        engine._routers.add(self)
         self.params = hp
         self.seed = int(seed)
-        # decisions/feedbacks made before this router was saved (restored by load()); the
-        # compiled counters are read-only from Python, so the public properties add these.
-        self._decisions0 = 0
-        self._feedbacks0 = 0
-
-    @property
-    def decisions(self) -> int:
-        """Routing decisions made (route() calls), including those before a save/load."""
-        return RouterCore.decisions.__get__(self) + self._decisions0
-
-    @property
-    def feedbacks(self) -> int:
-        """Feedbacks learnt from, including those before a save/load."""
-        return RouterCore.feedbacks.__get__(self) + self._feedbacks0
 
     def index(self, route: str | int) -> int:
         """The index of a route given by name (or index, checked)."""
@@ -424,8 +442,7 @@ class Router(RouterCore):
             router._set_counters(dict(meta["counters"]))
         except (TypeError, ValueError, OverflowError) as exc:  # pre-checked; belt and braces
             fail(f"inconsistent state: {exc}")
-        router._decisions0 = meta["decisions"]
-        router._feedbacks0 = meta["feedbacks"]
+        router._set_totals(meta["decisions"], meta["feedbacks"])
         return router
 
     def __repr__(self) -> str:

@@ -319,7 +319,7 @@ def plot(result: dict, path: str | Path) -> None:
     Figure = _figure_class()
     w = result["windows"]
     x = [0] + [r["feedbacks"] for r in w]
-    fig = Figure(figsize=(10, 4), layout="constrained")
+    fig = Figure(figsize=(10, 4.6))
     ax_acc, ax_rew = fig.subplots(1, 2)
     ax_acc.plot(
         x,
@@ -333,6 +333,14 @@ def plot(result: dict, path: str | Path) -> None:
         "s--",
         label=f"static: always {result['static_route']}",
     )
+    after = [r for r in w if r["changed_accuracy"] is not None]
+    if after:
+        ax_acc.plot(
+            [r["feedbacks"] for r in after],
+            [r["changed_accuracy"] for r in after],
+            "^:",
+            label="sona.Router, the changed clusters",
+        )
     xs = [r["feedbacks"] for r in w]
     ax_rew.plot(xs, [r["reward_ratio"] for r in w], "o-", label="sona.Router")
     ax_rew.plot(
@@ -353,7 +361,9 @@ def plot(result: dict, path: str | Path) -> None:
         ax.set_title(title)
         ax.set_ylim(0, 1.05)
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower right")
+    # One legend below both panels: inside, it would cover a curve whatever the corner.
+    fig.legend(*ax_acc.get_legend_handles_labels(), loc="lower center", ncol=4, fontsize="small")
+    fig.subplots_adjust(left=0.06, right=0.98, top=0.86, bottom=0.2, wspace=0.15)
     cfg = result["config"]
     fig.suptitle(
         f"sona demo: {len(result['routes'])} routes, {cfg['clusters']} query clusters, "

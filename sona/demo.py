@@ -218,6 +218,7 @@ def format_header(result_or_config: dict) -> str:
         f"d={cfg['dim']}, {cfg['queries']} queries, seed {cfg['seed']}\n"
         f"accuracy: the greedy choice is the best route, on {N_CLUSTERS * HELDOUT_PER_CLUSTER} "
         "held-out queries\n"
+        "static: always the route that is best on average (what a fixed configuration does)\n"
         "reward / oracle: expected reward of the window's queries as routed (exploration "
         "included)\n\n" + _HEAD
     )

@@ -78,7 +78,7 @@ static void add_prior(const sona_policy *p, int32_t j, sona_pcg32 *rng, double *
     const size_t K = p->n_routes;
     double mk[SONA_MAX_ROUTES], mx = -INFINITY;
     sona_bank_route_means(p->bank, j, mk);
-    const float *n = p->bank->route_n + (size_t)j * K;
+    const float *n = p->bank->route_n + (size_t)j * p->bank->n_routes; /* may hold > K routes */
     for (size_t k = 0; k < K; ++k) {
         if (rng)
             mk[k] += p->hp.ts_scale * sona_pcg32_irwin_hall(rng) /

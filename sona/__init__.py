@@ -9,6 +9,7 @@ import os as _os
 from . import kernels
 from ._core import Decision, backends, cpu_features, get_backend, set_backend
 from .config import SonaConfig
+from .engine import CycleResult, SonaEngine
 from .lora import BaseLoRA, MicroLoRA
 from .router import Router
 from .signal import LearningSignal
@@ -24,7 +25,13 @@ __all__ = [
     "set_backend",
     "MicroLoRA",
     "BaseLoRA",
+    "CycleResult",
     "Decision",
+    "Pattern",
+    "SonaEngine",
+    "TrajectoryBuffer",
+    "TrajectoryStore",
+    "UnknownTrajectoryError",
     "LearningSignal",
     "Router",
     "SonaConfig",

@@ -51,6 +51,10 @@ cdef extern from "bank.h" nogil:
         float *baseline
 
     int32_t sona_bank_nearest(const sona_bank *b, const float *xhat, float *scratch, float *cos)
+    int32_t sona_bank_match(const sona_bank *b, const float *xhat, float *scratch)
+    int32_t sona_bank_claim(sona_bank *b, int32_t j, const float *xhat, float init_baseline,
+                            float *scratch)
+    void sona_bank_observe(sona_bank *b, int32_t j, const float *xhat, int32_t route, float r)
     float sona_unit(const float *x, size_t d, float *xhat)
 
 cdef extern from "policy.h" nogil:

@@ -60,9 +60,9 @@ cdef class RouterCore:
         cdef Py_ssize_t K = len(routes), d = micro.dim
         if not 2 <= K <= SONA_MAX_ROUTES:
             raise ValueError(f"a router needs 2..{SONA_MAX_ROUTES} routes; got {K}")
-        if base.dim != d or bank.dim != d or bank.n_routes != K:
-            raise ValueError(f"adapters and bank must share dim={d} and the bank must have {K} "
-                             f"routes; got base dim {base.dim}, bank dim {bank.dim}, "
+        if base.dim != d or bank.dim != d or bank.n_routes < K:
+            raise ValueError(f"adapters and bank must share dim={d} and the bank must track at "
+                             f"least {K} routes; got base dim {base.dim}, bank dim {bank.dim}, "
                              f"bank routes {bank.n_routes}")
         self.routes, self._micro, self._base, self._bank = routes, micro, base, bank
         self.keys = np.array(_as_f32(keys, "keys"), copy=True)

@@ -33,6 +33,7 @@ MAX_BASE_RANK = 64
 MAX_TRAJECTORY_CAPACITY = 1 << 24  # 16.7M slots; at d=256/float16 that is already ~11 GiB
 MAX_TRAJECTORY_STEPS = 1024
 MAX_OPEN_TRAJECTORIES = 1 << 24
+MAX_ROUTES = 1024
 MAX_PATTERNS = 1_000_000
 MAX_INTERVAL_S = 7 * 24 * 3600.0  # also keeps us below threading.TIMEOUT_MAX everywhere
 EMBEDDING_DTYPES = ("float32", "float16")
@@ -83,6 +84,9 @@ class SonaConfig:
         Number of clusters a background cycle extracts (k of k-means).
     max_patterns : int, >= pattern_clusters
         Bound on the ReasoningBank; stale low-quality patterns are pruned beyond it.
+    max_routes : int, 1..1024
+        Routes (or node ids) whose per-pattern reward statistics the ReasoningBank keeps; a Router
+        on this engine may have at most this many routes.
     trajectory_capacity : int, 1..16777216
         Slots in the trajectory ring buffer; when full, new records are dropped and counted.
     max_trajectory_steps : int, 1..1024
@@ -121,6 +125,7 @@ class SonaConfig:
     ewc_lambda: float = 1.0
     pattern_clusters: int = 64
     max_patterns: int = 1024
+    max_routes: int = 16
     trajectory_capacity: int = 10_000
     max_trajectory_steps: int = 8
     max_open_trajectories: int = 4096
@@ -142,6 +147,7 @@ class SonaConfig:
         self._int("base_lora_rank", 1, MAX_BASE_RANK)
         self._int("pattern_clusters", 1, MAX_PATTERNS)
         self._int("max_patterns", 1, MAX_PATTERNS)
+        self._int("max_routes", 1, MAX_ROUTES)
         self._int("trajectory_capacity", 1, MAX_TRAJECTORY_CAPACITY)
         self._int("max_trajectory_steps", 1, MAX_TRAJECTORY_STEPS)
         self._int("max_open_trajectories", 1, MAX_OPEN_TRAJECTORIES)

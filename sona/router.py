@@ -11,16 +11,27 @@ BaseLoRA against learned unit keys, trained by REINFORCE with a per-pattern base
 EWC++) and a pattern prior (Thompson draws from per-pattern, per-route reward statistics kept by
 online leader clustering). Why each part is there, and what each contributes, is measured by
 bench/bench_routing.py and reported in README.md.
+
+State files (``router.save(path)`` / ``Router.load(path)``) are described in ``Router.save``.
 """
 
 from __future__ import annotations
 
+import os
+from typing import Any, Union
+
 import numpy as np
 
-from ._core import PatternStore, RouterCore
+from ._core import PatternStore, RouterCore, get_backend
 from .lora import BaseLoRA, MicroLoRA
+from .state import StateFileError, read_state, write_state
 
-__all__ = ["Router", "POLICY_DEFAULTS"]
+__all__ = ["Router", "POLICY_DEFAULTS", "ROUTER_STATE_VERSION"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+#: Version of the router layout inside a state file (the container has its own format_version).
+ROUTER_STATE_VERSION = 1
 
 #: Hyper-parameters of the router policy (see csrc/policy.c for where each enters).
 POLICY_DEFAULTS = {
@@ -80,6 +91,87 @@ def _check_hp(hp: dict) -> dict:
     return h
 
 
+def _plain_params(hp: dict) -> dict:
+    """The validated hyper-parameters as plain Python bool/int/float (JSON-serialisable)."""
+    out = {}
+    for k, v in hp.items():
+        out[k] = bool(v) if k in _BOOL else int(v) if k in _INT else float(v)
+    return out
+
+
+# ---------------------------------------------------------------------------- state file layout
+
+_META_KEYS = frozenset(
+    {"router_state_version", "sona_version", "routes", "hidden_dim", "seed", "params",
+     "counters", "decisions", "feedbacks", "n_patterns"}
+)
+_COUNTER_KEYS = {  # what RouterCore._counters() returns: name -> kind
+    "n_seen": "u64", "t": "u64", "rng_state": "u64", "rng_inc": "u64",
+    "global_baseline": "float", "reward_short": "float", "reward_long": "float",
+    "fisher_max": "float", "has_anchor": "bool",
+}  # fmt: skip
+_POLICY_ARRAYS = ("keys", "bias", "rms", "fisher", "anchor", "mu")
+_BANK_ARRAYS = ("centroid", "centroid_sum", "hits", "route_n", "route_s", "baseline")
+_U64 = 1 << 64
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_meta(fail, meta: Any) -> None:
+    """Structure and types of a router file's metadata; calls fail(msg) (which raises)."""
+    if not isinstance(meta, dict):
+        fail(f"metadata must be a JSON object, got {type(meta).__name__}")
+    unknown, missing = sorted(set(meta) - _META_KEYS), sorted(_META_KEYS - set(meta))
+    if unknown or missing:
+        fail(f"metadata keys do not match this sona's router layout: unknown {unknown}, "
+             f"missing {missing}")
+    version = meta["router_state_version"]
+    if not _is_int(version) or version < 1:
+        fail(f"router_state_version must be an integer >= 1, got {version!r}")
+    if version > ROUTER_STATE_VERSION:
+        fail(f"router layout version {version} is newer than this sona reads "
+             f"(<= {ROUTER_STATE_VERSION}); upgrade sona to load it")
+    if not isinstance(meta["sona_version"], str):
+        fail(f"sona_version must be a string, got {meta['sona_version']!r}")
+    routes = meta["routes"]
+    if (not isinstance(routes, list) or len(routes) < 2
+            or not all(isinstance(n, str) and n for n in routes)
+            or len(set(routes)) != len(routes)):
+        fail(f"routes must be a list of at least 2 unique non-empty strings, got {routes!r}")
+    for key in ("hidden_dim", "seed", "decisions", "feedbacks", "n_patterns"):
+        v = meta[key]
+        low = 1 if key == "hidden_dim" else 0
+        if not _is_int(v) or not low <= v < _U64:
+            fail(f"{key} must be an integer in [{low}, 2**64), got {v!r}")
+    params = meta["params"]
+    if not isinstance(params, dict):
+        fail(f"params must be a JSON object, got {type(params).__name__}")
+    unknown, missing = sorted(set(params) - set(POLICY_DEFAULTS)), sorted(
+        set(POLICY_DEFAULTS) - set(params))
+    if unknown or missing:
+        fail(f"params do not match this sona's router parameters: unknown {unknown}, "
+             f"missing {missing}")
+    counters = meta["counters"]
+    if not isinstance(counters, dict):
+        fail(f"counters must be a JSON object, got {type(counters).__name__}")
+    unknown, missing = sorted(set(counters) - set(_COUNTER_KEYS)), sorted(
+        set(_COUNTER_KEYS) - set(counters))
+    if unknown or missing:
+        fail(f"counters do not match this sona's router state: unknown {unknown}, "
+             f"missing {missing}")
+    for key, kind in _COUNTER_KEYS.items():
+        v = counters[key]
+        ok = (isinstance(v, bool) if kind == "bool"
+              else _is_int(v) and 0 <= v < _U64 if kind == "u64"
+              else isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v))
+        if not ok:
+            want = {"bool": "a bool", "u64": "an integer in [0, 2**64)",
+                    "float": "a finite number"}[kind]
+            fail(f"counters[{key!r}] must be {want}, got {v!r}")
+
+
 class Router(RouterCore):
     """Learns which route serves each kind of query best, from one quality score per query.
 
@@ -128,6 +220,20 @@ class Router(RouterCore):
         self.micro, self.base, self.bank = micro, base, bank
         self.params = hp
         self.seed = int(seed)
+        # decisions/feedbacks made before this router was saved (restored by load()); the
+        # compiled counters are read-only from Python, so the public properties add these.
+        self._decisions0 = 0
+        self._feedbacks0 = 0
+
+    @property
+    def decisions(self) -> int:
+        """Routing decisions made (route() calls), including those before a save/load."""
+        return RouterCore.decisions.__get__(self) + self._decisions0
+
+    @property
+    def feedbacks(self) -> int:
+        """Feedbacks learnt from, including those before a save/load."""
+        return RouterCore.feedbacks.__get__(self) + self._feedbacks0
 
     def index(self, route: str | int) -> int:
         """The index of a route given by name (or index, checked)."""
@@ -139,6 +245,188 @@ class Router(RouterCore):
             return self.routes.index(route)
         except ValueError:
             raise ValueError(f"unknown route {route!r}; routes are {list(self.routes)}") from None
+
+    def stats(self) -> dict:
+        """A plain, JSON-serialisable snapshot of the router's state and configuration.
+
+        Keys: ``routes``, ``hidden_dim``, ``decisions``, ``feedbacks``, ``n_patterns`` (patterns
+        in the bank), ``max_patterns``, ``global_baseline`` (running mean reward across queries),
+        ``reward_short`` / ``reward_long`` (the drift detector's fast and slow reward means),
+        ``has_anchor`` (an EWC++ checkpoint exists), ``backend`` (``sona.get_backend()``, the
+        kernels in use now), ``n_parameters`` (learned floats: adapters, keys, bias), ``seed``
+        and ``params`` (every hyper-parameter).
+
+        >>> import json, sona
+        >>> s = sona.Router(["a", "b"], hidden_dim=8).stats()
+        >>> s["decisions"], s["n_patterns"], bool(json.dumps(s))
+        (0, 0, True)
+        """
+        c = self._counters()
+        return {
+            "routes": list(self.routes),
+            "hidden_dim": int(self.micro.dim),
+            "decisions": int(self.decisions),
+            "feedbacks": int(self.feedbacks),
+            "n_patterns": int(self.bank.n_patterns),
+            "max_patterns": int(self.bank.capacity),
+            "global_baseline": float(c["global_baseline"]),
+            "reward_short": float(c["reward_short"]),
+            "reward_long": float(c["reward_long"]),
+            "has_anchor": bool(c["has_anchor"]),
+            "backend": get_backend(),
+            "n_parameters": int(self.n_parameters),
+            "seed": int(self.seed),
+            "params": _plain_params(self.params),
+        }
+
+    # ------------------------------------------------------------------------ state files
+
+    def _state_arrays(self) -> dict:
+        arrays = {
+            "micro.A": self.micro.A, "micro.B": self.micro.B,
+            "base.A": self.base.A, "base.B": self.base.B,
+        }  # fmt: skip
+        for name in _POLICY_ARRAYS:
+            arrays[name] = getattr(self, name)
+        for name in _BANK_ARRAYS:
+            arrays["bank." + name] = getattr(self.bank, name)
+        # Copies first: the snapshot is taken in one go, before any (slow) file I/O.
+        return {k: np.array(v, dtype=np.float32, order="C", copy=True) for k, v in arrays.items()}
+
+    def save(self, path: PathLike) -> None:
+        """Write the router's complete learning state to ``path`` (a safetensors file), atomically.
+
+        A router loaded from the file makes exactly the decisions this one would make next, and
+        learns identically from the same feedback (same backend: the avx2 and scalar kernels
+        round differently). The file (see :mod:`sona.state`: kind ``"router"``, format version,
+        SHA-256 checksum) holds these float32 arrays:
+
+        ``micro.A`` (micro_rank, dim), ``micro.B`` (dim, micro_rank), ``base.A`` (base_rank,
+        dim), ``base.B`` (dim, base_rank), ``keys`` (n_routes, dim), ``bias`` (n_routes,),
+        ``rms``, ``fisher``, ``anchor`` (n_parameters,: RMSprop and EWC++ state), ``mu``
+        (dim,: running query mean), and the whole pattern bank, all ``max_patterns`` rows
+        (rows past ``n_patterns`` included, so the file is exact whatever they hold):
+        ``bank.centroid``, ``bank.centroid_sum`` (max_patterns, dim), ``bank.hits``,
+        ``bank.baseline`` (max_patterns,), ``bank.route_n``, ``bank.route_s`` (max_patterns,
+        n_routes);
+
+        and JSON metadata: ``router_state_version``, ``sona_version``, ``routes``, ``hidden_dim``,
+        ``seed``, ``params`` (every hyper-parameter), ``counters`` (n_seen, t, global_baseline,
+        reward_short, reward_long, fisher_max, has_anchor, and the PCG32 generator's rng_state
+        and rng_inc), ``decisions``, ``feedbacks``, ``n_patterns``.
+
+        Not saved: decisions still waiting for feedback (a Decision belongs to the router that
+        made it; the loaded router refuses it), and gradients accumulated on ``micro``/``base``
+        through ``accumulate_gradient`` but not yet applied. Do not call save() while another
+        thread routes or learns on this router: the snapshot would mix two states.
+
+        Raises OSError when the file system refuses (e.g. the directory does not exist); the
+        previous file at ``path``, if any, is then untouched (temp file + fsync + rename).
+
+        >>> import os, tempfile, numpy as np, sona
+        >>> router = sona.Router(["small", "large"], hidden_dim=8, seed=0)
+        >>> path = os.path.join(tempfile.mkdtemp(), "router.sona")
+        >>> router.save(path)
+        >>> x = np.ones(8, np.float32)
+        >>> bool(np.array_equal(sona.Router.load(path).scores(x), router.scores(x)))
+        True
+        """
+        from . import __version__
+
+        arrays = self._state_arrays()
+        meta = {
+            "router_state_version": ROUTER_STATE_VERSION,
+            "sona_version": __version__,
+            "routes": list(self.routes),
+            "hidden_dim": int(self.micro.dim),
+            "seed": int(self.seed),
+            "params": _plain_params(self.params),
+            "counters": self._counters(),
+            "decisions": int(self.decisions),
+            "feedbacks": int(self.feedbacks),
+            "n_patterns": int(self.bank.n_patterns),
+        }
+        write_state(path, arrays, meta, "router")
+
+    @classmethod
+    def load(cls, path: PathLike) -> Router:
+        """A router restored from a file written by :meth:`save`, ready to route and learn.
+
+        Everything is checked before a router is returned: the container (checksum, format
+        version, kind ``"router"``), the metadata (exactly the keys save() writes, with valid
+        types and values), and every array (name set, float32, shape consistent with the
+        metadata, finite).
+
+        Raises
+        ------
+        FileNotFoundError : no file at ``path``.
+        StateFileError : truncated, corrupted, foreign or newer file; an engine (or other
+            non-router) state file; inconsistent array shapes; unknown or missing metadata
+            keys; invalid values. No router is returned, partially built or otherwise.
+        """
+        arrays, meta = read_state(path, kind="router")
+        src = f"file {os.fspath(path)!r}"
+
+        def fail(what: str):
+            raise StateFileError(f"cannot load sona router state {src}: {what}")
+
+        _check_meta(fail, meta)
+        routes, d, params = meta["routes"], meta["hidden_dim"], meta["params"]
+        K = len(routes)
+        mr, br, cap = params["micro_rank"], params["base_rank"], params["max_patterns"]
+        for key in ("micro_rank", "base_rank", "max_patterns"):
+            if not _is_int(params[key]) or params[key] < 1:
+                fail(f"params[{key!r}] must be an integer >= 1, got {params[key]!r}")
+        expected = {
+            "micro.A": (mr, d), "micro.B": (d, mr), "base.A": (br, d), "base.B": (d, br),
+            "keys": (K, d), "bias": (K,), "mu": (d,),
+            "bank.centroid": (cap, d), "bank.centroid_sum": (cap, d), "bank.hits": (cap,),
+            "bank.route_n": (cap, K), "bank.route_s": (cap, K), "bank.baseline": (cap,),
+        }  # fmt: skip
+        names = set(expected) | {"rms", "fisher", "anchor"}
+        unknown, missing = sorted(set(arrays) - names), sorted(names - set(arrays))
+        if unknown or missing:
+            fail(f"arrays do not match this sona's router layout: unknown {unknown}, "
+                 f"missing {missing}")
+        for name, a in sorted(arrays.items()):
+            if a.dtype != np.float32:
+                fail(f"array {name!r} must be float32, got {a.dtype}")
+            if name in expected and a.shape != expected[name]:
+                fail(f"array {name!r} has shape {a.shape}, but the metadata (hidden_dim={d}, "
+                     f"{K} routes, micro_rank={mr}, base_rank={br}, max_patterns={cap}) needs "
+                     f"{expected[name]}")
+            if not np.isfinite(a).all():
+                fail(f"array {name!r} contains NaN or Inf")
+        if meta["n_patterns"] > cap:
+            fail(f"n_patterns={meta['n_patterns']} exceeds max_patterns={cap}")
+
+        # Build a fresh router (sizes already match the arrays, so allocation is bounded by the
+        # file), check what only it knows, then fill it. It is returned only if all succeeded.
+        seed, hp = meta["seed"], dict(params)
+        explore = hp.pop("explore")
+        try:
+            router = cls(routes, d, explore=explore, seed=seed, **hp)
+        except (TypeError, ValueError, OverflowError) as exc:
+            fail(f"invalid router configuration: {exc}")
+        n = router.n_parameters
+        for name in ("rms", "fisher", "anchor"):
+            if arrays[name].shape != (n,):
+                fail(f"array {name!r} has shape {arrays[name].shape}, but a router with these "
+                     f"dimensions has {n} parameters: needs ({n},)")
+        try:
+            router.micro.set_weights(arrays["micro.A"], arrays["micro.B"])
+            router.base.set_weights(arrays["base.A"], arrays["base.B"])
+            for name in _POLICY_ARRAYS:
+                router._assign(name, arrays[name])
+            for name in _BANK_ARRAYS:
+                getattr(router.bank, name)[...] = arrays["bank." + name]
+            router.bank._set_n_patterns(meta["n_patterns"])
+            router._set_counters(dict(meta["counters"]))
+        except (TypeError, ValueError, OverflowError) as exc:  # pre-checked; belt and braces
+            fail(f"inconsistent state: {exc}")
+        router._decisions0 = meta["decisions"]
+        router._feedbacks0 = meta["feedbacks"]
+        return router
 
     def __repr__(self) -> str:
         return (f"Router(routes={list(self.routes)}, hidden_dim={self.micro.dim}, "

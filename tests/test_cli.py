@@ -112,6 +112,8 @@ def test_demo_save(tmp_path):
     if hasattr(sona.Router, "save"):
         assert proc.returncode == 0, proc.stderr
         assert path.stat().st_size > 0
+        loaded = sona.Router.load(path)
+        assert loaded.routes == tuple(demo.ROUTES) and loaded.feedbacks == 200
     else:  # Router.save not written yet: a clear refusal, before the run
         assert proc.returncode == 2, proc.stderr
         assert "--save needs Router.save()" in proc.stderr

@@ -43,7 +43,6 @@ N_DRIFT = 2
 HELDOUT_PER_CLUSTER = 50
 
 PLOT_HINT = '--plot needs matplotlib, which is not installed: pip install "sona[plot]"'
-SAVE_HINT = "--save needs Router.save(), which this build of sona does not have yet"
 
 
 class DemoError(Exception):
@@ -408,7 +407,6 @@ def main(
             _figure_class()
             _check_parent(plot_path, "--plot")
         if save_path is not None:
-            _require(hasattr(Router, "save"), SAVE_HINT)  # GUARD: delete when Router.save lands
             _check_parent(save_path, "--save")
     except DemoError as exc:
         print(f"sona demo: error: {exc}", file=err)

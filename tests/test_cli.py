@@ -109,16 +109,10 @@ def test_demo_plot_writes_a_png(tmp_path):
 def test_demo_save(tmp_path):
     path = tmp_path / "router.sona"
     proc = _sona(["demo", "--queries", "200", "--window", "100", "--save", str(path)], tmp_path)
-    if hasattr(sona.Router, "save"):
-        assert proc.returncode == 0, proc.stderr
-        assert path.stat().st_size > 0
-        loaded = sona.Router.load(path)
-        assert loaded.routes == tuple(demo.ROUTES) and loaded.feedbacks == 200
-    else:  # Router.save not written yet: a clear refusal, before the run
-        assert proc.returncode == 2, proc.stderr
-        assert "--save needs Router.save()" in proc.stderr
-        assert "Traceback" not in proc.stderr and proc.stdout == ""
-        assert not path.exists()
+    assert proc.returncode == 0, proc.stderr
+    assert path.stat().st_size > 0
+    loaded = sona.Router.load(path)
+    assert loaded.routes == tuple(demo.ROUTES) and loaded.feedbacks == 200
 
 
 # -- the other subcommands -------------------------------------------------------------------------

@@ -7,7 +7,17 @@ variable SONA_BACKEND=auto|scalar|avx2 is read once at import, and set_backend()
 import os as _os
 
 from . import kernels
-from ._core import Decision, backends, cpu_features, get_backend, set_backend
+from ._core import (
+    Decision,
+    Pattern,
+    TrajectoryBuffer,
+    TrajectoryStore,
+    UnknownTrajectoryError,
+    backends,
+    cpu_features,
+    get_backend,
+    set_backend,
+)
 from .config import SonaConfig
 from .engine import CycleResult, SonaEngine
 from .lora import BaseLoRA, MicroLoRA

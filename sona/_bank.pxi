@@ -72,6 +72,13 @@ cdef class PatternStore:
     def n_patterns(self):
         return self.b.n_patterns
 
+    @property
+    def params(self):
+        """The clustering and statistics parameters, as given to the constructor."""
+        return {"new_pattern_cos": float(self.b.new_cos), "decay": float(self.b.decay),
+                "prior_count": float(self.b.prior_count),
+                "baseline_rate": float(self.b.baseline_rate)}
+
     def _set_n_patterns(self, Py_ssize_t n):
         """Used by state loading and background refinement after they rewrote the arrays."""
         if not 0 <= n <= self.b.capacity:

@@ -50,6 +50,19 @@ cdef class EngineCore:
         """Running mean reward over all queries (the baseline of a new pattern)."""
         return float(self._global_baseline)
 
+    def _counters(self):
+        """Scalar learning state (for stats and state files)."""
+        return {"global_baseline": float(self._global_baseline), "n_seen": int(self.n_seen),
+                "instant_updates": int(self.instant_updates),
+                "late_feedbacks": int(self.late_feedbacks),
+                "updates_skipped": int(self.updates_skipped)}
+
+    def _set_counters(self, dict c):
+        """Restore what _counters() returned (state loading)."""
+        self._global_baseline = c["global_baseline"]
+        self.n_seen, self.instant_updates = c["n_seen"], c["instant_updates"]
+        self.late_feedbacks, self.updates_skipped = c["late_feedbacks"], c["updates_skipped"]
+
     # -- trajectories ----------------------------------------------------------------------------
     def start_trajectory(self, query_embedding):
         """Open a trajectory for a query embedding (float32 (dim,), finite, |x_i| <= 1e12);

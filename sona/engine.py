@@ -24,8 +24,14 @@ from ._core import EngineCore, TrajectoryBuffer, TrajectoryStore, get_backend
 from .bank import new_bank
 from .config import SonaConfig
 from .lora import BaseLoRA, MicroLoRA
+from .state import StateFileError, read_state, write_state
 
-__all__ = ["SonaEngine", "CycleResult"]
+__all__ = ["SonaEngine", "CycleResult", "ENGINE_STATE_VERSION"]
+
+#: Layout version of the arrays and metadata inside an engine state file.
+ENGINE_STATE_VERSION = 1
+_BANK_ARRAYS = ("centroid", "centroid_sum", "hits", "route_n", "route_s", "baseline", "usage")
+_COUNTERS = ("global_baseline", "n_seen", "instant_updates", "late_feedbacks", "updates_skipped")
 
 # Late feedback (learn_from_feedback on an ended trajectory) is accepted for the most recent
 # min(trajectory_capacity, this) ended trajectories: embeddings kept in a fixed table.
@@ -201,6 +207,87 @@ class SonaEngine(EngineCore):
             "last_background_cycle": None if self._last_cycle is None else
             self._last_cycle.to_dict(),
         }
+
+    # -- state files -----------------------------------------------------------------------------
+    def save(self, path) -> None:
+        """Write the engine's learned state to ``path`` atomically (see sona.state: kind "engine").
+
+        Arrays: ``micro.A``, ``micro.B``, ``base.A``, ``base.B`` and the whole pattern bank
+        (``bank.centroid``, ``bank.centroid_sum``, ``bank.hits``, ``bank.route_n``,
+        ``bank.route_s``, ``bank.baseline``, ``bank.usage``); metadata: the config, adapter
+        scales, bank parameters, counters and n_patterns. Open trajectories, the trajectory ring
+        and the late-feedback window are not saved: they are in-flight requests, not knowledge.
+        The previous file is untouched if the save fails.
+        """
+        from . import __version__
+
+        with self._cycle_lock:
+            arrays = {"micro.A": self.micro.A, "micro.B": self.micro.B,
+                      "base.A": self.base.A, "base.B": self.base.B}
+            arrays.update({f"bank.{n}": getattr(self.bank, n) for n in _BANK_ARRAYS})
+            meta = {"engine_state_version": ENGINE_STATE_VERSION, "sona_version": __version__,
+                    "config": self.config.to_dict(), "bank_params": self.bank.params,
+                    "micro_scale": float(self.micro.scale), "base_scale": float(self.base.scale),
+                    "counters": self._counters(), "counts": dict(self._counts),
+                    "n_patterns": int(self.bank.n_patterns)}
+            write_state(path, {k: np.ascontiguousarray(v) for k, v in arrays.items()}, meta,
+                        "engine")
+
+    @classmethod
+    def load(cls, path) -> SonaEngine:
+        """An engine with the state saved in ``path``: the same adapters, patterns and counters.
+
+        Raises StateFileError for a corrupted, truncated, foreign, newer or inconsistent file
+        (never a half-built engine) and FileNotFoundError when there is no file.
+        """
+        arrays, meta = read_state(path, "engine")
+
+        def fail(why: str):
+            raise StateFileError(f"{path}: not a usable sona engine state: {why}")
+
+        want = {"engine_state_version", "sona_version", "config", "bank_params", "micro_scale",
+                "base_scale", "counters", "counts", "n_patterns"}
+        if not isinstance(meta, dict) or set(meta) != want:
+            fail(f"metadata keys {sorted(meta) if isinstance(meta, dict) else meta!r}, "
+                 f"expected {sorted(want)}")
+        if meta["engine_state_version"] != ENGINE_STATE_VERSION:
+            fail(f"engine state layout {meta['engine_state_version']!r}; this sona reads "
+                 f"{ENGINE_STATE_VERSION}")
+        try:
+            cfg = SonaConfig.from_dict(meta["config"])
+            engine = cls(cfg, bank_params=meta["bank_params"], micro_scale=meta["micro_scale"],
+                         base_scale=meta["base_scale"])
+        except (TypeError, ValueError) as exc:
+            fail(f"invalid config or parameters: {exc}")
+        expected = {"micro.A": engine.micro.A, "micro.B": engine.micro.B,
+                    "base.A": engine.base.A, "base.B": engine.base.B}
+        expected.update({f"bank.{n}": getattr(engine.bank, n) for n in _BANK_ARRAYS})
+        if set(arrays) != set(expected):
+            fail(f"arrays {sorted(arrays)}, expected {sorted(expected)}")
+        for name, ref in expected.items():
+            a = arrays[name]
+            if a.shape != ref.shape or a.dtype != ref.dtype:
+                fail(f"{name} is {a.dtype}{a.shape}, expected {ref.dtype}{ref.shape}")
+            if a.dtype.kind == "f" and not np.isfinite(a).all():
+                fail(f"{name} holds NaN or Inf")
+        counters, n = meta["counters"], meta["n_patterns"]
+        if not isinstance(counters, dict) or set(counters) != set(_COUNTERS):
+            fail(f"counters {counters!r}")
+        if not isinstance(n, int) or not 0 <= n <= engine.bank.capacity:
+            fail(f"n_patterns {n!r} outside 0..{engine.bank.capacity}")
+        if not isinstance(meta["counts"], dict) or set(meta["counts"]) != set(engine._counts):
+            fail(f"counts {meta['counts']!r}")
+        try:
+            engine.micro.set_weights(arrays["micro.A"], arrays["micro.B"])
+            engine.base.set_weights(arrays["base.A"], arrays["base.B"])
+            for name in _BANK_ARRAYS:
+                getattr(engine.bank, name)[...] = arrays[f"bank.{name}"]
+            engine.bank._set_n_patterns(n)
+            engine._set_counters(counters)
+            engine._counts.update(meta["counts"])
+        except (TypeError, ValueError, OverflowError) as exc:
+            fail(f"inconsistent state: {exc}")
+        return engine
 
     # -- life cycle ------------------------------------------------------------------------------
     def close(self) -> None:

@@ -55,13 +55,14 @@ static float forward(const sona_policy *p, const float *x, float *xt, float *yh,
     const size_t d = p->dim, K = p->n_routes;
     const sona_policy_hp *hp = &p->hp;
     for (size_t i = 0; i < d; ++i) xt[i] = x[i] - p->mu[i];
-    /* y = x~ + s_m B_m u_m (u_m = A_m x~ either way) */
-    sona_lora_fwd_f32(xt, p->A_micro, p->Bt_micro, d, p->micro_rank,
-                      hp->use_micro ? hp->micro_scale : 0.0f, yh, um);
-    sona_dot_rows_f32(p->A_base, p->base_rank, d, xt, ub);
-    if (hp->use_base)
-        for (uint32_t i = 0; i < p->base_rank; ++i)
-            sona_axpy_f32(d, hp->base_scale * ub[i], p->Bt_base + (size_t)i * d, yh);
+    /* y = x~ + s_b B_b u_b in one fused kernel (the wider tier), then + s_m B_m u_m; u_b and u_m
+     * are computed either way (the gradients need them) */
+    sona_lora_fwd_f32(xt, p->A_base, p->Bt_base, d, p->base_rank,
+                      hp->use_base ? hp->base_scale : 0.0f, yh, ub);
+    sona_dot_rows_f32(p->A_micro, p->micro_rank, d, xt, um);
+    if (hp->use_micro)
+        for (uint32_t i = 0; i < p->micro_rank; ++i)
+            sona_axpy_f32(d, hp->micro_scale * um[i], p->Bt_micro + (size_t)i * d, yh);
     float ny = sqrtf(sona_dot_f32(yh, yh, d));
     if (!(ny > 1e-6f)) ny = 1e-6f;
     const float inv = 1.0f / ny;

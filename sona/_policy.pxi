@@ -1,7 +1,10 @@
 # The router policy's C state and its hot paths: route, feedback, scores.
+cimport cython
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 
 
+@cython.freelist(64)
+@cython.no_gc
 cdef class Decision:
     """One routing decision: the route taken and what is needed to learn from its outcome.
 

@@ -439,6 +439,19 @@ uint64_t sona_now_ns(void) {
 #endif
 }
 
+/* The timeout check of record_step only needs millisecond precision (timeouts are seconds), so it
+ * reads the kernel's coarse clock where there is one (a few ns instead of ~20); it can lag the
+ * precise clock by one tick, which only makes the check later by that much. */
+static uint64_t now_coarse_ns(void) {
+#if defined(CLOCK_MONOTONIC_COARSE) && !defined(_WIN32)
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+#else
+    return sona_now_ns();
+#endif
+}
+
 static inline void cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
@@ -709,7 +722,7 @@ static int lookup_locked(sona_traj_store *s, uint64_t id, uint64_t now, uint32_t
 
 int sona_store_step(sona_traj_store *s, uint64_t id, uint32_t node, float score, float latency_us,
                     float reward) {
-    uint64_t now = s->timeout_ns ? sona_now_ns() : 0;
+    uint64_t now = s->timeout_ns ? now_coarse_ns() : 0;
     uint32_t idx;
     uint64_t hp;
     store_lock(s);

@@ -1,22 +1,43 @@
 # The pattern bank's C state: arrays owned here, a sona_bank struct pointing at them.
+from libc.math cimport sqrtf
 
 
 cdef class Pattern:
-    """A stored query pattern (a snapshot taken when it was returned).
+    """A stored query pattern, as returned by query_patterns().
 
-    id: its index in the bank; centroid: unit vector (float32); quality: the pattern's reward
-    baseline; usage_count: how often queries returned it; cluster_size: how many queries joined it;
-    route_stats: float32 (n_routes, 2) of (decayed count, decayed mean reward) per route;
-    best_route: index of the route with the best decayed mean among those tried, or None.
+    id: its index in the bank; quality: the pattern's reward baseline; usage_count: how often
+    queries returned it; cluster_size: how many queries joined it; score: its cosine to the query;
+    best_route: the route with the best decayed mean reward among those tried, or None (all
+    snapshots taken when it was returned). centroid (unit vector, float32) and route_stats
+    (float32 (n_routes, 2): decayed count and decayed mean reward per route) are copied from the
+    bank when first read.
     """
     cdef readonly Py_ssize_t id
-    cdef readonly object centroid, route_stats, best_route
+    cdef readonly object best_route
     cdef readonly double quality, cluster_size, score
     cdef readonly unsigned long long usage_count
+    cdef PatternStore _store
+    cdef object _centroid, _route_stats
+
+    @property
+    def centroid(self):
+        if self._centroid is None:
+            self._centroid = np.array(self._store.centroid[self.id])
+        return self._centroid
+
+    @property
+    def route_stats(self):
+        if self._route_stats is None:
+            n = self._store.route_n[self.id]
+            s = self._store.route_s[self.id]
+            mean = np.divide(s, n, out=np.zeros_like(s), where=n > 0)
+            self._route_stats = np.stack([n, mean], axis=1).astype(np.float32)
+        return self._route_stats
 
     def __repr__(self):
-        return (f"Pattern(id={self.id}, quality={self.quality:.3f}, cluster_size={self.cluster_size:g}, "
-                f"usage_count={self.usage_count}, best_route={self.best_route})")
+        return (f"Pattern(id={self.id}, quality={self.quality:.3f}, "
+                f"cluster_size={self.cluster_size:g}, usage_count={self.usage_count}, "
+                f"best_route={self.best_route})")
 
 
 cdef class PatternStore:
@@ -96,53 +117,44 @@ cdef class PatternStore:
 
     def query(self, x, Py_ssize_t k=5):
         """The k stored patterns most similar (cosine) to x, most similar first, as Pattern
-        snapshots; counts one use of each. Fewer than k when fewer are stored."""
+        objects; counts one use of each. Fewer than k when fewer are stored."""
         cdef cnp.ndarray v = _vector(x, self.b.dim, "x")
         if k < 0:
             raise ValueError(f"k must be >= 0; got {k}")
         cdef size_t n = self.b.n_patterns, d = self.b.dim, R = self.b.n_routes
-        cdef cnp.npy_intp kk = min(<size_t>k, n)
-        cdef int64_t idx[64]
-        cdef float val[64]
-        cdef int64_t *pidx = idx
-        cdef float *pval = val
-        cdef object big_i = None, big_v = None
+        cdef size_t kk = min(<size_t>k, n)
+        cdef int64_t small_idx[64]
+        cdef int64_t *idx = small_idx
+        cdef object big = None
         if kk > 64:
-            big_i = np.empty(kk, np.int64)
-            big_v = np.empty(kk, np.float32)
-            pidx = <int64_t *>cnp.PyArray_DATA(big_i)
-            pval = _fptr(big_v)
-        sona_cosine_rows_f32(self.b.centroid, n, d, _fptr(v), NULL, &self._scan[0])
-        sona_topk_f32(&self._scan[0], n, kk, pidx, pval)
+            big = np.empty(kk, np.int64)
+            idx = <int64_t *>cnp.PyArray_DATA(big)
+        # centroids are unit rows: cosine = dot / |x|, and the ranking needs only the dot
+        sona_dot_rows_f32(self.b.centroid, n, d, _fptr(v), &self._scan[0])
+        sona_topk_f32(&self._scan[0], n, kk, idx, NULL)
+        cdef float xn = sqrtf(sona_dot_f32(_fptr(v), _fptr(v), d))
+        cdef float inv = 1.0 / xn if xn > 0 else 0.0
         cdef list out = []
         cdef Pattern p
         cdef Py_ssize_t i, j, r
-        cdef cnp.npy_intp dims[2]
-        cdef float *stats
         cdef float *rn
         cdef float *rs
-        cdef double best_mean
+        cdef double best_mean, mean
         cdef unsigned long long *usage = <unsigned long long *>cnp.PyArray_DATA(self.usage)
-        cdef cnp.npy_intp dd = d
-        dims[0], dims[1] = R, 2
         for i in range(kk):
-            j = pidx[i]
+            j = idx[i]
             p = Pattern.__new__(Pattern)
-            p.id, p.score = j, pval[i]
-            p.centroid = cnp.PyArray_EMPTY(1, &dd, cnp.NPY_FLOAT32, 0)
-            memcpy(_fptr(p.centroid), self.b.centroid + j * d, d * sizeof(float))
+            p._store, p.id, p.score = self, j, self._scan[j] * inv
             p.quality, p.cluster_size = self.b.baseline[j], self.b.hits[j]
             usage[j] += 1
             p.usage_count = usage[j]
-            p.route_stats = cnp.PyArray_EMPTY(2, dims, cnp.NPY_FLOAT32, 0)
-            stats = _fptr(p.route_stats)
             rn, rs = self.b.route_n + j * R, self.b.route_s + j * R
             p.best_route = None
             best_mean = -1.0
             for r in range(R):
-                stats[2 * r] = rn[r]
-                stats[2 * r + 1] = rs[r] / rn[r] if rn[r] > 0 else 0.0
-                if rn[r] > 0 and stats[2 * r + 1] > best_mean:
-                    best_mean, p.best_route = stats[2 * r + 1], r
+                if rn[r] > 0:
+                    mean = rs[r] / rn[r]
+                    if mean > best_mean:
+                        best_mean, p.best_route = mean, r
             out.append(p)
         return out

@@ -179,17 +179,14 @@ cdef class EngineCore:
         cdef float adv = q - self._global_baseline
         cdef cnp.ndarray tgt
         if target is None:
-            sona_unit(x, d, t)
+            t = xhat  # the query's own direction
         else:
             tgt = np.ascontiguousarray(target, np.float32)
             sona_unit(_fptr(tgt), d, t)
         # loss gradient at y is -adv·t: descending it moves y = x + B A x towards t for a quality
         # above the baseline and away from it below; adv = 0 gives an exactly zero step. The
         # adapter sees x as apply_micro_lora() will (no centring: that is the router's business).
-        cdef double bound = self.micro._grad_element_bound(-adv, sona_maxabs_f32(x, d), 1.0, 1)
-        if bound + self.micro._grad_bound <= _GRAD_LIMIT:
-            self.micro._accumulate_unchecked(x, t, 1, -adv, bound)
-            self.micro._apply_unchecked(self.micro_lr)
+        if self.micro._outer_step(x, t, -adv, self.micro_lr):
             self.instant_updates += 1
         else:
             self.updates_skipped += 1

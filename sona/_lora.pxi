@@ -8,19 +8,20 @@ cdef double _GRAD_LIMIT = 1e36
 
 
 cdef double _sumsq(const float *x, size_t n) noexcept nogil:
-    """Sum of squares accumulated in double: exact enough for norms and overflow-free."""
-    cdef double s0 = 0, s1 = 0, s2 = 0, s3 = 0
+    """Sum of squares, overflow-free: the float32 kernel when its result is finite (the common
+    case: one fast pass), else accumulated again in double."""
+    cdef float f = sona_dot_f32(x, x, n)
+    if f < INFINITY:
+        return f
+    cdef double s0 = 0, s1 = 0
     cdef size_t i = 0
-    while i + 4 <= n:
+    while i + 2 <= n:
         s0 += <double>x[i] * x[i]
         s1 += <double>x[i + 1] * x[i + 1]
-        s2 += <double>x[i + 2] * x[i + 2]
-        s3 += <double>x[i + 3] * x[i + 3]
-        i += 4
-    while i < n:
+        i += 2
+    if i < n:
         s0 += <double>x[i] * x[i]
-        i += 1
-    return (s0 + s1) + (s2 + s3)
+    return s0 + s1
 
 
 cdef class LoRAAdapter:
@@ -42,6 +43,7 @@ cdef class LoRAAdapter:
     cdef double _row_norm_max   # max over rows of A and Bt of the row norm
     cdef double _grad_bound     # bound on |element| of the accumulators since the last apply
     cdef bint _norms_dirty      # weights changed elsewhere (a policy step): recompute row norms
+    cdef unsigned long long _applies
 
     def __init__(self, Py_ssize_t dim, Py_ssize_t rank, double scale, double max_step,
                  Py_ssize_t max_rank, str kind):
@@ -123,6 +125,9 @@ cdef class LoRAAdapter:
     def zero_grad(self):
         """Discard the accumulated gradients."""
         self._ready()
+        self._zero_grad()
+
+    cdef void _zero_grad(self) noexcept:
         memset(self.pgA, 0, self.rank * self.dim * sizeof(float))
         memset(self.pgBt, 0, self.rank * self.dim * sizeof(float))
         self.pending = 0
@@ -248,14 +253,51 @@ cdef class LoRAAdapter:
     cdef double _apply_unchecked(self, double lr) noexcept:
         """The descent step itself (lr validated, something pending); returns the step norm."""
         cdef size_t n = self.rank * self.dim
-        cdef double gnorm = sqrt(_sumsq(self.pgA, n) + _sumsq(self.pgBt, n))
-        cdef double step = lr * gnorm
-        cdef double factor = lr
-        if step > self.max_step:
-            factor = lr * self.max_step / step
-            step = self.max_step
+        cdef double step = lr * sqrt(_sumsq(self.pgA, n) + _sumsq(self.pgBt, n))
+        cdef double factor = self._clipped(lr, &step)
         sona_axpy_f32(n, <float>-factor, self.pgA, self.pA)
         sona_axpy_f32(n, <float>-factor, self.pgBt, self.pBt)
-        self.zero_grad()
-        self._update_row_norms()
+        self._zero_grad()
+        self._moved(step)
         return step
+
+    cdef bint _outer_step(self, const float *x, const float *g, double weight,
+                          double lr) noexcept:
+        """accumulate_gradient(x, g, weight) then apply_accumulated(lr) in one go, for compiled
+        callers (the engine's instant loop): the gradient is rank-r, so its norm comes from 2r
+        coefficients and two dot products, and no accumulator is touched. Returns False, and
+        changes nothing, when the step would not be finite."""
+        cdef size_t d = self.dim, r = self.rank, j
+        cdef float u[SONA_MAX_RANK]
+        cdef float h[SONA_MAX_RANK]
+        sona_dot_rows_f32(self.pA, r, d, x, u)
+        sona_dot_rows_f32(self.pBt, r, d, g, h)
+        cdef double xx = sona_dot_f32(x, x, d), gg = sona_dot_f32(g, g, d)
+        cdef double ws = weight * self.scale, n2 = 0
+        for j in range(r):
+            n2 += (ws * u[j]) ** 2 * gg + (ws * h[j]) ** 2 * xx
+        cdef double step = lr * sqrt(n2)
+        if not isfinite(step):
+            return False
+        cdef double factor = self._clipped(lr, &step)
+        for j in range(r):  # B rows first from the pre-step A·x, A rows from the pre-step B·g
+            sona_axpy_f32(d, <float>(-factor * ws * u[j]), g, self.pBt + j * d)
+            sona_axpy_f32(d, <float>(-factor * ws * h[j]), x, self.pA + j * d)
+        self._moved(step)
+        return True
+
+    cdef inline double _clipped(self, double lr, double *step) noexcept:
+        """The factor that turns the gradient into the step, with |step| clipped to max_step."""
+        if step[0] > self.max_step:
+            lr = lr * self.max_step / step[0]
+            step[0] = self.max_step
+        return lr
+
+    cdef void _moved(self, double step) noexcept:
+        # A row moved by at most the step's norm: grow the bound instead of re-measuring every
+        # row on every step; re-measure exactly every 64 steps so the bound stays tight.
+        self._applies += 1
+        if self._applies % 64 == 0:
+            self._update_row_norms()
+        else:
+            self._row_norm_max += step

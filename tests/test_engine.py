@@ -323,3 +323,20 @@ def test_threads_route_and_learn_while_background_runs():
     assert router.decisions == router.feedbacks == 2000
     assert st["trajectories_ended"] == 2000 and st["trajectories_drained"] == 2000
     assert st["background_cycles"] >= 2
+
+
+def test_instant_step_is_accumulate_then_apply(backend, rng):
+    # the engine's fused instant step equals the public two-call path on the same adapter
+    engine = SonaEngine(hidden_dim=D, micro_lora_lr=0.05)
+    twin = sona.MicroLoRA(D, 2, seed=0)
+    for _ in range(3):  # a few steps, so B is non-zero and A moves too
+        twin.set_weights(engine.micro.A, engine.micro.B)
+        x = rng.standard_normal(D).astype(np.float32)
+        baseline = engine.global_baseline
+        tid = engine.start_trajectory(x)
+        engine.end_trajectory(tid, 0.95)
+        xhat = x / np.linalg.norm(x)
+        twin.accumulate_gradient(x, xhat.astype(np.float32), weight=-(0.95 - baseline))
+        twin.apply_accumulated(0.05)
+        np.testing.assert_allclose(engine.micro.A, twin.A, atol=1e-6)
+        np.testing.assert_allclose(engine.micro.B, twin.B, atol=1e-6)

@@ -153,9 +153,12 @@ class SonaEngine(EngineCore):
         return True
 
     # -- coordinator -----------------------------------------------------------------------------
-    def start_background(self, interval_s: float | None = None) -> None:
+    def start_background(self, interval_s: float | None = None, *,
+                         checkpoint_path=None) -> None:
         """Run run_background_cycle() every interval_s seconds (default: the config's) in a
-        daemon thread until stop_background() or close(). RuntimeError if already running."""
+        daemon thread until stop_background() or close(); with checkpoint_path, save() the engine
+        there after every cycle (atomically: a crash leaves the previous checkpoint).
+        RuntimeError if already running, ValueError for a bad interval."""
         interval = self.config.background_interval_s if interval_s is None else float(interval_s)
         if not (np.isfinite(interval) and interval > 0):
             raise ValueError(f"interval_s must be a finite number > 0; got {interval_s!r}")
@@ -166,6 +169,8 @@ class SonaEngine(EngineCore):
         def loop() -> None:
             while not self._stop.wait(interval):
                 self.run_background_cycle()
+                if checkpoint_path is not None:
+                    self.save(checkpoint_path)
 
         self._thread = threading.Thread(target=loop, name="sona-background", daemon=True)
         self._thread.start()

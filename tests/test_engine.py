@@ -3,6 +3,7 @@ bad input, patterns, cycles, consolidation, state files and threads."""
 
 import json
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -340,3 +341,19 @@ def test_instant_step_is_accumulate_then_apply(backend, rng):
         twin.apply_accumulated(0.05)
         np.testing.assert_allclose(engine.micro.A, twin.A, atol=1e-6)
         np.testing.assert_allclose(engine.micro.B, twin.B, atol=1e-6)
+
+
+def test_coordinator_checkpoints(tmp_path, rng):
+    engine = SonaEngine(hidden_dim=D)
+    _train(engine, _groups(rng), [0.9, 0.1, 0.8, 0.2], 40, rng)
+    path = tmp_path / "ckpt.sona"
+    engine.start_background(0.01, checkpoint_path=path)
+    with pytest.raises(RuntimeError, match="already running"):
+        engine.start_background(0.01)
+    deadline = time.monotonic() + 10
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    engine.close()
+    assert SonaEngine.load(path).stats()["instant_updates"] == 40
+    with pytest.raises(ValueError):
+        engine.start_background(0.0)

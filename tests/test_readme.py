@@ -1,0 +1,22 @@
+"""The README's Python examples run as written (in a temporary directory)."""
+
+import pathlib
+import re
+
+import pytest
+
+README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
+# A copy of tests/ run against an installed wheel has no README beside it: nothing to check there.
+BLOCKS = (re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S)
+          if README.exists() else [])
+
+
+@pytest.mark.skipif(not README.exists(), reason="tests run outside the source tree")
+def test_readme_has_examples():
+    assert len(BLOCKS) >= 2
+
+
+@pytest.mark.parametrize("index", range(len(BLOCKS)))
+def test_readme_example_runs(index, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    exec(compile(BLOCKS[index], f"README.md example {index}", "exec"), {})

@@ -54,7 +54,8 @@ static float forward(const sona_policy *p, const float *x, float *xt, float *yh,
                      float *ub, double *z) {
     const size_t d = p->dim, K = p->n_routes;
     const sona_policy_hp *hp = &p->hp;
-    for (size_t i = 0; i < d; ++i) xt[i] = x[i] - p->mu[i];
+    const float *mu = p->mu; /* a local: stores to xt[] cannot then reload p->mu each step */
+    for (size_t i = 0; i < d; ++i) xt[i] = x[i] - mu[i];
     /* y = x~ + s_b B_b u_b in one fused kernel (the wider tier), then + s_m B_m u_m; u_b and u_m
      * are computed either way (the gradients need them) */
     sona_lora_fwd_f32(xt, p->A_base, p->Bt_base, d, p->base_rank,
@@ -257,5 +258,6 @@ void sona_policy_feedback(sona_policy *p, const sona_policy_ctx *ctx, uint32_t a
     p->global_baseline += hp->global_rate * (r - p->global_baseline);
     p->n_seen += 1;
     const float rate = 1.0f / (float)(p->n_seen < hp->mean_window ? p->n_seen : hp->mean_window);
-    for (size_t i = 0; i < d; ++i) p->mu[i] += (x[i] - p->mu[i]) * rate;
+    float *mu = p->mu;
+    for (size_t i = 0; i < d; ++i) mu[i] += (x[i] - mu[i]) * rate;
 }

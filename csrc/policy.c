@@ -14,7 +14,8 @@
  *        B rows s u_i g_y, A rows s (B g_y)_i x~, with g_y = (g_y^ - (g_y^.y^) y^)/|y|,
  *        g_y^ = keys^T g_z / tau (all from the pre-update weights)
  *   (15) EWC++: F = (1-alpha) F + alpha g^2; anchor = weights every ewc_every feedbacks when the
- *        short reward EMA is not below the long one by more than the margin; pull = lambda |w| /
+ *        short reward EMA is not below the long one by more than the margin (a checkpoint that
+ *        finds it below counts one inferred task boundary and keeps the old anchor); pull = lambda |w| /
  *        max F (max F of the previous step, so one pass suffices)
  *   (16) RMSprop on s = w g - pull F (theta - anchor), weights clipped, keys renormalised
  *   (17) pattern statistics, global baseline, mu
@@ -182,8 +183,13 @@ void sona_policy_feedback(sona_policy *p, const sona_policy_ctx *ctx, uint32_t a
     if (hp->ewc) {
         p->reward_short += 0.01f * (r - p->reward_short);
         p->reward_long += 0.002f * (r - p->reward_long);
-        if (hp->ewc_every && p->t % hp->ewc_every == 0 &&
-            p->reward_short >= p->reward_long - hp->ewc_margin) {
+        const int checkpoint = hp->ewc_every && p->t % hp->ewc_every == 0;
+        const int stable = p->reward_short >= p->reward_long - hp->ewc_margin;
+        if (checkpoint && !stable && !p->drifting) { /* rewards fell: an inferred task boundary */
+            p->task_boundaries += 1;
+            p->drifting = 1;
+        }
+        if (checkpoint && stable) {
             float *an = p->anchor;
             const size_t sizes[6] = {rm * d, rm * d, rb * d, rb * d, K * d, K};
             float *const src[6] = {p->A_micro, p->Bt_micro, p->A_base, p->Bt_base, p->keys, p->bias};
@@ -192,6 +198,8 @@ void sona_policy_feedback(sona_policy *p, const sona_policy_ctx *ctx, uint32_t a
                 an += sizes[t];
             }
             p->has_anchor = 1;
+            p->checkpoints += 1;
+            p->drifting = 0;
         }
     }
 

@@ -52,7 +52,9 @@ typedef struct sona_policy {
     uint64_t n_seen;           /* queries folded into mu */
     uint64_t t;                /* feedbacks learnt from (optimiser steps) */
     float global_baseline, reward_short, reward_long, fisher_max;
-    uint8_t has_anchor;
+    uint64_t checkpoints;     /* EWC++ anchors taken */
+    uint64_t task_boundaries; /* checkpoints that found the reward drifting down (rising edges) */
+    uint8_t has_anchor, drifting;
 } sona_policy;
 
 /* Route-time context a feedback needs: filled by sona_policy_route. buf holds

@@ -90,7 +90,8 @@ cdef extern from "policy.h" nogil:
         sona_pcg32 rng
         uint64_t n_seen, t
         float global_baseline, reward_short, reward_long, fisher_max
-        uint8_t has_anchor
+        uint64_t checkpoints, task_boundaries
+        uint8_t has_anchor, drifting
 
     ctypedef struct sona_policy_ctx:
         float *buf

@@ -221,6 +221,8 @@ cdef class RouterCore:
         self.p.global_baseline = c["global_baseline"]
         self.p.reward_short, self.p.reward_long = c["reward_short"], c["reward_long"]
         self.p.fisher_max, self.p.has_anchor = c["fisher_max"], c["has_anchor"]
+        self.p.checkpoints, self.p.task_boundaries = c["checkpoints"], c["task_boundaries"]
+        self.p.drifting = c["drifting"]
         self.p.rng.state, self.p.rng.inc = c["rng_state"], c["rng_inc"]
 
     def _counters(self):
@@ -229,4 +231,7 @@ cdef class RouterCore:
                 "global_baseline": float(self.p.global_baseline),
                 "reward_short": float(self.p.reward_short), "reward_long": float(self.p.reward_long),
                 "fisher_max": float(self.p.fisher_max), "has_anchor": bool(self.p.has_anchor),
+                "checkpoints": int(self.p.checkpoints),
+                "task_boundaries": int(self.p.task_boundaries),
+                "drifting": bool(self.p.drifting),
                 "rng_state": int(self.p.rng.state), "rng_inc": int(self.p.rng.inc)}

@@ -208,6 +208,8 @@ class SonaEngine(EngineCore):
             "background_cycles": self._counts["background_cycles"],
             "consolidations": self._counts["consolidations"],
             "patterns": self.bank.n_patterns,
+            "routers": len(self._routers),
+            "task_boundaries": sum(r._counters()["task_boundaries"] for r in list(self._routers)),
             "global_baseline": self.global_baseline,
             "last_background_cycle": None if self._last_cycle is None else
             self._last_cycle.to_dict(),

@@ -110,7 +110,8 @@ _META_KEYS = frozenset(
 _COUNTER_KEYS = {  # what RouterCore._counters() returns: name -> kind
     "n_seen": "u64", "t": "u64", "rng_state": "u64", "rng_inc": "u64",
     "global_baseline": "float", "reward_short": "float", "reward_long": "float",
-    "fisher_max": "float", "has_anchor": "bool",
+    "fisher_max": "float", "has_anchor": "bool", "checkpoints": "u64",
+    "task_boundaries": "u64", "drifting": "bool",
 }  # fmt: skip
 _POLICY_ARRAYS = ("keys", "bias", "rms", "fisher", "anchor", "mu")
 _BANK_ARRAYS = ("centroid", "centroid_sum", "hits", "route_n", "route_s", "baseline")
@@ -270,7 +271,9 @@ class Router(RouterCore):
         Keys: ``routes``, ``hidden_dim``, ``decisions``, ``feedbacks``, ``n_patterns`` (patterns
         in the bank), ``max_patterns``, ``global_baseline`` (running mean reward across queries),
         ``reward_short`` / ``reward_long`` (the drift detector's fast and slow reward means),
-        ``has_anchor`` (an EWC++ checkpoint exists), ``backend`` (``sona.get_backend()``, the
+        ``has_anchor`` (an EWC++ checkpoint exists), ``ewc_checkpoints`` (anchors taken),
+        ``task_boundaries`` (checkpoints that found the reward drifting down: inferred task
+        switches, during which the previous anchor is kept), ``backend`` (``sona.get_backend()``, the
         kernels in use now), ``n_parameters`` (learned floats: adapters, keys, bias), ``seed``
         and ``params`` (every hyper-parameter).
 
@@ -291,6 +294,8 @@ class Router(RouterCore):
             "reward_short": float(c["reward_short"]),
             "reward_long": float(c["reward_long"]),
             "has_anchor": bool(c["has_anchor"]),
+            "ewc_checkpoints": int(c["checkpoints"]),
+            "task_boundaries": int(c["task_boundaries"]),
             "backend": get_backend(),
             "n_parameters": int(self.n_parameters),
             "seed": int(self.seed),

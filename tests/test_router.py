@@ -45,3 +45,24 @@ def test_matches_reference_step_for_step(backend, hp):
     np.testing.assert_allclose(router.bias, p["bias"], atol=2e-4)
     assert router.bank.n_patterns == ref.n_patterns
     np.testing.assert_allclose(router.scores(X[0]), ref.scores(X[0]), atol=2e-3)
+
+
+def test_task_boundary_inferred_on_a_planted_switch_and_not_on_a_stationary_stream():
+    def run(switch):
+        task = RoutingTask(dim=64, n_clusters=4, n_routes=4, seed=2)
+        router = sona.Router(ROUTES, hidden_dim=64, seed=0, ewc_every=250)
+        rng = np.random.default_rng(1)
+        n = 20_000 if not switch else 6_000
+        X, c = task.sample(n, rng)
+        for t, (x, ci) in enumerate(zip(X, c)):
+            if switch and t == 3_000:
+                task.change_best_routes(4)  # every cluster's best route moves: rewards drop
+            d = router.route(x)
+            router.feedback(d, task.reward(int(ci), d.index, rng))
+        return router.stats()
+
+    stationary = run(False)
+    assert stationary["task_boundaries"] == 0 and stationary["ewc_checkpoints"] >= 70
+    switched = run(True)
+    assert switched["task_boundaries"] >= 1
+    assert sona.Router(ROUTES, hidden_dim=8).engine.stats()["task_boundaries"] == 0

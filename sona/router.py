@@ -273,8 +273,8 @@ class Router(RouterCore):
         ``reward_short`` / ``reward_long`` (the drift detector's fast and slow reward means),
         ``has_anchor`` (an EWC++ checkpoint exists), ``ewc_checkpoints`` (anchors taken),
         ``task_boundaries`` (checkpoints that found the reward drifting down: inferred task
-        switches, during which the previous anchor is kept), ``backend`` (``sona.get_backend()``, the
-        kernels in use now), ``n_parameters`` (learned floats: adapters, keys, bias), ``seed``
+        switches, during which the previous anchor is kept), ``backend``
+        (``sona.get_backend()``, the kernels in use now), ``n_parameters`` (learned floats: adapters, keys, bias), ``seed``
         and ``params`` (every hyper-parameter).
 
         >>> import json, sona

@@ -274,8 +274,8 @@ class Router(RouterCore):
         ``has_anchor`` (an EWC++ checkpoint exists), ``ewc_checkpoints`` (anchors taken),
         ``task_boundaries`` (checkpoints that found the reward drifting down: inferred task
         switches, during which the previous anchor is kept), ``backend``
-        (``sona.get_backend()``, the kernels in use now), ``n_parameters`` (learned floats: adapters, keys, bias), ``seed``
-        and ``params`` (every hyper-parameter).
+        (``sona.get_backend()``, the kernels in use now), ``n_parameters`` (learned floats:
+        adapters, keys, bias), ``seed`` and ``params`` (every hyper-parameter).
 
         >>> import json, sona
         >>> s = sona.Router(["a", "b"], hidden_dim=8).stats()

@@ -15,8 +15,15 @@
 
 #define KMEANS_STREAM 0x6b6d65616e73ull /* "kmeans": a PCG stream of its own */
 
-size_t sona_kmeans_work_floats(size_t n, size_t k, size_t d) {
-    return n * d + 2 * n + (n > k ? n : k);
+uint32_t sona_kmeans_default_trials(size_t k) {
+    return 2u + (uint32_t)log((double)(k > 1 ? k : 1));
+}
+
+size_t sona_kmeans_work_floats(size_t n, size_t k, size_t d, uint32_t trials, uint32_t n_init) {
+    if (trials == 0) trials = sona_kmeans_default_trials(k);
+    const size_t scores = n * trials;
+    const size_t spare = n_init > 1 ? 2 * k * d + 2 * k + n : 0; /* a second set of outputs */
+    return n * d + 2 * n + (scores > k ? scores : k) + spare;
 }
 
 /* Index i with probability mass[i] / total (mass >= 0, total > 0, sum taken in index order). */
@@ -58,45 +65,56 @@ static void update(const float *Xh, const float *we, const int32_t *labels, size
     }
 }
 
-int sona_kmeans_f32(const float *X, const float *w, size_t n, size_t d, size_t k,
-                    uint32_t max_iter, uint64_t seed, float *centroids, float *sums, float *weight,
-                    uint32_t *count, int32_t *labels, float *work, sona_kmeans_info *info) {
-    if (n == 0 || d == 0 || k == 0 || k > n || k > INT32_MAX) return -1;
-    float *Xh = work, *we = Xh + n * d, *d2 = we + n, *dots = d2 + n;
-    double wtot = 0.0;
-    for (size_t i = 0; i < n; ++i) {
-        const float nrm = sona_unit(X + i * d, d, Xh + i * d);
-        we[i] = nrm > 1e-12f ? (w ? w[i] : 1.0f) : 0.0f;
-        if (nrm <= 1e-12f) memset(Xh + i * d, 0, d * sizeof(float));
-        wtot += we[i];
-    }
-    if (!(wtot > 0.0)) return -1;
-
-    /* k-means++: seed s is a point drawn with probability ∝ w·D², D² to the nearest seed so far */
-    sona_pcg32 g;
-    sona_pcg32_seed(&g, seed, KMEANS_STREAM);
+/* One seeding + Lloyd run on the unit rows Xh with effective weights we (total wtot). */
+static void run_once(const float *Xh, const float *we, double wtot, size_t n, size_t d, size_t k,
+                     uint32_t max_iter, uint32_t trials, sona_pcg32 *rng, float *d2, float *dots,
+                     float *centroids, float *sums, float *weight, uint32_t *count,
+                     int32_t *labels, sona_kmeans_info *info) {
+    /* greedy k-means++: each new seed is the best (lowest resulting potential sum w·D²) of
+     * `trials` points drawn with probability ∝ w·D², D² to the nearest seed so far */
     memset(centroids, 0, k * d * sizeof(float));
-    size_t found = 0;
-    double total = wtot;
-    const float *dist = NULL; /* first draw: by weight alone */
-    while (found < k) {
-        const size_t pick = sample(we, dist, n, total, &g);
-        float *c = centroids + found * d;
-        memcpy(c, Xh + pick * d, d * sizeof(float));
-        sona_dot_rows_f32(Xh, n, d, c, dots);
+    const size_t first = sample(we, NULL, n, wtot, rng);
+    memcpy(centroids, Xh + first * d, d * sizeof(float));
+    sona_dot_rows_f32(Xh, n, d, centroids, dots);
+    double total = 0.0;
+    for (size_t i = 0; i < n; ++i) {
+        float e = 2.0f - 2.0f * dots[i];
+        d2[i] = e < 1e-6f ? 0.0f : e; /* below 1e-6: the same direction up to rounding */
+        labels[i] = 0;
+        total += (double)we[i] * d2[i];
+    }
+    size_t found = 1;
+    while (found < k && total > 0.0) { /* total 0: every weighted point sits on a seed */
+        size_t best_pick = 0, best_t = 0;
+        double best_total = INFINITY;
+        for (size_t t = 0; t < trials; ++t) {
+            const size_t pick = sample(we, d2, n, total, rng);
+            float *e = dots + t * n;
+            sona_dot_rows_f32(Xh, n, d, Xh + pick * d, e);
+            double pot = 0.0;
+            for (size_t i = 0; i < n; ++i) {
+                float v = 2.0f - 2.0f * e[i];
+                v = v < 1e-6f ? 0.0f : v;
+                e[i] = v;
+                pot += (double)we[i] * (v < d2[i] ? v : d2[i]);
+            }
+            if (pot < best_total) {
+                best_total = pot;
+                best_pick = pick;
+                best_t = t;
+            }
+        }
+        memcpy(centroids + found * d, Xh + best_pick * d, d * sizeof(float));
+        const float *e = dots + best_t * n;
         total = 0.0;
         for (size_t i = 0; i < n; ++i) {
-            float e = 2.0f - 2.0f * dots[i];
-            if (e < 1e-6f) e = 0.0f; /* the same direction up to rounding */
-            if (found == 0 || e < d2[i]) {
-                d2[i] = e;
+            if (e[i] < d2[i]) {
+                d2[i] = e[i];
                 labels[i] = (int32_t)found;
             }
             total += (double)we[i] * d2[i];
         }
         ++found;
-        dist = d2;
-        if (!(total > 0.0)) break; /* every weighted point sits on a seed */
     }
 
     /* Lloyd: centroids from labels, then every point to its nearest centroid */
@@ -128,11 +146,50 @@ int sona_kmeans_f32(const float *X, const float *w, size_t n, size_t d, size_t k
     double inertia = 0.0;
     for (size_t j = 0; j < found; ++j)
         inertia += 2.0 * weight[j] - 2.0 * sona_dot_f32(sums + j * d, centroids + j * d, d);
-    if (info) {
-        info->inertia = inertia > 0.0 ? inertia : 0.0;
-        info->n_iter = it;
-        info->k_found = (uint32_t)found;
-        info->converged = converged;
+    info->inertia = inertia > 0.0 ? inertia : 0.0;
+    info->n_iter = it;
+    info->k_found = (uint32_t)found;
+    info->converged = converged;
+}
+
+int sona_kmeans_f32(const float *X, const float *w, size_t n, size_t d, size_t k,
+                    uint32_t max_iter, uint32_t trials, uint32_t n_init, uint64_t seed,
+                    float *centroids, float *sums, float *weight, uint32_t *count,
+                    int32_t *labels, float *work, sona_kmeans_info *info) {
+    if (n == 0 || d == 0 || k == 0 || k > n || k > INT32_MAX) return -1;
+    if (trials == 0) trials = sona_kmeans_default_trials(k);
+    if (n_init == 0) n_init = 1;
+    const size_t scores = n * trials;
+    float *Xh = work, *we = Xh + n * d, *d2 = we + n, *dots = d2 + n;
+    float *spare = dots + (scores > k ? scores : k);
+    double wtot = 0.0;
+    for (size_t i = 0; i < n; ++i) {
+        const float nrm = sona_unit(X + i * d, d, Xh + i * d);
+        we[i] = nrm > 1e-12f ? (w ? w[i] : 1.0f) : 0.0f;
+        wtot += we[i];
     }
+    if (!(wtot > 0.0)) return -1;
+    sona_pcg32 rng;
+    sona_pcg32_seed(&rng, seed, KMEANS_STREAM);
+    sona_kmeans_info best, cur;
+    run_once(Xh, we, wtot, n, d, k, max_iter, trials, &rng, d2, dots, centroids, sums, weight,
+             count, labels, &best);
+    /* restarts continue the same random stream and keep the lowest inertia (first on ties) */
+    float *c2 = spare, *s2 = c2 + k * d, *w2 = s2 + k * d;
+    uint32_t *n2 = (uint32_t *)(w2 + k);
+    int32_t *l2 = (int32_t *)(w2 + 2 * k);
+    for (uint32_t r = 1; r < n_init; ++r) {
+        run_once(Xh, we, wtot, n, d, k, max_iter, trials, &rng, d2, dots, c2, s2, w2, n2, l2,
+                 &cur);
+        if (cur.inertia < best.inertia) {
+            best = cur;
+            memcpy(centroids, c2, k * d * sizeof(float));
+            memcpy(sums, s2, k * d * sizeof(float));
+            memcpy(weight, w2, k * sizeof(float));
+            memcpy(count, n2, k * sizeof(uint32_t));
+            memcpy(labels, l2, n * sizeof(int32_t));
+        }
+    }
+    if (info) *info = best;
     return 0;
 }

@@ -170,11 +170,14 @@ cdef class PatternStore:
         return out
 
     def refine(self, embeddings, qualities, k, *, seed=0, max_iter=50, merge_cos=0.9,
-               quality_threshold=0.0):
+               quality_threshold=0.0, max_points=0, n_local_trials=1):
         """Background refinement of the bank from a batch of queries and their qualities.
 
         (a) Weighted spherical k-means (k = min(k, n) clusters; weight = quality, 0 below
-        quality_threshold) over the queries, in C with the GIL released; (b) each cluster either
+        quality_threshold) over the queries -- or, when max_points > 0 and there are more, over a
+        uniform sample of max_points of them whose cluster sums and sizes are scaled by
+        n / max_points, which bounds a cycle's cost whatever the batch size -- in C with the GIL
+        released; (b) each cluster either
         updates the pattern it matches (its members' weighted mean cosine to the pattern reaches
         new_pattern_cos, the online test for one query: its weighted sum is added to the
         pattern's centroid_sum; route statistics, baseline and hits stay the online path's)
@@ -185,8 +188,9 @@ cdef class PatternStore:
         Steps (b)-(d) hold the GIL: the router reads the bank under it. Pattern indices held
         by pending router decisions may now name another pattern (or none: see csrc/bank.h).
 
-        Returns a dict: clustered (queries with positive weight; 0 means no k-means ran),
-        clusters, created, updated, merged, pruned, n_iter, inertia.
+        Returns a dict: clustered (queries with positive weight, all represented; 0 means no
+        k-means ran), sampled (points k-means saw), clusters (non-empty seeds found), created,
+        updated, merged, pruned, n_iter, inertia (of the sample).
         Raises TypeError/ValueError for bad input (nothing changed), RuntimeError when another
         thread is refining this bank.
         """
@@ -200,6 +204,8 @@ cdef class PatternStore:
             raise ValueError(f"qualities must be in [0, 1]; got values in "
                              f"[{float(np.min(q))}, {float(np.max(q))}]")
         cdef Py_ssize_t kk = <Py_ssize_t>_kmeans_int(k, "k", 1, 0xFFFFFFFF)
+        cdef Py_ssize_t m = <Py_ssize_t>_kmeans_int(max_points, "max_points", 0, 0xFFFFFFFF)
+        cdef uint32_t trials = <uint32_t>_kmeans_int(n_local_trials, "n_local_trials", 1, 64)
         cdef uint64_t s = _kmeans_int(seed, "seed", 0, 0xFFFFFFFFFFFFFFFF)
         cdef uint32_t it = <uint32_t>_kmeans_int(max_iter, "max_iter", 0, 0xFFFFFFFF)
         if not -1.0 <= merge_cos <= 1.0:
@@ -208,39 +214,50 @@ cdef class PatternStore:
             raise ValueError(f"quality_threshold must be in [0, 1]; got {quality_threshold}")
         if self._refining:
             raise RuntimeError("another thread is refining this PatternStore")
-        out = {"clustered": 0, "clusters": 0, "created": 0, "updated": 0, "merged": 0,
+        out = {"clustered": 0, "sampled": 0, "clusters": 0, "created": 0, "updated": 0, "merged": 0,
                "pruned": 0, "n_iter": 0, "inertia": 0.0}
         w = np.where(q >= quality_threshold, q, np.float32(0)).astype(np.float32)
         cdef Py_ssize_t positive = int(np.count_nonzero(w))
         if positive == 0:
             return out
+        scale = 1.0
+        if 0 < m < n:
+            pick = np.sort(np.random.default_rng(s).choice(n, m, replace=False))
+            X, q, w = np.ascontiguousarray(X[pick]), q[pick], w[pick]
+            scale, n = <double>n / m, m
+            if not w.any():
+                return out
         kk = min(kk, n)
         cdef _KMeansRun r
         self._refining = True
         try:
-            need = sona_kmeans_work_floats(n, kk, self.b.dim)
+            need = sona_kmeans_work_floats(n, kk, self.b.dim, trials, 1)
             if self._km_work is None or self._km_work.shape[0] < need:
                 self._km_work = np.empty(need, np.float32)
-            r = _kmeans_run(X, w, kk, it, s, self._km_work)
+            r = _kmeans_run(X, w, kk, it, trials, 1, s, self._km_work)
         except ValueError:  # every row with weight is the zero vector
             return out
         finally:
             self._refining = False
-        count = r.count
+        count, sums, weight = r.count, r.sums, r.weight
         mean_q = (np.bincount(r.labels, weights=q, minlength=kk)
                   / np.maximum(count, 1)).astype(np.float32)
+        if scale != 1.0:  # the sample stands for the whole batch
+            sums = (sums * np.float32(scale)).astype(np.float32)
+            weight = (weight * np.float32(scale)).astype(np.float32)
+            count = np.round(count * scale).astype(np.uint32)
         cdef sona_bank_refine_stats st
         st.created = st.updated = st.merged = st.pruned = 0
         cdef uint64_t *usage = <uint64_t *>cnp.PyArray_DATA(self.usage)
         cdef uint8_t *touched = <uint8_t *>cnp.PyArray_DATA(self._touched)
         cdef float *scratch = _fptr(self._refine_scratch)
         self._touched[:] = 0
-        sona_bank_absorb(&self.b, _fptr(r.sums), _fptr(r.weight),
+        sona_bank_absorb(&self.b, _fptr(sums), _fptr(weight),
                          <uint32_t *>cnp.PyArray_DATA(count), _fptr(mean_q), <size_t>kk, usage,
                          touched, scratch, &st)
         sona_bank_dedupe(&self.b, <float>merge_cos, self.b.n_patterns <= _DEDUPE_ALL_PAIRS_MAX,
                          usage, touched, scratch, &st)
-        out.update(clustered=positive, clusters=int(r.k_found), created=st.created,
+        out.update(clustered=positive, sampled=n, clusters=int(r.k_found), created=st.created,
                    updated=st.updated, merged=st.merged, pruned=st.pruned, n_iter=r.n_iter,
                    inertia=r.inertia)
         return out

@@ -224,8 +224,10 @@ cdef extern from "kmeans.h" nogil:
         double inertia
         uint32_t n_iter, k_found, converged
 
-    size_t sona_kmeans_work_floats(size_t n, size_t k, size_t d)
+    uint32_t sona_kmeans_default_trials(size_t k)
+    size_t sona_kmeans_work_floats(size_t n, size_t k, size_t d, uint32_t trials,
+                                   uint32_t n_init)
     int sona_kmeans_f32(const float *X, const float *w, size_t n, size_t d, size_t k,
-                        uint32_t max_iter, uint64_t seed, float *centroids, float *sums,
-                        float *weight, uint32_t *count, int32_t *labels, float *work,
-                        sona_kmeans_info *info)
+                        uint32_t max_iter, uint32_t trials, uint32_t n_init, uint64_t seed,
+                        float *centroids, float *sums, float *weight, uint32_t *count,
+                        int32_t *labels, float *work, sona_kmeans_info *info)

@@ -32,13 +32,13 @@ cdef class _KMeansRun:
 
 
 cdef _KMeansRun _kmeans_run(cnp.ndarray X, cnp.ndarray w, Py_ssize_t k, uint32_t max_iter,
-                            uint64_t seed, object work):
+                            uint32_t trials, uint32_t n_init, uint64_t seed, object work):
     """Runs the C k-means on validated float32 (n, d) X and weights (or None), the GIL released.
-    work: a float32 scratch array of at least sona_kmeans_work_floats(n, k, d) elements, or None
-    to allocate one."""
+    work: a float32 scratch array of at least sona_kmeans_work_floats(n, k, d, trials, n_init)
+    elements, or None to allocate one."""
     cdef size_t n = <size_t>cnp.PyArray_DIM(X, 0), d = <size_t>cnp.PyArray_DIM(X, 1)
     cdef size_t kk = <size_t>k
-    cdef size_t need = sona_kmeans_work_floats(n, kk, d)
+    cdef size_t need = sona_kmeans_work_floats(n, kk, d, trials, n_init)
     if work is None or (<cnp.ndarray>work).shape[0] < <Py_ssize_t>need:
         work = np.empty(need, np.float32)
     cdef _KMeansRun r = _KMeansRun.__new__(_KMeansRun)
@@ -58,7 +58,8 @@ cdef _KMeansRun _kmeans_run(cnp.ndarray X, cnp.ndarray w, Py_ssize_t k, uint32_t
     cdef sona_kmeans_info info
     cdef int rc
     with nogil:
-        rc = sona_kmeans_f32(xp, wp, n, d, kk, max_iter, seed, cp, sp, wtp, np_, lp, wk, &info)
+        rc = sona_kmeans_f32(xp, wp, n, d, kk, max_iter, trials, n_init, seed, cp, sp, wtp, np_,
+                             lp, wk, &info)
     if rc != 0:
         raise ValueError("X has no non-zero row with a positive weight: nothing to cluster")
     r.inertia, r.n_iter, r.k_found = info.inertia, info.n_iter, info.k_found
@@ -66,13 +67,17 @@ cdef _KMeansRun _kmeans_run(cnp.ndarray X, cnp.ndarray w, Py_ssize_t k, uint32_t
     return r
 
 
-def spherical_kmeans(X, k, weights=None, seed=0, max_iter=50):
+def spherical_kmeans(X, k, weights=None, seed=0, max_iter=50, *, n_init=3,
+                     n_local_trials=None):
     """Weighted spherical k-means: k-means++ seeding, then Lloyd iterations, in C (GIL released).
 
-    Rows of X are compared by direction only (each is normalised; D² = 2 - 2 cos). Seeds are drawn
-    with probability ∝ weight × D² to the nearest seed so far (zero-weight rows are never seeds);
-    each centroid is the normalised weighted sum of its members. Iterations stop after max_iter or
-    when no label changes. The same seed, data and backend give the same result.
+    Rows of X are compared by direction only (each is normalised; D² = 2 - 2 cos). Seeding is
+    greedy k-means++: each seed is the best, by the resulting weighted potential, of
+    n_local_trials rows drawn with probability ∝ weight × D² to the nearest seed so far
+    (zero-weight rows are never seeds). Each centroid is the normalised weighted sum of its
+    members. Iterations stop after max_iter or when no label changes. Of n_init such runs, the
+    one with the lowest inertia is returned: a run that put two seeds in one cluster and none in
+    another cannot recover, a restart can. The same seed, data and backend give the same result.
 
     Parameters
     ----------
@@ -82,6 +87,9 @@ def spherical_kmeans(X, k, weights=None, seed=0, max_iter=50):
     weights : (n,) finite values >= 0 with a positive sum, or None (all ones).
     seed : int in 0..2**64-1.
     max_iter : int >= 0 (0: the k-means++ seeds' assignment only).
+    n_init : int in 1..1000, runs to choose from (each costs a seeding plus its iterations).
+    n_local_trials : int in 1..64, or None for 2 + floor(ln k) (as scikit-learn); 1 is plain
+        k-means++. Seeding costs n_local_trials·n·k·d multiply-adds.
 
     Returns
     -------
@@ -93,7 +101,8 @@ def spherical_kmeans(X, k, weights=None, seed=0, max_iter=50):
     ------
     TypeError: X or weights not real numbers; k, seed or max_iter not integers.
     ValueError: wrong shape, empty X, NaN/Inf, non-contiguous input, k out of 1..n, negative or
-    all-zero weights, no non-zero row with a positive weight, seed/max_iter out of range.
+    all-zero weights, no non-zero row with a positive weight, seed/max_iter/n_init/n_local_trials
+    out of range.
 
     >>> import numpy as np, sona
     >>> X = np.array([[1, 0.1], [1, -0.1], [-0.1, 1], [0.1, 1]], np.float32)
@@ -112,5 +121,9 @@ def spherical_kmeans(X, k, weights=None, seed=0, max_iter=50):
     cdef cnp.ndarray w = _kmeans_weights(weights, n)
     cdef uint64_t s = _kmeans_int(seed, "seed", 0, 0xFFFFFFFFFFFFFFFF)
     cdef uint32_t it = <uint32_t>_kmeans_int(max_iter, "max_iter", 0, 0xFFFFFFFF)
-    cdef _KMeansRun r = _kmeans_run(A, w, kk, it, s, None)
+    cdef uint32_t trials = 0
+    if n_local_trials is not None:
+        trials = <uint32_t>_kmeans_int(n_local_trials, "n_local_trials", 1, 64)
+    cdef uint32_t runs = <uint32_t>_kmeans_int(n_init, "n_init", 1, 1000)
+    cdef _KMeansRun r = _kmeans_run(A, w, kk, it, trials, runs, s, None)
     return r.centroids, r.labels.astype(np.int64), float(r.inertia)

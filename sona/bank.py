@@ -38,12 +38,19 @@ def new_bank(dim: int, n_routes: int, capacity: int, **params) -> PatternStore:
                         p["prior_count"], p["baseline_rate"])
 
 
-#: Background refinement parameters. min_records: a cycle with fewer usable queries than this
-#: defers them (they are kept and counted) instead of clustering a handful; max_iter: Lloyd
-#: iterations after the k-means++ seeding (kept low so a 1000-query cycle stays within its
-#: 3 ms budget at d=256, k=64: seeding already assigns every query to its nearest seed);
+#: Background refinement parameters. min_records: a cycle with fewer queries than this defers
+#: them (they are kept and counted) instead of clustering a handful. max_points: k-means runs on
+#: a uniform sample of at most this many of the cycle's queries (sums scaled back up; 0: all).
+#: One k-means pass costs n·k·d multiply-adds -- 16.8M for 1000 queries, k=64, d=256, ~1 ms
+#: here -- and seeding plus each Lloyd iteration is one pass, so clustering every query of a
+#: 1000-query cycle would take the whole 3 ms budget of a background cycle, and a 10k-query
+#: cycle ten times that; 256 points with 2 iterations cost ~0.6 ms whatever the batch size.
+#: max_iter: Lloyd iterations after the k-means++ seeding (seeding already assigns every point
+#: to its nearest seed). n_local_trials: 1 is plain k-means++ (each greedy trial costs another
+#: seeding pass; a cycle's clusters fold into patterns anyway, so an extra split costs little).
 #: merge_cos: patterns at least this similar are merged.
-REFINE_DEFAULTS = {"min_records": 32, "max_iter": 1, "merge_cos": 0.9}
+REFINE_DEFAULTS = {"min_records": 32, "max_points": 256, "max_iter": 2, "n_local_trials": 1,
+                   "merge_cos": 0.9}
 
 
 def refine_bank(bank: PatternStore, embeddings, qualities, *, k: int, seed: int = 0,
@@ -59,4 +66,5 @@ def refine_bank(bank: PatternStore, embeddings, qualities, *, k: int, seed: int 
         raise ValueError(f"unknown refine parameters {unknown}; known: {sorted(REFINE_DEFAULTS)}")
     p = {**REFINE_DEFAULTS, **params}
     return bank.refine(embeddings, qualities, k, seed=seed, max_iter=p["max_iter"],
-                       merge_cos=p["merge_cos"], quality_threshold=quality_threshold)
+                       merge_cos=p["merge_cos"], quality_threshold=quality_threshold,
+                       max_points=p["max_points"], n_local_trials=p["n_local_trials"])

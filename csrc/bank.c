@@ -48,6 +48,12 @@ int32_t sona_bank_claim(sona_bank *b, int32_t j, const float *xhat, float init_b
     if (j >= 0 && (uint32_t)j < b->n_patterns) return j;
     if (b->n_patterns < b->capacity) {
         j = (int32_t)b->n_patterns++;
+        /* rows past n_patterns are normally zero already; make sure (a shrunk bank) */
+        const size_t R = b->n_routes;
+        memset(b->centroid_sum + (size_t)j * b->dim, 0, b->dim * sizeof(float));
+        memset(b->route_n + (size_t)j * R, 0, R * sizeof(float));
+        memset(b->route_s + (size_t)j * R, 0, R * sizeof(float));
+        b->hits[j] = 0.0f;
         b->baseline[j] = init_baseline;
         return j;
     }

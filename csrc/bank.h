@@ -33,7 +33,9 @@ int32_t sona_bank_nearest(const sona_bank *b, const float *xhat, float *scratch,
 int32_t sona_bank_match(const sona_bank *b, const float *xhat, float *scratch);
 /* Posterior mean reward of each route of pattern j: (S + n0 b) / (N + n0). */
 void sona_bank_route_means(const sona_bank *b, int32_t j, double *m);
-/* The pattern a feedback lands in: j itself when >= 0; else a new pattern (baseline initialised to
+/* The pattern a feedback lands in: j itself when 0 <= j < n_patterns (a j past the end -- the
+ * router's pending decision for a pattern that background refinement merged away -- is treated as
+ * no match); else a new pattern (baseline initialised to
  * init_baseline) while there is room, else the nearest one. */
 int32_t sona_bank_claim(sona_bank *b, int32_t j, const float *xhat, float init_baseline,
                         float *scratch);
@@ -42,5 +44,40 @@ int32_t sona_bank_claim(sona_bank *b, int32_t j, const float *xhat, float init_b
 void sona_bank_observe(sona_bank *b, int32_t j, const float *xhat, int32_t route, float r);
 /* xhat = x / max(|x|, 1e-12); returns |x|. */
 float sona_unit(const float *x, size_t d, float *xhat);
+
+/* ---- background refinement (driven by PatternStore.refine in sona/_bank.pxi) ----------------
+ * These mutate the bank the router reads in its hot path, so they run with the GIL held; only
+ * the k-means over the drained queries (kmeans.h) runs without it. Patterns stay compact
+ * (0..n_patterns-1): removing pattern q moves the last pattern into slot q, so exactly one other
+ * index changes per removal. A router decision still pending across a refinement credits
+ * whatever pattern then holds its index, or (index past the end) is re-claimed like a new query.
+ * usage is PatternStore's per-pattern query counter (capacity), moved along with the rows;
+ * touched (capacity bytes) marks the patterns this refinement created or updated; scratch holds
+ * capacity + dim floats. */
+typedef struct sona_bank_refine_stats {
+    uint32_t created; /* new patterns (including those that replaced a pruned one) */
+    uint32_t updated; /* clusters folded into an existing pattern */
+    uint32_t merged;  /* duplicate patterns merged away */
+    uint32_t pruned;  /* patterns evicted to make room */
+} sona_bank_refine_stats;
+
+/* Folds k clusters (sums: k x dim weighted sums of unit members, weight: their total weights,
+ * count: members, quality: mean member quality) into the bank. A cluster of weight 0 is skipped.
+ * A cluster whose members have a weighted mean cosine >= new_cos with its nearest pattern
+ * (cos(centroid, pattern) x |sum| / weight: the test a single query passes online) adds its sum to
+ * that pattern's centroid_sum (centroid renormalised; route statistics, baseline and hits are left
+ * to the online path). Otherwise it becomes a new pattern (centroid_sum = sum, hits = count,
+ * baseline = quality, no route statistics) while there is room; when the bank is full it replaces
+ * the untouched pattern of lowest hits x baseline (pruned), and when every pattern was touched
+ * this cycle it folds into its nearest pattern. */
+void sona_bank_absorb(sona_bank *b, const float *sums, const float *weight, const uint32_t *count,
+                      const float *quality, size_t k, uint64_t *usage, uint8_t *touched,
+                      float *scratch, sona_bank_refine_stats *st);
+/* Merges pattern pairs whose centroids have cosine >= merge_cos into the lower index: counts,
+ * sums, hits and usage add up, the baseline is the hits-weighted mean, the centroid is the
+ * renormalised sum of both centroid_sums. Checks each touched pattern against all others, or
+ * every pair when all_pairs is set (O(n_patterns² dim)). */
+void sona_bank_dedupe(sona_bank *b, float merge_cos, int all_pairs, uint64_t *usage,
+                      uint8_t *touched, float *scratch, sona_bank_refine_stats *st);
 
 #endif /* SONA_BANK_H */

@@ -17,6 +17,7 @@ from ._core import (
     cpu_features,
     get_backend,
     set_backend,
+    spherical_kmeans,
 )
 from .config import SonaConfig
 from .engine import CycleResult, SonaEngine
@@ -47,6 +48,7 @@ __all__ = [
     "SonaConfig",
     "StateFileError",
     "kernels",
+    "spherical_kmeans",
 ]
 
 set_backend(_os.environ.get("SONA_BACKEND", "auto").strip().lower() or "auto")

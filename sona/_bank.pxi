@@ -1,6 +1,11 @@
 # The pattern bank's C state: arrays owned here, a sona_bank struct pointing at them.
 from libc.math cimport sqrtf
 
+# Refinement checks every pair of patterns for duplicates up to this many patterns (O(n² dim)
+# dot products: ~60 µs at 100 x 256), above it only the patterns the cycle created or updated.
+cdef enum:
+    _DEDUPE_ALL_PAIRS_MAX = 128
+
 
 cdef class Pattern:
     """A stored query pattern, as returned by query_patterns().
@@ -49,6 +54,8 @@ cdef class PatternStore:
     cdef sona_bank b
     cdef readonly object centroid, centroid_sum, hits, route_n, route_s, baseline, usage
     cdef float[::1] _scan
+    cdef object _touched, _refine_scratch, _km_work
+    cdef bint _refining
 
     def __init__(self, Py_ssize_t dim, Py_ssize_t n_routes, Py_ssize_t capacity, double new_cos=0.45,
                  double decay=0.995, double prior_count=1.0, double baseline_rate=0.05):
@@ -67,6 +74,9 @@ cdef class PatternStore:
         self.baseline = np.zeros(capacity, np.float32)
         self.usage = np.zeros(capacity, np.uint64)
         self._scan = np.zeros(capacity, np.float32)
+        self._touched = np.zeros(capacity, np.uint8)
+        self._refine_scratch = np.zeros(capacity + dim, np.float32)
+        self._km_work = None
         self.b.dim, self.b.n_routes, self.b.capacity, self.b.n_patterns = dim, n_routes, capacity, 0
         self.b.new_cos, self.b.decay = new_cos, decay
         self.b.prior_count, self.b.baseline_rate = prior_count, baseline_rate
@@ -157,4 +167,97 @@ cdef class PatternStore:
                     if mean > best_mean:
                         best_mean, p.best_route = mean, r
             out.append(p)
+        return out
+
+    def refine(self, embeddings, qualities, k, *, seed=0, max_iter=50, merge_cos=0.9,
+               quality_threshold=0.0, max_points=0, n_local_trials=1):
+        """Background refinement of the bank from a batch of queries and their qualities.
+
+        (a) Weighted spherical k-means (k = min(k, n) clusters; weight = quality, 0 below
+        quality_threshold) over the queries -- or, when max_points > 0 and there are more, over a
+        uniform sample of max_points of them whose cluster sums and sizes are scaled by
+        n / max_points, which bounds a cycle's cost whatever the batch size -- in C with the GIL
+        released; (b) each cluster either
+        updates the pattern it matches (its members' weighted mean cosine to the pattern reaches
+        new_pattern_cos, the online test for one query: its weighted sum is added to the
+        pattern's centroid_sum; route statistics, baseline and hits stay the online path's)
+        or becomes a new pattern (hits = members, baseline = their mean quality); (d) when the
+        bank is full, the pattern with the lowest hits x baseline among those no cluster reached
+        this time is replaced; (c) patterns whose cosine reaches merge_cos are merged (counts and
+        sums add up, the baseline is hits-weighted), keeping indices 0..n_patterns-1 compact.
+        Steps (b)-(d) hold the GIL: the router reads the bank under it. Pattern indices held
+        by pending router decisions may now name another pattern (or none: see csrc/bank.h).
+
+        Returns a dict: clustered (queries with positive weight, all represented; 0 means no
+        k-means ran), sampled (points k-means saw), clusters (non-empty seeds found), created,
+        updated, merged, pruned, n_iter, inertia (of the sample).
+        Raises TypeError/ValueError for bad input (nothing changed), RuntimeError when another
+        thread is refining this bank.
+        """
+        cdef cnp.ndarray X = _as_f32(embeddings, "embeddings")
+        if cnp.PyArray_NDIM(X) != 2 or cnp.PyArray_DIM(X, 1) != self.b.dim:
+            raise ValueError(f"embeddings must have shape (n, {self.b.dim}); got {_shape_str(X)}")
+        _check_finite(X, "embeddings")
+        cdef Py_ssize_t n = cnp.PyArray_DIM(X, 0)
+        cdef cnp.ndarray q = _vector(qualities, n, "qualities")
+        if n and not (0.0 <= float(np.min(q)) and float(np.max(q)) <= 1.0):
+            raise ValueError(f"qualities must be in [0, 1]; got values in "
+                             f"[{float(np.min(q))}, {float(np.max(q))}]")
+        cdef Py_ssize_t kk = <Py_ssize_t>_kmeans_int(k, "k", 1, 0xFFFFFFFF)
+        cdef Py_ssize_t m = <Py_ssize_t>_kmeans_int(max_points, "max_points", 0, 0xFFFFFFFF)
+        cdef uint32_t trials = <uint32_t>_kmeans_int(n_local_trials, "n_local_trials", 1, 64)
+        cdef uint64_t s = _kmeans_int(seed, "seed", 0, 0xFFFFFFFFFFFFFFFF)
+        cdef uint32_t it = <uint32_t>_kmeans_int(max_iter, "max_iter", 0, 0xFFFFFFFF)
+        if not -1.0 <= merge_cos <= 1.0:
+            raise ValueError(f"merge_cos must be in [-1, 1]; got {merge_cos}")
+        if not 0.0 <= quality_threshold <= 1.0:
+            raise ValueError(f"quality_threshold must be in [0, 1]; got {quality_threshold}")
+        if self._refining:
+            raise RuntimeError("another thread is refining this PatternStore")
+        out = {"clustered": 0, "sampled": 0, "clusters": 0, "created": 0, "updated": 0, "merged": 0,
+               "pruned": 0, "n_iter": 0, "inertia": 0.0}
+        w = np.where(q >= quality_threshold, q, np.float32(0)).astype(np.float32)
+        cdef Py_ssize_t positive = int(np.count_nonzero(w))
+        if positive == 0:
+            return out
+        scale = 1.0
+        if 0 < m < n:
+            pick = np.sort(np.random.default_rng(s).choice(n, m, replace=False))
+            X, q, w = np.ascontiguousarray(X[pick]), q[pick], w[pick]
+            scale, n = <double>n / m, m
+            if not w.any():
+                return out
+        kk = min(kk, n)
+        cdef _KMeansRun r
+        self._refining = True
+        try:
+            need = sona_kmeans_work_floats(n, kk, self.b.dim, trials, 1)
+            if self._km_work is None or self._km_work.shape[0] < need:
+                self._km_work = np.empty(need, np.float32)
+            r = _kmeans_run(X, w, kk, it, trials, 1, s, self._km_work)
+        except ValueError:  # every row with weight is the zero vector
+            return out
+        finally:
+            self._refining = False
+        count, sums, weight = r.count, r.sums, r.weight
+        mean_q = (np.bincount(r.labels, weights=q, minlength=kk)
+                  / np.maximum(count, 1)).astype(np.float32)
+        if scale != 1.0:  # the sample stands for the whole batch
+            sums = (sums * np.float32(scale)).astype(np.float32)
+            weight = (weight * np.float32(scale)).astype(np.float32)
+            count = np.round(count * scale).astype(np.uint32)
+        cdef sona_bank_refine_stats st
+        st.created = st.updated = st.merged = st.pruned = 0
+        cdef uint64_t *usage = <uint64_t *>cnp.PyArray_DATA(self.usage)
+        cdef uint8_t *touched = <uint8_t *>cnp.PyArray_DATA(self._touched)
+        cdef float *scratch = _fptr(self._refine_scratch)
+        self._touched[:] = 0
+        sona_bank_absorb(&self.b, _fptr(sums), _fptr(weight),
+                         <uint32_t *>cnp.PyArray_DATA(count), _fptr(mean_q), <size_t>kk, usage,
+                         touched, scratch, &st)
+        sona_bank_dedupe(&self.b, <float>merge_cos, self.b.n_patterns <= _DEDUPE_ALL_PAIRS_MAX,
+                         usage, touched, scratch, &st)
+        out.update(clustered=positive, sampled=n, clusters=int(r.k_found), created=st.created,
+                   updated=st.updated, merged=st.merged, pruned=st.pruned, n_iter=r.n_iter,
+                   inertia=r.inertia)
         return out

@@ -1,5 +1,5 @@
 # The C API of csrc/ as seen from Cython: one extern block per header (sona.h, bank.h, policy.h,
-# ring.h), each mirroring its header.
+# ring.h, kmeans.h), each mirroring its header.
 from libc.stddef cimport ptrdiff_t
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
@@ -56,6 +56,15 @@ cdef extern from "bank.h" nogil:
                             float *scratch)
     void sona_bank_observe(sona_bank *b, int32_t j, const float *xhat, int32_t route, float r)
     float sona_unit(const float *x, size_t d, float *xhat)
+
+    ctypedef struct sona_bank_refine_stats:
+        uint32_t created, updated, merged, pruned
+
+    void sona_bank_absorb(sona_bank *b, const float *sums, const float *weight,
+                          const uint32_t *count, const float *quality, size_t k, uint64_t *usage,
+                          uint8_t *touched, float *scratch, sona_bank_refine_stats *st)
+    void sona_bank_dedupe(sona_bank *b, float merge_cos, int all_pairs, uint64_t *usage,
+                          uint8_t *touched, float *scratch, sona_bank_refine_stats *st)
 
 cdef extern from "policy.h" nogil:
     enum: SONA_MAX_ROUTES
@@ -209,3 +218,17 @@ cdef extern from "ring.h" nogil:
     enum: SONA_HALF_SCALAR
     enum: SONA_HALF_F16C
     int sona_half_select(int mode)
+
+# ---- csrc/kmeans.h: weighted spherical k-means (issue 4) --------------------------------------
+cdef extern from "kmeans.h" nogil:
+    ctypedef struct sona_kmeans_info:
+        double inertia
+        uint32_t n_iter, k_found, converged
+
+    uint32_t sona_kmeans_default_trials(size_t k)
+    size_t sona_kmeans_work_floats(size_t n, size_t k, size_t d, uint32_t trials,
+                                   uint32_t n_init)
+    int sona_kmeans_f32(const float *X, const float *w, size_t n, size_t d, size_t k,
+                        uint32_t max_iter, uint32_t trials, uint32_t n_init, uint64_t seed,
+                        float *centroids, float *sums, float *weight, uint32_t *count,
+                        int32_t *labels, float *work, sona_kmeans_info *info)

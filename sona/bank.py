@@ -5,11 +5,21 @@ Patterns are created online, in C, on every learnt outcome (leader clustering: a
 nearest pattern when their cosine reaches ``new_pattern_cos``, otherwise it starts a new one while
 there is room), so the first feedback already has a pattern. ``query_patterns`` is a cosine top-k
 in C over the unit centroids. The compiled store and the Pattern snapshots live in sona._core.
+
+The background cycle refines the bank (``refine_bank``): weighted spherical k-means over the
+drained queries (k-means++ seeding and Lloyd iterations in C, GIL released), then, under the GIL,
+clusters fold into the patterns they match or become new ones, near-duplicate patterns merge and,
+when the bank is full, stale low-value patterns make room. Pruning ranks the patterns no cluster
+reached this cycle (the stale ones) by hits x baseline, lowest first: a well-established pattern
+with a good reward keeps its place even when its queries pause (old knowledge survives a new
+task), while small or unrewarding ones go first. No separate staleness clock is kept, so the
+state files (engine and router) need no new array.
 """
 
 from ._core import Pattern, PatternStore
 
-__all__ = ["BANK_DEFAULTS", "Pattern", "PatternStore", "new_bank"]
+__all__ = ["BANK_DEFAULTS", "REFINE_DEFAULTS", "Pattern", "PatternStore", "new_bank",
+           "refine_bank"]
 
 #: Online clustering and statistics parameters (see csrc/bank.h). new_pattern_cos = 0.45 suits
 #: sentence embeddings whose same-topic cosine is ~0.5 and cross-topic ~0.3 (the routing
@@ -26,3 +36,35 @@ def new_bank(dim: int, n_routes: int, capacity: int, **params) -> PatternStore:
     p = {**BANK_DEFAULTS, **params}
     return PatternStore(dim, n_routes, capacity, p["new_pattern_cos"], p["decay"],
                         p["prior_count"], p["baseline_rate"])
+
+
+#: Background refinement parameters. min_records: a cycle with fewer queries than this defers
+#: them (they are kept and counted) instead of clustering a handful. max_points: k-means runs on
+#: a uniform sample of at most this many of the cycle's queries (sums scaled back up; 0: all).
+#: One k-means pass costs n·k·d multiply-adds -- 16.8M for 1000 queries, k=64, d=256, ~1 ms
+#: here -- and seeding plus each Lloyd iteration is one pass, so clustering every query of a
+#: 1000-query cycle would take the whole 3 ms budget of a background cycle, and a 10k-query
+#: cycle ten times that; 256 points with 2 iterations cost ~0.6 ms whatever the batch size.
+#: max_iter: Lloyd iterations after the k-means++ seeding (seeding already assigns every point
+#: to its nearest seed). n_local_trials: 1 is plain k-means++ (each greedy trial costs another
+#: seeding pass; a cycle's clusters fold into patterns anyway, so an extra split costs little).
+#: merge_cos: patterns at least this similar are merged.
+REFINE_DEFAULTS = {"min_records": 32, "max_points": 256, "max_iter": 2, "n_local_trials": 1,
+                   "merge_cos": 0.9}
+
+
+def refine_bank(bank: PatternStore, embeddings, qualities, *, k: int, seed: int = 0,
+                quality_threshold: float = 0.0, **params) -> dict:
+    """Refine ``bank`` with a batch of queries (n, dim) and their qualities (n,) in [0, 1].
+
+    Runs PatternStore.refine with REFINE_DEFAULTS overridden by params (min_records is the
+    caller's business: see SonaEngine.run_background_cycle); returns its dict of counts.
+    Raises ValueError for unknown parameters or bad input (the bank is then unchanged).
+    """
+    unknown = sorted(set(params) - set(REFINE_DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown refine parameters {unknown}; known: {sorted(REFINE_DEFAULTS)}")
+    p = {**REFINE_DEFAULTS, **params}
+    return bank.refine(embeddings, qualities, k, seed=seed, max_iter=p["max_iter"],
+                       merge_cos=p["merge_cos"], quality_threshold=quality_threshold,
+                       max_points=p["max_points"], n_local_trials=p["n_local_trials"])

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ._core import EngineCore, TrajectoryBuffer, TrajectoryStore, get_backend
-from .bank import new_bank
+from .bank import REFINE_DEFAULTS, new_bank, refine_bank
 from .config import SonaConfig
 from .lora import BaseLoRA, MicroLoRA
 from .state import StateFileError, read_state, write_state
@@ -48,6 +48,16 @@ class CycleResult:
     consolidated: bool = False
     patterns: int = 0
     seconds: float = 0.0
+    #: background refinement of the pattern bank: queries clustered this cycle, queries held
+    #: back for the next one (fewer than refine_params["min_records"]), and what happened to
+    #: the patterns (created includes those that replaced a pruned one)
+    refined: int = 0
+    deferred: int = 0
+    patterns_created: int = 0
+    patterns_updated: int = 0
+    patterns_merged: int = 0
+    patterns_pruned: int = 0
+    refine_seconds: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -59,6 +69,8 @@ class SonaEngine(EngineCore):
     Parameters: a SonaConfig, and/or SonaConfig fields as keyword arguments (they override the
     config's); bank_params overrides sona.bank.BANK_DEFAULTS; micro_scale/base_scale are the
     adapters' output scales. Raises ValueError/TypeError for an invalid configuration.
+    ``engine.refine_params`` (a copy of sona.bank.REFINE_DEFAULTS) tunes the background cycle's
+    bank refinement; it is not saved in state files.
 
     >>> import numpy as np, sona
     >>> engine = sona.SonaEngine(hidden_dim=8)
@@ -94,6 +106,8 @@ class SonaEngine(EngineCore):
         self._counts = {"instant_cycles": 0, "background_cycles": 0, "trajectories_drained": 0,
                         "consolidations": 0}
         self._last_cycle: CycleResult | None = None
+        self.refine_params = dict(REFINE_DEFAULTS)
+        self._deferred: tuple[list, list] = ([], [])  # queries waiting for min_records
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._closed = False
@@ -112,24 +126,64 @@ class SonaEngine(EngineCore):
                            seconds=time.perf_counter() - t0)
 
     def run_background_cycle(self) -> CycleResult:
-        """Drains every stored trajectory from the ring (however few) and folds MicroLoRA's
-        learned change into BaseLoRA (truncated SVD to BaseLoRA's rank), then resets MicroLoRA's
-        B so its next feedbacks start from the identity. Returns counts and the wall time."""
+        """Drains every stored trajectory from the ring (however few), refines the pattern bank
+        with their queries (see sona.bank.refine_bank: weighted spherical k-means with the GIL
+        released, then merge/dedupe/prune), and folds MicroLoRA's learned change into BaseLoRA
+        (truncated SVD to BaseLoRA's rank), then resets MicroLoRA's B so its next feedbacks start
+        from the identity. Fewer than refine_params["min_records"] queries are kept for the next
+        cycle (counted as ``deferred``), never dropped. Returns counts and the wall time."""
         with self._cycle_lock:
             t0 = time.perf_counter()
             drained = 0
+            embs, quals = self._deferred
             while True:
                 batch = self.store.buffer.drain()
                 if len(batch.ids) == 0:
                     break
                 drained += len(batch.ids)
+                embs.append(batch.embeddings)
+                quals.append(batch.qualities)
+            refined = self._refine(embs, quals)
             consolidated = self._consolidate()
             self._counts["background_cycles"] += 1
             self._counts["trajectories_drained"] += drained
             result = CycleResult("background", trajectories=drained, consolidated=consolidated,
-                                 patterns=self.bank.n_patterns, seconds=time.perf_counter() - t0)
+                                 patterns=self.bank.n_patterns, seconds=time.perf_counter() - t0,
+                                 **refined)
             self._last_cycle = result
             return result
+
+    def _refine(self, embs: list, quals: list) -> dict:
+        """Refines the bank with the queued queries, or defers them while they are too few."""
+        t0 = time.perf_counter()
+        n = sum(len(q) for q in quals)
+        if n == 0:
+            return {}
+        if n < self.refine_params["min_records"]:
+            self._deferred = (embs, quals)
+            return {"deferred": n}
+        self._deferred = ([], [])
+        X = embs[0] if len(embs) == 1 else np.concatenate(embs)
+        q = quals[0] if len(quals) == 1 else np.concatenate(quals)
+        cfg = self.config
+        params = {k: v for k, v in self.refine_params.items() if k != "min_records"}
+        seed = (cfg.seed * 0x9E3779B97F4A7C15 + self._counts["background_cycles"]) % 2**64
+        try:
+            res = refine_bank(self.bank, X, q, k=min(cfg.pattern_clusters, n), seed=seed,
+                              quality_threshold=cfg.quality_threshold, **params)
+        except ValueError:
+            # a record holding NaN/Inf (e.g. written into a shared ring by a foreign process):
+            # cluster the sound ones
+            ok = np.isfinite(X).all(axis=1) & np.isfinite(q) & (q >= 0) & (q <= 1)
+            if ok.all():
+                raise
+            if not ok.any():
+                return {"refine_seconds": time.perf_counter() - t0}
+            res = refine_bank(self.bank, X[ok], q[ok], k=min(cfg.pattern_clusters, int(ok.sum())),
+                              seed=seed, quality_threshold=cfg.quality_threshold, **params)
+        return {"refined": res["clustered"], "patterns_created": res["created"],
+                "patterns_updated": res["updated"], "patterns_merged": res["merged"],
+                "patterns_pruned": res["pruned"], "refine_seconds": time.perf_counter() - t0}
 
     def _consolidate(self) -> bool:
         micro, base = self.micro, self.base

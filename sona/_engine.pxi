@@ -198,15 +198,15 @@ cdef class EngineCore:
     # -- adapters --------------------------------------------------------------------------------
     def apply_micro_lora(self, x, out=None):
         """x through MicroLoRA: y = x + s·B(A x); (dim,) or (n, dim), out= supported."""
-        return self.micro._forward(x, out)
+        return _lora_forward(self.micro, x, out)
 
     def apply_base_lora(self, x, out=None):
         """x through BaseLoRA: y = x + s·B(A x); (dim,) or (n, dim), out= supported."""
-        return self.base._forward(x, out)
+        return _lora_forward(self.base, x, out)
 
     def apply_lora(self, x, out=None):
         """x through both tiers: y = x + s_m B_m A_m x + s_b B_b A_b x (out= supported)."""
-        y = self.micro._forward(x, out)
+        y = _lora_forward(self.micro, x, out)
         cdef cnp.ndarray v = _vector_or_rows(x, self.micro.dim, "x")
         cdef cnp.ndarray yy = <cnp.ndarray>y
         cdef size_t n = 1 if cnp.PyArray_NDIM(v) == 1 else cnp.PyArray_DIM(v, 0)

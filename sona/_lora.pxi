@@ -133,36 +133,6 @@ cdef class LoRAAdapter:
         self.pending = 0
         self._grad_bound = 0.0
 
-    cdef object _forward(self, object x, object out):
-        """forward() without the initialisation check: for compiled callers holding an adapter."""
-        cdef cnp.ndarray a, o
-        cdef float u[SONA_MAX_RANK]
-        cdef cnp.npy_intp dim = self.dim
-        cdef ptrdiff_t bad
-        if _is_f32_vector(x, dim) and (out is None or (_is_f32_vector(out, dim)
-                                                       and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>out))):
-            o = cnp.PyArray_EMPTY(1, &dim, cnp.NPY_FLOAT32, 0) if out is None else <cnp.ndarray>out
-            if sona_lora_fwd_f32(_fptr(<cnp.ndarray>x), self.pA, self.pBt, dim, self.rank,
-                                 self.scale, _fptr(o), u):
-                raise ValueError("x contains NaN or Inf")
-            return o
-        a = _vector_or_rows(x, self.dim, "x", False)
-        o = _output(out, cnp.PyArray_NDIM(a), cnp.PyArray_DIMS(a), "out")
-        cdef size_t n = 1 if cnp.PyArray_NDIM(a) == 1 else cnp.PyArray_DIM(a, 0)
-        cdef const float *px = _fptr(a)
-        cdef float *po = _fptr(o)
-        cdef size_t d = self.dim, r = self.rank
-        cdef float s = self.scale
-        if <Py_ssize_t>(n * d * r) >= _NOGIL_WORK:
-            with nogil:
-                bad = sona_lora_fwd_batch_f32(px, n, self.pA, self.pBt, d, r, s, po, NULL)
-        else:
-            bad = sona_lora_fwd_batch_f32(px, n, self.pA, self.pBt, d, r, s, po, NULL)
-        if bad >= 0:
-            raise ValueError(("x" if cnp.PyArray_NDIM(a) == 1 else f"x[{bad}]")
-                             + " contains NaN or Inf")
-        return o
-
     def forward(self, x, out=None):
         """y = x + scale·B(A x) for x of shape (dim,) or (n, dim); returns float32 of x's shape.
 
@@ -171,8 +141,9 @@ cdef class LoRAAdapter:
         and wrong shapes raise ValueError, non-numeric dtypes TypeError. A single vector with
         NaN/Inf leaves out untouched; for a batch, rows before the bad one are already written.
         """
-        self._ready()
-        return self._forward(x, out)
+        if self.pA == NULL:
+            self._ready()  # raises
+        return _lora_forward(self, x, out)
 
     def accumulate_gradient(self, x, grad_y, double weight=1.0):
         """Add weight·dL/dA and weight·dL/dB, given x and grad_y = dL/dy (shape (dim,) or (n, dim)).
@@ -301,3 +272,34 @@ cdef class LoRAAdapter:
             self._update_row_norms()
         else:
             self._row_norm_max += step
+
+
+cdef inline object _lora_forward(LoRAAdapter self, object x, object out):
+    """LoRAAdapter.forward() after the initialisation check, shared with the engine's apply_*."""
+    cdef cnp.ndarray a, o
+    cdef float u[SONA_MAX_RANK]
+    cdef cnp.npy_intp dim = self.dim
+    cdef ptrdiff_t bad
+    if _is_f32_vector(x, dim) and (out is None or (_is_f32_vector(out, dim)
+                                                   and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>out))):
+        o = cnp.PyArray_EMPTY(1, &dim, cnp.NPY_FLOAT32, 0) if out is None else <cnp.ndarray>out
+        if sona_lora_fwd_f32(_fptr(<cnp.ndarray>x), self.pA, self.pBt, dim, self.rank,
+                             self.scale, _fptr(o), u):
+            raise ValueError("x contains NaN or Inf")
+        return o
+    a = _vector_or_rows(x, self.dim, "x", False)
+    o = _output(out, cnp.PyArray_NDIM(a), cnp.PyArray_DIMS(a), "out")
+    cdef size_t n = 1 if cnp.PyArray_NDIM(a) == 1 else cnp.PyArray_DIM(a, 0)
+    cdef const float *px = _fptr(a)
+    cdef float *po = _fptr(o)
+    cdef size_t d = self.dim, r = self.rank
+    cdef float s = self.scale
+    if <Py_ssize_t>(n * d * r) >= _NOGIL_WORK:
+        with nogil:
+            bad = sona_lora_fwd_batch_f32(px, n, self.pA, self.pBt, d, r, s, po, NULL)
+    else:
+        bad = sona_lora_fwd_batch_f32(px, n, self.pA, self.pBt, d, r, s, po, NULL)
+    if bad >= 0:
+        raise ValueError(("x" if cnp.PyArray_NDIM(a) == 1 else f"x[{bad}]")
+                         + " contains NaN or Inf")
+    return o

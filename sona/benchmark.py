@@ -27,15 +27,25 @@ from .synthetic import RoutingTask, evaluate
 __all__ = ["time_call", "run", "format_table"]
 
 
-def time_call(fn: Callable[[], object], *, number: int, repeat: int) -> float:
-    """Median nanoseconds per call of fn() over `repeat` runs of `number` calls each."""
-    fn()  # warm up caches and any lazy initialisation
+def time_call(fn: Callable[..., object], *args, number: int, repeat: int) -> float:
+    """Median nanoseconds per call of fn(*args) over `repeat` runs of `number` calls each.
+
+    The calls are made from a loop compiled for this argument count, with fn and the arguments in
+    local variables: what a user's own tight loop pays, with no lambda or *args in between.
+    """
+    names = ", ".join(f"a{i}" for i in range(len(args)))
+    src = (f"def _loop(fn, loop{', ' if args else ''}{names}):\n"
+           f"    for _ in loop:\n"
+           f"        fn({names})\n")
+    scope: dict = {}
+    exec(compile(src, "<sona.benchmark>", "exec"), scope)
+    loop_fn = scope["_loop"]
+    fn(*args)  # warm up caches and any lazy initialisation
     per_call = []
     for _ in range(repeat):
         loop = itertools.repeat(None, number)
         t0 = time.perf_counter_ns()
-        for _ in loop:
-            fn()
+        loop_fn(fn, loop, *args)
         per_call.append((time.perf_counter_ns() - t0) / number)
     return statistics.median(per_call)
 
@@ -82,14 +92,14 @@ def _lora_rows(d: int, number: int, repeat: int, targets: bool) -> list[dict]:
     np_grad = time_call(numpy_gradient, number=max(100, number // 8), repeat=repeat)
     rows = [
         _row("engine.apply_micro_lora(x, out=y)", d,
-             time_call(lambda: apply(x, y), number=number, repeat=repeat), tgt(100), np_fwd),
+             time_call(apply, x, y, number=number, repeat=repeat), tgt(100), np_fwd),
         _row("engine.apply_micro_lora(x) allocating", d,
-             time_call(lambda: apply(x), number=number, repeat=repeat), tgt(200), np_fwd),
+             time_call(apply, x, number=number, repeat=repeat), tgt(200), np_fwd),
         _row("MicroLoRA.forward(x, out=y)", d,
-             time_call(lambda: fwd(x, y), number=number, repeat=repeat), tgt(100), np_fwd),
+             time_call(fwd, x, y, number=number, repeat=repeat), tgt(100), np_fwd),
     ]
     rows.append(_row("MicroLoRA.accumulate_gradient", d,
-                     time_call(lambda: sacc(x, g), number=number, repeat=repeat), tgt(200),
+                     time_call(sacc, x, g, number=number, repeat=repeat), tgt(200),
                      np_grad))
     return rows
 
@@ -113,9 +123,9 @@ def _patterns_rows(number: int, repeat: int) -> list[dict]:
     np_ns = time_call(numpy_topk, number=number // 4, repeat=repeat)
     return [
         _row("query_patterns k=5 over 100 patterns", 256,
-             time_call(lambda: query(x, 5), number=number, repeat=repeat), 2000, np_ns),
+             time_call(query, x, 5, number=number, repeat=repeat), 2000, np_ns),
         _row("kernels.cosine_topk 5 of 100x256 (validates M)", 256,
-             time_call(lambda: kernels.cosine_topk(M, x, 5), number=number, repeat=repeat),
+             time_call(kernels.cosine_topk, M, x, 5, number=number, repeat=repeat),
              None, np_ns),
     ]
 

@@ -10,6 +10,7 @@
 
 #if SONA_X86_64
 #include <immintrin.h>
+#include <math.h>
 
 #include "sona.h"
 
@@ -17,11 +18,14 @@ SONA_AVX2_BEGIN
 #include "simd_avx2.h"
 
 /* u_j = A_j · x for j < r; rows 0 and 1 share each load of x, and two accumulators per row hide
- * the FMA latency. Returns nonzero when x holds NaN/Inf (checked in the same pass when r >= 2). */
-static int rows_dot(const float *A, size_t r, size_t d, const float *x, float *u) {
-    size_t j = 0;
+ * the FMA latency. Returns max |x_i| (+INFINITY when x holds NaN/Inf), measured in the same pass
+ * when r >= 2. */
+static float rows_dot(const float *A, size_t r, size_t d, const float *x, float *u) {
+    const __m256 abs_f32x8 = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
     __m256 bad_f32x8 = _mm256_setzero_ps(); /* x - x: 0 for finite x, NaN otherwise */
-    float bad = 0.0f;
+    __m256 max_f32x8 = _mm256_setzero_ps();
+    float bad = 0.0f, mx = 0.0f;
+    size_t j = 0;
     for (; j + 2 <= r; j += 2) {
         const float *a0 = A + j * d, *a1 = a0 + d;
         __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
@@ -33,32 +37,46 @@ static int rows_dot(const float *A, size_t r, size_t d, const float *x, float *u
             s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a1 + i), x_f32x8, s1);
             t0 = _mm256_fmadd_ps(_mm256_loadu_ps(a0 + i + 8), x2_f32x8, t0);
             t1 = _mm256_fmadd_ps(_mm256_loadu_ps(a1 + i + 8), x2_f32x8, t1);
-            if (j == 0)
+            if (j == 0) {
                 bad_f32x8 = _mm256_add_ps(bad_f32x8, _mm256_add_ps(_mm256_sub_ps(x_f32x8, x_f32x8),
                                                                    _mm256_sub_ps(x2_f32x8, x2_f32x8)));
+                max_f32x8 = _mm256_max_ps(max_f32x8,
+                                          _mm256_max_ps(_mm256_and_ps(x_f32x8, abs_f32x8),
+                                                        _mm256_and_ps(x2_f32x8, abs_f32x8)));
+            }
         }
         for (; i + 8 <= d; i += 8) {
             __m256 x_f32x8 = _mm256_loadu_ps(x + i);
             s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a0 + i), x_f32x8, s0);
             s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a1 + i), x_f32x8, s1);
-            if (j == 0) bad_f32x8 = _mm256_add_ps(bad_f32x8, _mm256_sub_ps(x_f32x8, x_f32x8));
+            if (j == 0) {
+                bad_f32x8 = _mm256_add_ps(bad_f32x8, _mm256_sub_ps(x_f32x8, x_f32x8));
+                max_f32x8 = _mm256_max_ps(max_f32x8, _mm256_and_ps(x_f32x8, abs_f32x8));
+            }
         }
         float r0 = hsum_f32x8(_mm256_add_ps(s0, t0)), r1 = hsum_f32x8(_mm256_add_ps(s1, t1));
         for (; i < d; ++i) {
             r0 += a0[i] * x[i];
             r1 += a1[i] * x[i];
-            if (j == 0) bad += x[i] - x[i];
+            if (j == 0) {
+                bad += x[i] - x[i];
+                mx = fabsf(x[i]) > mx ? fabsf(x[i]) : mx;
+            }
         }
         u[j] = r0;
         u[j + 1] = r1;
     }
-    if (r < 2) { /* rank 1: a separate pass checks x */
+    if (r < 2) { /* rank 1: a separate pass measures x */
         size_t i = 0;
         for (; i + 8 <= d; i += 8) {
             __m256 x_f32x8 = _mm256_loadu_ps(x + i);
             bad_f32x8 = _mm256_add_ps(bad_f32x8, _mm256_sub_ps(x_f32x8, x_f32x8));
+            max_f32x8 = _mm256_max_ps(max_f32x8, _mm256_and_ps(x_f32x8, abs_f32x8));
         }
-        for (; i < d; ++i) bad += x[i] - x[i];
+        for (; i < d; ++i) {
+            bad += x[i] - x[i];
+            mx = fabsf(x[i]) > mx ? fabsf(x[i]) : mx;
+        }
     }
     if (j < r) {
         const float *a0 = A + j * d;
@@ -71,13 +89,18 @@ static int rows_dot(const float *A, size_t r, size_t d, const float *x, float *u
         u[j] = r0;
     }
     bad += hsum_f32x8(bad_f32x8);
-    return bad != 0.0f;
+    if (bad != 0.0f) return INFINITY;
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(max_f32x8), _mm256_extractf128_ps(max_f32x8, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    const float vmx = _mm_cvtss_f32(m);
+    return vmx > mx ? vmx : mx;
 }
 
 int sona_lora_fwd_f32_avx2(const float *x, const float *A, const float *Bt, size_t d, size_t r,
                            float s, float *y, float *u) {
     float c[SONA_MAX_RANK];
-    if (rows_dot(A, r, d, x, u)) return -1;
+    if (!(rows_dot(A, r, d, x, u) < INFINITY)) return -1;
     for (size_t j = 0; j < r; ++j) c[j] = s * u[j];
     size_t i = 0;
     if (r == 1) {
@@ -108,17 +131,28 @@ int sona_lora_fwd_f32_avx2(const float *x, const float *A, const float *Bt, size
     return 0;
 }
 
-void sona_lora_grad_f32_avx2(const float *x, const float *g, const float *A, const float *Bt,
-                             size_t d, size_t r, float s, float w, float *dA, float *dBt,
-                             float *coef) {
+float sona_lora_grad_f32_avx2(const float *x, const float *g, const float *A, const float *Bt,
+                              size_t d, size_t r, float s, float w, float limit, float *dA,
+                              float *dBt, float *coef) {
     const float ws = w * s;
-    rows_dot(A, r, d, x, coef);
-    rows_dot(Bt, r, d, g, coef + r);
-    for (size_t j = 0; j < 2 * r; ++j) coef[j] *= ws;
+    const float mx = rows_dot(A, r, d, x, coef);
+    const float mg = rows_dot(Bt, r, d, g, coef + r);
+    if (!(mx < INFINITY && mg < INFINITY)) return -1.0f; /* 0 * inf below would hide a NaN */
+    float add = 0.0f;
+    for (size_t j = 0; j < r; ++j) {
+        coef[j] *= ws;
+        coef[r + j] *= ws;
+        const float ab = fabsf(coef[j]) * mg, aa = fabsf(coef[r + j]) * mx;
+        add = ab > add ? ab : add;
+        add = aa > add ? aa : add;
+    }
+    if (!(add <= limit)) return -1.0f; /* too large, or NaN/Inf somewhere: nothing written */
+    if (dA == NULL) return add;
     for (size_t j = 0; j < r; ++j) {
         sona_axpy_f32_avx2(d, coef[j], g, dBt + j * d);
         sona_axpy_f32_avx2(d, coef[r + j], x, dA + j * d);
     }
+    return add;
 }
 
 SONA_AVX2_END

@@ -41,10 +41,13 @@ typedef int (*sona_lora_fwd_fn)(const float *x, const float *A, const float *Bt,
                                  size_t r, float s, float *y, float *u);
 /* Gradient of L through y = x + s B(Ax), given g = dL/dy, accumulated with weight w:
  *   dBt_j += w s (A_j . x) g        dA_j += w s (Bt_j . g) x        for j < r
- * coef (length 2r) receives the 2r outer-product coefficients w s u_j then w s h_j. */
-typedef void (*sona_lora_grad_fn)(const float *x, const float *g, const float *A, const float *Bt,
-                                  size_t d, size_t r, float s, float w, float *dA, float *dBt,
-                                  float *coef);
+ * coef (length 2r) receives the 2r outer-product coefficients w s u_j then w s h_j. Guarded: the
+ * coefficients and max|x|, max|g| come first (in the same passes), and nothing is added unless
+ * the largest element it would add is at most `limit` (finite); returns that element, or -1 when
+ * refused (too large, or NaN/Inf in x, g or the weights). dA == NULL: measure only. */
+typedef float (*sona_lora_grad_fn)(const float *x, const float *g, const float *A, const float *Bt,
+                                   size_t d, size_t r, float s, float w, float limit, float *dA,
+                                   float *dBt, float *coef);
 
 /* Adam hyper-parameters for one step; bc1 = 1 - beta1^t and bc2 = 1 - beta2^t (bias corrections). */
 typedef struct sona_adam_hp {
@@ -100,9 +103,9 @@ void sona_dot_rows_f32_scalar(const float *M, size_t n, size_t d, const float *x
 void sona_sqdist_rows_f32_scalar(const float *M, size_t n, size_t d, const float *x, float *out);
 int sona_lora_fwd_f32_scalar(const float *x, const float *A, const float *Bt, size_t d, size_t r,
                               float s, float *y, float *u);
-void sona_lora_grad_f32_scalar(const float *x, const float *g, const float *A, const float *Bt,
-                               size_t d, size_t r, float s, float w, float *dA, float *dBt,
-                               float *coef);
+float sona_lora_grad_f32_scalar(const float *x, const float *g, const float *A, const float *Bt,
+                                size_t d, size_t r, float s, float w, float limit, float *dA,
+                                float *dBt, float *coef);
 
 void sona_adam_f32_scalar(float *theta, float *m, float *v, const float *g, float gscale, size_t n,
                           const sona_adam_hp *hp, const float *fisher, const float *anchor,
@@ -120,9 +123,9 @@ void sona_dot_rows_f32_avx2(const float *M, size_t n, size_t d, const float *x, 
 void sona_sqdist_rows_f32_avx2(const float *M, size_t n, size_t d, const float *x, float *out);
 int sona_lora_fwd_f32_avx2(const float *x, const float *A, const float *Bt, size_t d, size_t r,
                             float s, float *y, float *u);
-void sona_lora_grad_f32_avx2(const float *x, const float *g, const float *A, const float *Bt,
-                             size_t d, size_t r, float s, float w, float *dA, float *dBt,
-                             float *coef);
+float sona_lora_grad_f32_avx2(const float *x, const float *g, const float *A, const float *Bt,
+                              size_t d, size_t r, float s, float w, float limit, float *dA,
+                              float *dBt, float *coef);
 
 void sona_adam_f32_avx2(float *theta, float *m, float *v, const float *g, float gscale, size_t n,
                         const sona_adam_hp *hp, const float *fisher, const float *anchor,
@@ -169,10 +172,10 @@ static inline int sona_lora_fwd_f32(const float *x, const float *A, const float 
                                     size_t r, float s, float *y, float *u) {
     return sona_active->lora_fwd(x, A, Bt, d, r, s, y, u);
 }
-static inline void sona_lora_grad_f32(const float *x, const float *g, const float *A,
-                                      const float *Bt, size_t d, size_t r, float s, float w,
-                                      float *dA, float *dBt, float *coef) {
-    sona_active->lora_grad(x, g, A, Bt, d, r, s, w, dA, dBt, coef);
+static inline float sona_lora_grad_f32(const float *x, const float *g, const float *A,
+                                       const float *Bt, size_t d, size_t r, float s, float w,
+                                       float limit, float *dA, float *dBt, float *coef) {
+    return sona_active->lora_grad(x, g, A, Bt, d, r, s, w, limit, dA, dBt, coef);
 }
 
 static inline void sona_adam_f32(float *theta, float *m, float *v, const float *g, float gscale,

@@ -26,9 +26,9 @@ cdef extern from "sona.h" nogil:
     void sona_sqdist_rows_f32(const float *M, size_t n, size_t d, const float *x, float *out)
     int sona_lora_fwd_f32(const float *x, const float *A, const float *Bt, size_t d, size_t r,
                           float s, float *y, float *u)
-    void sona_lora_grad_f32(const float *x, const float *g, const float *A, const float *Bt,
-                            size_t d, size_t r, float s, float w, float *dA, float *dBt,
-                            float *coef)
+    float sona_lora_grad_f32(const float *x, const float *g, const float *A, const float *Bt,
+                             size_t d, size_t r, float s, float w, float limit, float *dA,
+                             float *dBt, float *coef)
     void sona_adam_f32(float *theta, float *m, float *v, const float *g, float gscale, size_t n,
                        const sona_adam_hp *hp, const float *fisher, const float *anchor, float lam)
     void sona_fisher_update_f32(float *fisher, const float *g, float gscale, size_t n, float alpha)

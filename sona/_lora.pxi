@@ -40,10 +40,7 @@ cdef class LoRAAdapter:
     cdef float *pBt
     cdef float *pgA
     cdef float *pgBt
-    cdef double _row_norm_max   # max over rows of A and Bt of the row norm
     cdef double _grad_bound     # bound on |element| of the accumulators since the last apply
-    cdef bint _norms_dirty      # weights changed elsewhere (a policy step): recompute row norms
-    cdef unsigned long long _applies
 
     def __init__(self, Py_ssize_t dim, Py_ssize_t rank, double scale, double max_step,
                  Py_ssize_t max_rank, str kind):
@@ -66,23 +63,11 @@ cdef class LoRAAdapter:
         self.pgA, self.pgBt = _fptr(self._gA), _fptr(self._gBt)
         self.pending = 0
         self._grad_bound = 0.0
-        self._update_row_norms()
 
     cdef int _ready(self) except -1:
         if self.pA == NULL:
             raise RuntimeError(f"{type(self).__name__} was not initialised (its __init__ did not run)")
         return 0
-
-    cdef void _update_row_norms(self) noexcept:
-        cdef double m = 0, v
-        cdef Py_ssize_t j
-        for j in range(self.rank):
-            v = _sumsq(self.pA + j * self.dim, self.dim)
-            m = max(m, v)
-            v = _sumsq(self.pBt + j * self.dim, self.dim)
-            m = max(m, v)
-        self._row_norm_max = sqrt(m)
-        self._norms_dirty = False
 
     @property
     def A(self):
@@ -120,7 +105,6 @@ cdef class LoRAAdapter:
         memcpy(self.pA, _fptr(a), self.rank * self.dim * sizeof(float))
         memcpy(self.pBt, _fptr(bt), self.rank * self.dim * sizeof(float))
         self.zero_grad()
-        self._update_row_norms()
 
     def zero_grad(self):
         """Discard the accumulated gradients."""
@@ -172,40 +156,42 @@ cdef class LoRAAdapter:
                                  f"{_shape_str(g)}")
             if cnp.PyArray_NDIM(a) == 2:
                 n = cnp.PyArray_DIM(a, 0)
-        cdef size_t d = self.dim
+        cdef size_t d = self.dim, i
         cdef const float *px = _fptr(a)
         cdef const float *pg = _fptr(g)
-        # One pass each: max |.| bounds the update and is +inf when NaN/Inf is present.
-        cdef float mx = sona_maxabs_f32(px, n * d), mg = sona_maxabs_f32(pg, n * d)
-        if not mx < INFINITY:
-            raise ValueError("x contains NaN or Inf")
-        if not mg < INFINITY:
-            raise ValueError("grad_y contains NaN or Inf")
-        # |added element| <= |w|·s·|row|·|x|·max|g| (or x and g swapped), with |x| <= sqrt(d)·max|x|
-        cdef double bound = self._grad_element_bound(weight, mx, mg, n)
-        if not self._grad_bound + bound <= _GRAD_LIMIT:
-            raise ValueError(f"gradient too large to accumulate in float32 (element bound "
-                             f"{self._grad_bound + bound:.3g} > {_GRAD_LIMIT:.0e}); scale x, grad_y "
-                             f"or weight down, or apply_accumulated() first")
-        self._accumulate_unchecked(px, pg, n, weight, bound)
-
-    cdef void _accumulate_unchecked(self, const float *px, const float *pg, size_t n, double weight,
-                                    double bound) noexcept:
-        """The accumulation itself, after the caller validated inputs and the overflow bound."""
         cdef float coef[2 * SONA_MAX_RANK]
-        cdef size_t i, d = self.dim
+        cdef double room = _GRAD_LIMIT - self._grad_bound, total = 0
+        cdef float added
+        if n > 1:  # a batch is measured first, so a refused row leaves nothing half-added
+            for i in range(n):
+                added = sona_lora_grad_f32(px + i * d, pg + i * d, self.pA, self.pBt, d,
+                                           self.rank, self.scale, <float>weight, <float>room,
+                                           NULL, NULL, coef)
+                if added < 0:
+                    self._refuse(px, pg, n)
+                total += added
+            if not total <= room:
+                self._refuse(px, pg, n)
         for i in range(n):
-            sona_lora_grad_f32(px + i * d, pg + i * d, self.pA, self.pBt, d, self.rank, self.scale,
-                               <float>weight, self.pgA, self.pgBt, coef)
-        self._grad_bound += bound
+            # the kernel adds nothing unless every element it adds is finite and <= room
+            added = sona_lora_grad_f32(px + i * d, pg + i * d, self.pA, self.pBt, d, self.rank,
+                                       self.scale, <float>weight, <float>room, self.pgA,
+                                       self.pgBt, coef)
+            if added < 0:
+                self._refuse(px, pg, n)
+            self._grad_bound += added
         self.pending += n
 
-    cdef double _grad_element_bound(self, double weight, float mx, float mg, size_t n) noexcept:
-        """Bound on |added element| of one accumulation (see accumulate_gradient)."""
-        if self._norms_dirty:
-            self._update_row_norms()
-        return (fabs(weight) * self.scale * self._row_norm_max * sqrt(<double>self.dim)
-                * <double>mx * <double>mg * n)
+    cdef int _refuse(self, const float *px, const float *pg, size_t n) except -1:
+        """Raise the reason the gradient kernel refused to accumulate."""
+        if not sona_maxabs_f32(px, n * self.dim) < INFINITY:
+            raise ValueError("x contains NaN or Inf")
+        if not sona_maxabs_f32(pg, n * self.dim) < INFINITY:
+            raise ValueError("grad_y contains NaN or Inf")
+        raise ValueError(f"gradient too large to accumulate in float32 (an element would pass "
+                         f"{_GRAD_LIMIT - self._grad_bound:.3g}, the room left under "
+                         f"{_GRAD_LIMIT:.0e}); scale x, grad_y or weight down, or "
+                         f"apply_accumulated() first")
 
     def apply_accumulated(self, double lr):
         """Gradient-descent step on BOTH factors: θ ← θ − lr·g, then clear the accumulators.
@@ -229,7 +215,6 @@ cdef class LoRAAdapter:
         sona_axpy_f32(n, <float>-factor, self.pgA, self.pA)
         sona_axpy_f32(n, <float>-factor, self.pgBt, self.pBt)
         self._zero_grad()
-        self._moved(step)
         return step
 
     cdef bint _outer_step(self, const float *x, const float *g, double weight,
@@ -254,7 +239,6 @@ cdef class LoRAAdapter:
         for j in range(r):  # B rows first from the pre-step A·x, A rows from the pre-step B·g
             sona_axpy_f32(d, <float>(-factor * ws * u[j]), g, self.pBt + j * d)
             sona_axpy_f32(d, <float>(-factor * ws * h[j]), x, self.pA + j * d)
-        self._moved(step)
         return True
 
     cdef inline double _clipped(self, double lr, double *step) noexcept:
@@ -263,15 +247,6 @@ cdef class LoRAAdapter:
             lr = lr * self.max_step / step[0]
             step[0] = self.max_step
         return lr
-
-    cdef void _moved(self, double step) noexcept:
-        # A row moved by at most the step's norm: grow the bound instead of re-measuring every
-        # row on every step; re-measure exactly every 64 steps so the bound stays tight.
-        self._applies += 1
-        if self._applies % 64 == 0:
-            self._update_row_norms()
-        else:
-            self._row_norm_max += step
 
 
 cdef inline object _lora_forward(LoRAAdapter self, object x, object out):

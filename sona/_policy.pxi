@@ -167,8 +167,6 @@ cdef class RouterCore:
             if sona_store_end(self._store._s, decision.trajectory_id, <float>q) < 0:
                 self.trajectories_lost += 1
         decision.done = True
-        self._micro._norms_dirty = True
-        self._base._norms_dirty = True
         self.feedbacks += 1
 
     def scores(self, x, out=None):

@@ -278,3 +278,19 @@ def test_negative_lr_rejected_and_pending_kept():
     with pytest.raises(ValueError, match="lr"):
         a.apply_accumulated(-1.0)
     assert a.pending == 1
+
+
+def test_gradient_refusals_leave_accumulators_untouched(backend):
+    fresh = sona.MicroLoRA(16, 2, seed=0)  # B = 0: a NaN in x meets a zero coefficient
+    x = np.ones(16, np.float32)
+    x[3] = np.nan
+    with pytest.raises(ValueError, match="x contains NaN"):
+        fresh.accumulate_gradient(x, np.ones(16, np.float32))
+    assert fresh.pending == 0
+    X = np.ones((4, 16), np.float32)
+    X[2] = 1e30  # one row too large: the batch is refused whole
+    with pytest.raises(ValueError, match="too large"):
+        fresh.accumulate_gradient(X, np.full((4, 16), 1e30, np.float32), weight=1e6)
+    assert fresh.pending == 0
+    with pytest.raises(RuntimeError, match="no accumulated gradient"):
+        fresh.apply_accumulated(0.1)

@@ -22,26 +22,20 @@ void sona_norm_rows_f32(const float *M, size_t n, size_t d, float *out) {
     for (size_t i = 0; i < n; ++i) out[i] = sqrtf(k->dot(M + i * d, M + i * d, d));
 }
 
-void sona_cosine_rows_f32(const float *M, size_t n, size_t d, const float *x,
-                          const float *inv_norms, float *out) {
+int sona_cosine_rows_f32(const float *M, size_t n, size_t d, const float *x, float *out,
+                         float *scratch) {
     const sona_kernels_t *k = sona_active;
     const float xn = sqrtf(k->dot(x, x, d));
-    k->dot_rows(M, n, d, x, out);
-    if (xn == 0.0f) {
-        for (size_t i = 0; i < n; ++i) out[i] = 0.0f;
-        return;
-    }
-    const float inv_x = 1.0f / xn;
+    k->dot_sq_rows(M, n, d, x, out, scratch);
+    const float inv_x = xn > 0.0f ? 1.0f / xn : 0.0f;
+    float bad = 0.0f * xn; /* NaN when x is not finite */
     for (size_t i = 0; i < n; ++i) {
-        float inv_m;
-        if (inv_norms) {
-            inv_m = inv_norms[i];
-        } else {
-            float mn = sqrtf(k->dot(M + i * d, M + i * d, d));
-            inv_m = mn > 0.0f ? 1.0f / mn : 0.0f;
-        }
-        out[i] = out[i] * inv_m * inv_x;
+        const float sq = scratch[i];
+        const float c = out[i] * (sq > 0.0f ? 1.0f / sqrtf(sq) : 0.0f) * inv_x;
+        bad += (out[i] - out[i]) + (sq - sq); /* 0 unless a dot or a norm is NaN/Inf */
+        out[i] = c;
     }
+    return bad != 0.0f;
 }
 
 /* a ranks before b: larger score first, NaN last, ties to the lower index. */

@@ -30,6 +30,9 @@ typedef float (*sona_dot_fn)(const float *a, const float *b, size_t n);
 typedef void (*sona_axpy_fn)(size_t n, float alpha, const float *x, float *y);
 /* out_i = M_i . x for the n rows of M (n x d) */
 typedef void (*sona_dot_rows_fn)(const float *M, size_t n, size_t d, const float *x, float *out);
+/* dots_i = M_i . x and sqs_i = M_i . M_i, one pass over M */
+typedef void (*sona_dot_sq_rows_fn)(const float *M, size_t n, size_t d, const float *x,
+                                    float *dots, float *sqs);
 /* out_i = |M_i - x|^2 */
 typedef void (*sona_sqdist_rows_fn)(const float *M, size_t n, size_t d, const float *x,
                                     float *out);
@@ -86,6 +89,7 @@ typedef struct sona_kernels {
     sona_dot_fn dot;
     sona_axpy_fn axpy;
     sona_dot_rows_fn dot_rows;
+    sona_dot_sq_rows_fn dot_sq_rows;
     sona_sqdist_rows_fn sqdist_rows;
     sona_lora_fwd_fn lora_fwd;
     sona_lora_grad_fn lora_grad;
@@ -100,6 +104,8 @@ float sona_maxabs_f32_scalar(const float *x, size_t n);
 float sona_dot_f32_scalar(const float *a, const float *b, size_t n);
 void sona_axpy_f32_scalar(size_t n, float alpha, const float *x, float *y);
 void sona_dot_rows_f32_scalar(const float *M, size_t n, size_t d, const float *x, float *out);
+void sona_dot_sq_rows_f32_scalar(const float *M, size_t n, size_t d, const float *x, float *dots,
+                                 float *sqs);
 void sona_sqdist_rows_f32_scalar(const float *M, size_t n, size_t d, const float *x, float *out);
 int sona_lora_fwd_f32_scalar(const float *x, const float *A, const float *Bt, size_t d, size_t r,
                               float s, float *y, float *u);
@@ -120,6 +126,8 @@ float sona_maxabs_f32_avx2(const float *x, size_t n);
 float sona_dot_f32_avx2(const float *a, const float *b, size_t n);
 void sona_axpy_f32_avx2(size_t n, float alpha, const float *x, float *y);
 void sona_dot_rows_f32_avx2(const float *M, size_t n, size_t d, const float *x, float *out);
+void sona_dot_sq_rows_f32_avx2(const float *M, size_t n, size_t d, const float *x, float *dots,
+                               float *sqs);
 void sona_sqdist_rows_f32_avx2(const float *M, size_t n, size_t d, const float *x, float *out);
 int sona_lora_fwd_f32_avx2(const float *x, const float *A, const float *Bt, size_t d, size_t r,
                             float s, float *y, float *u);
@@ -201,10 +209,11 @@ ptrdiff_t sona_lora_fwd_batch_f32(const float *x, size_t n, const float *A, cons
                              size_t r, float s, float *y, float *u);
 /* out_i = |M_i| (Euclidean norm of each row). */
 void sona_norm_rows_f32(const float *M, size_t n, size_t d, float *out);
-/* out_i = cos(M_i, x); 0 where a row or x has zero norm. inv_norms (length n) may hold precomputed
- * 1/|M_i| (0 for zero rows) or be NULL. */
-void sona_cosine_rows_f32(const float *M, size_t n, size_t d, const float *x,
-                          const float *inv_norms, float *out);
+/* out_i = cos(M_i, x); 0 where a row or x has zero norm. The row norms come from the same pass
+ * as the dot products, into scratch (n floats). Returns nonzero when a result is not finite (NaN
+ * or Inf in M or x, or squares beyond float32): the caller validates by the results. */
+int sona_cosine_rows_f32(const float *M, size_t n, size_t d, const float *x, float *out,
+                         float *scratch);
 /* Indices of the k largest scores, largest first; ties go to the lower index. k <= n. NaN scores
  * rank below every number. Writes k indices and, when val is not NULL, their scores. */
 void sona_topk_f32(const float *scores, size_t n, size_t k, int64_t *idx, float *val);

@@ -120,6 +120,41 @@ void sona_sqdist_rows_f32_avx2(const float *M, size_t n, size_t d, const float *
     }
 }
 
+/* dots[i] = M_i · x and sqs[i] = M_i · M_i in one pass over M (each row loaded once). */
+void sona_dot_sq_rows_f32_avx2(const float *M, size_t n, size_t d, const float *x, float *dots,
+                               float *sqs) {
+    size_t i = 0;
+    for (; i + 2 <= n; i += 2) {
+        const float *m0 = M + i * d, *m1 = m0 + d;
+        __m256 p0 = _mm256_setzero_ps(), p1 = _mm256_setzero_ps();
+        __m256 q0 = _mm256_setzero_ps(), q1 = _mm256_setzero_ps();
+        size_t j = 0;
+        for (; j + 8 <= d; j += 8) {
+            __m256 x_f32x8 = _mm256_loadu_ps(x + j);
+            __m256 a = _mm256_loadu_ps(m0 + j), b = _mm256_loadu_ps(m1 + j);
+            p0 = _mm256_fmadd_ps(a, x_f32x8, p0);
+            q0 = _mm256_fmadd_ps(a, a, q0);
+            p1 = _mm256_fmadd_ps(b, x_f32x8, p1);
+            q1 = _mm256_fmadd_ps(b, b, q1);
+        }
+        float d0 = hsum_f32x8(p0), s0 = hsum_f32x8(q0), d1 = hsum_f32x8(p1), s1 = hsum_f32x8(q1);
+        for (; j < d; ++j) {
+            d0 += m0[j] * x[j];
+            s0 += m0[j] * m0[j];
+            d1 += m1[j] * x[j];
+            s1 += m1[j] * m1[j];
+        }
+        dots[i] = d0;
+        sqs[i] = s0;
+        dots[i + 1] = d1;
+        sqs[i + 1] = s1;
+    }
+    for (; i < n; ++i) {
+        dots[i] = sona_dot_f32_avx2(M + i * d, x, d);
+        sqs[i] = sona_dot_f32_avx2(M + i * d, M + i * d, d);
+    }
+}
+
 SONA_AVX2_END
 
 #endif /* SONA_X86_64 */

@@ -60,3 +60,11 @@ void sona_sqdist_rows_f32_scalar(const float *M, size_t n, size_t d, const float
         out[i] = (s0 + s1) + (s2 + s3);
     }
 }
+
+void sona_dot_sq_rows_f32_scalar(const float *M, size_t n, size_t d, const float *x, float *dots,
+                                 float *sqs) {
+    for (size_t i = 0; i < n; ++i) {
+        dots[i] = sona_dot_f32_scalar(M + i * d, x, d);
+        sqs[i] = sona_dot_f32_scalar(M + i * d, M + i * d, d);
+    }
+}

@@ -35,8 +35,8 @@ cdef extern from "sona.h" nogil:
     ptrdiff_t sona_lora_fwd_batch_f32(const float *x, size_t n, const float *A, const float *Bt,
                                       size_t d, size_t r, float s, float *y, float *u)
     void sona_norm_rows_f32(const float *M, size_t n, size_t d, float *out)
-    void sona_cosine_rows_f32(const float *M, size_t n, size_t d, const float *x,
-                              const float *inv_norms, float *out)
+    int sona_cosine_rows_f32(const float *M, size_t n, size_t d, const float *x, float *out,
+                             float *scratch)
     void sona_topk_f32(const float *scores, size_t n, size_t k, int64_t *idx, float *val)
 
 cdef extern from "bank.h" nogil:

@@ -28,20 +28,42 @@ def dot_scores(M, x, out=None):
     return o
 
 
-def cosine_scores(M, x, out=None):
-    """out[i] = cos(M[i], x); 0 where M[i] or x is all zeros. Returns float32 (n,)."""
-    cdef cnp.ndarray m, v, o
-    m, v = _matrix_and_query(M, x)
+cdef int _cosine_into(cnp.ndarray m, object x, float *res) except -1:
+    """Cosine scores of x against the rows of m (validated but for finiteness) into res[0:n]
+    (res holds 2n floats: the second half is scratch). One pass over m gives the dot products
+    and the row norms together, and m's finiteness is judged from those results."""
+    cdef cnp.ndarray v = _vector(x, cnp.PyArray_DIM(m, 1), "x")
     cdef size_t n = cnp.PyArray_DIM(m, 0), d = cnp.PyArray_DIM(m, 1)
-    o = _output(out, 1, cnp.PyArray_DIMS(m), "out")
     cdef const float *pm = _fptr(m)
     cdef const float *pv = _fptr(v)
-    cdef float *po = _fptr(o)
+    cdef int bad
     if <Py_ssize_t>(n * d) >= _NOGIL_WORK:
         with nogil:
-            sona_cosine_rows_f32(pm, n, d, pv, NULL, po)
+            bad = sona_cosine_rows_f32(pm, n, d, pv, res, res + n)
     else:
-        sona_cosine_rows_f32(pm, n, d, pv, NULL, po)
+        bad = sona_cosine_rows_f32(pm, n, d, pv, res, res + n)
+    if bad:
+        raise ValueError("M contains NaN or Inf (or values whose squares overflow float32)")
+    return 0
+
+
+def cosine_scores(M, x, out=None):
+    """out[i] = cos(M[i], x); 0 where M[i] or x is all zeros. Returns float32 (n,).
+
+    A NaN/Inf in M (or a value whose square overflows float32) raises ValueError with out left
+    untouched.
+    """
+    cdef cnp.ndarray m = _rows(M, "M", False)
+    cdef cnp.ndarray o = _output(out, 1, cnp.PyArray_DIMS(m), "out")
+    cdef size_t n = cnp.PyArray_DIM(m, 0)
+    cdef float small[1024]  # scores and scratch; a heap buffer for more than 512 rows
+    cdef cnp.ndarray big
+    cdef float *res = small
+    if 2 * n > 1024:
+        big = np.empty(2 * n, np.float32)
+        res = _fptr(big)
+    _cosine_into(m, x, res)
+    memcpy(_fptr(o), res, n * sizeof(float))
     return o
 
 
@@ -90,5 +112,21 @@ def topk(scores, Py_ssize_t k):
 
 
 def cosine_topk(M, x, Py_ssize_t k):
-    """Indices and cosine scores of the k rows of M most similar to x, most similar first."""
-    return topk(cosine_scores(M, x), k)
+    """Indices (int64) and cosine scores (float32) of the k rows of M most similar to x, most
+    similar first; ties go to the lower index. k is clipped to len(M); k < 0 is an error."""
+    if k < 0:
+        raise ValueError(f"k must be >= 0; got {k}")
+    cdef cnp.ndarray m = _rows(M, "M", False)
+    cdef size_t n = cnp.PyArray_DIM(m, 0)
+    cdef float small[1024]  # scores and scratch; a heap buffer for more than 512 rows
+    cdef cnp.ndarray big
+    cdef float *res = small
+    if 2 * n > 1024:
+        big = np.empty(2 * n, np.float32)
+        res = _fptr(big)
+    _cosine_into(m, x, res)
+    cdef cnp.npy_intp kk = min(<size_t>k, n)
+    cdef cnp.ndarray idx = cnp.PyArray_EMPTY(1, &kk, cnp.NPY_INT64, 0)
+    cdef cnp.ndarray val = cnp.PyArray_EMPTY(1, &kk, cnp.NPY_FLOAT32, 0)
+    sona_topk_f32(res, n, kk, <int64_t *>cnp.PyArray_DATA(idx), _fptr(val))
+    return idx, val

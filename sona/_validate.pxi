@@ -68,12 +68,13 @@ cdef inline bint _is_f32_vector(object x, Py_ssize_t d) noexcept:
             and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>x))
 
 
-cdef cnp.ndarray _rows(object x, str name):
-    """A finite float32 2-D array (n, d)."""
+cdef cnp.ndarray _rows(object x, str name, bint check_finite=True):
+    """A float32 2-D array (n, d), finite unless the caller checks that itself."""
     cdef cnp.ndarray a = _as_f32(x, name)
     if cnp.PyArray_NDIM(a) != 2:
         raise ValueError(f"{name} must be 2-D (n, d); got shape {_shape_str(a)}")
-    _check_finite(a, name)
+    if check_finite:
+        _check_finite(a, name)
     return a
 
 

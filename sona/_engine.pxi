@@ -1,10 +1,5 @@
 # The engine's hot path: trajectories in and out of the C store, and the instant loop.
 
-# Embedding components beyond this are rejected: no embedding model produces them, and the
-# centring and gradient arithmetic must stay far from float32 overflow (R6).
-cdef float _MAX_EMBEDDING_ABS = 1e12
-
-
 cdef class EngineCore:
     """Compiled core of sona.SonaEngine (use that: it builds the parts from a SonaConfig).
 
@@ -65,17 +60,12 @@ cdef class EngineCore:
 
     # -- trajectories ----------------------------------------------------------------------------
     def start_trajectory(self, query_embedding):
-        """Open a trajectory for a query embedding (float32 (dim,), finite, |x_i| <= 1e12);
+        """Open a trajectory for a query embedding (float32 (dim,), finite, |x_i| <= 1e6);
         returns its id. May evict the oldest open trajectory when max_open are open (counted)."""
         cdef cnp.ndarray a = (<cnp.ndarray>query_embedding
                               if _is_f32_vector(query_embedding, self.micro.dim)
                               else _vector(query_embedding, self.micro.dim, "query_embedding"))
-        cdef float m = sona_maxabs_f32(_fptr(a), self.micro.dim)
-        if not (m <= _MAX_EMBEDDING_ABS and m <= self.store.buffer._limit):
-            if not m < INFINITY:
-                raise ValueError("query_embedding contains NaN or Inf")
-            raise ValueError(f"query_embedding has a component of magnitude {m:g}; accepted: "
-                             f"<= {min(_MAX_EMBEDDING_ABS, self.store.buffer._limit):g}")
+        _check_embedding(a, "query_embedding", self.store.buffer._limit)
         cdef uint64_t tid
         sona_store_start(self.store._s, _fptr(a), &tid)
         return tid
@@ -159,8 +149,7 @@ cdef class EngineCore:
             raise ValueError("the signal names no trajectory_id and carries no query_embedding: "
                              "there is nothing to learn about")
         e = _vector(signal.query_embedding, self.micro.dim, "query_embedding")
-        if not sona_maxabs_f32(_fptr(e), self.micro.dim) <= _MAX_EMBEDDING_ABS:
-            raise ValueError(f"query_embedding has a component beyond {_MAX_EMBEDDING_ABS:g}")
+        _check_embedding(e, "query_embedding", _MAX_EMBEDDING_ABS)
         self._learn(_fptr(e), q, 0xFFFFFFFF, None)
 
     cdef _learn(self, const float *x, float q, uint32_t node, object target):

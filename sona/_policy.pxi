@@ -110,18 +110,18 @@ cdef class RouterCore:
         h.unit_keys, h.ewc = hp["unit_keys"], hp["ewc"]
 
     def route(self, x):
-        """Choose a route for the query embedding x (float32 (dim,)); returns a Decision.
+        """Choose a route for the query embedding x (float32 (dim,), |x_i| <= 1e6); returns a
+        Decision.
 
         Samples from the policy (Thompson draw in the pattern prior, plus `explore`), so repeated
         calls may differ; use scores() for the greedy view. Raises ValueError/TypeError for a bad
         embedding, changing nothing.
         """
-        cdef cnp.ndarray v
-        if _is_f32_vector(x, self.p.dim):
-            v = <cnp.ndarray>x
-            _check_finite(v, "x")
-        else:
-            v = _vector(x, self.p.dim, "x")
+        cdef cnp.ndarray v = (<cnp.ndarray>x if _is_f32_vector(x, self.p.dim)
+                              else _as_f32(x, "x"))
+        if cnp.PyArray_NDIM(v) != 1 or cnp.PyArray_DIM(v, 0) != self.p.dim:
+            raise ValueError(f"x must have shape ({self.p.dim},); got {_shape_str(v)}")
+        _check_embedding(v, "x", INFINITY if self._store is None else self._store.buffer._limit)
         cdef Decision dec = Decision.__new__(Decision)
         dec.ctx.buf = <float *>PyMem_Malloc(self._ctx_floats * sizeof(float))
         if dec.ctx.buf == NULL:
@@ -172,6 +172,7 @@ cdef class RouterCore:
     def scores(self, x, out=None):
         """Greedy route probabilities for x (float32 (n_routes,)); no side effects, no exploration."""
         cdef cnp.ndarray v = _vector(x, self.p.dim, "x")
+        _check_embedding(v, "x", INFINITY)
         cdef cnp.npy_intp k = self.p.n_routes
         cdef cnp.ndarray o = _output(out, 1, &k, "out")
         sona_policy_scores(&self.p, _fptr(v), _fptr(o))

@@ -104,5 +104,23 @@ cdef cnp.ndarray _output(object out, int nd, cnp.npy_intp *dims, str name):
     return o
 
 
+# Embedding components beyond this are rejected by the engine and the router: no embedding model
+# produces them (normalise raw features first), and it keeps every product in the adapters, the
+# norms and the gradients (|x| up to 1e6 times weights clipped to a few units, squared, summed
+# over up to 65536 components) far from float32 overflow, so weights stay finite (R6).
+cdef float _MAX_EMBEDDING_ABS = 1e6
+
+
+cdef int _check_embedding(cnp.ndarray a, str name, float limit) except -1:
+    """a (validated float32) is finite with every |component| <= min(limit, 1e6)."""
+    cdef float lim = min(limit, _MAX_EMBEDDING_ABS)
+    cdef float m = sona_maxabs_f32(<const float *>cnp.PyArray_DATA(a), <size_t>cnp.PyArray_SIZE(a))
+    if not m <= lim:
+        if not m < INFINITY:
+            raise ValueError(f"{name} contains NaN or Inf")
+        raise ValueError(f"{name} has a component of magnitude {m:g}; accepted: <= {lim:g}")
+    return 0
+
+
 cdef inline float *_fptr(cnp.ndarray a):
     return <float *>cnp.PyArray_DATA(a)

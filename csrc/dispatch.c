@@ -18,6 +18,9 @@ static const sona_kernels_t scalar_table = {
     sona_sqdist_rows_f32_scalar,
     sona_lora_fwd_f32_scalar,
     sona_lora_grad_f32_scalar,
+    sona_adam_f32_scalar,
+    sona_fisher_update_f32_scalar,
+    sona_policy_row_f32_scalar,
 };
 
 #if SONA_X86_64
@@ -30,6 +33,9 @@ static const sona_kernels_t avx2_table = {
     sona_sqdist_rows_f32_avx2,
     sona_lora_fwd_f32_avx2,
     sona_lora_grad_f32_avx2,
+    sona_adam_f32_avx2,
+    sona_fisher_update_f32_avx2,
+    sona_policy_row_f32_avx2,
 };
 #endif
 

@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ring.h" /* the trajectory ring and open-trajectory store (ring.c) */
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -44,6 +46,37 @@ typedef void (*sona_lora_grad_fn)(const float *x, const float *g, const float *A
                                   size_t d, size_t r, float s, float w, float *dA, float *dBt,
                                   float *coef);
 
+/* Adam hyper-parameters for one step; bc1 = 1 - beta1^t and bc2 = 1 - beta2^t (bias corrections). */
+typedef struct sona_adam_hp {
+    float lr, beta1, beta2, eps, bc1, bc2;
+} sona_adam_hp;
+
+/* One Adam descent step over n parameters on the effective gradient
+ *   e = gscale * g + lam * fisher ⊙ (theta - anchor)       (the EWC++ term only when fisher != NULL)
+ *   m = b1 m + (1-b1) e;  v = b2 v + (1-b2) e²;  theta -= lr (m/bc1) / (sqrt(v/bc2) + eps).
+ * A zero effective gradient with zero moments moves nothing: no normalisation of tiny vectors
+ * beyond Adam's own eps, which callers size to their gradient scale. */
+typedef void (*sona_adam_fn)(float *theta, float *m, float *v, const float *g, float gscale, size_t n,
+                             const sona_adam_hp *hp, const float *fisher, const float *anchor,
+                             float lam);
+/* Online diagonal Fisher: fisher = (1 - alpha) fisher + alpha (gscale g)². */
+typedef void (*sona_fisher_update_fn)(float *fisher, const float *g, float gscale, size_t n,
+                                      float alpha);
+
+/* One fused learning pass of the router policy over a row of n weights whose score-function
+ * gradient is g = coef·vec (see csrc/policy.c for the derivation):
+ *   F = (1-alpha) F + alpha g²                        (EWC++ Fisher; skipped when fisher is NULL)
+ *   s = w g - pull F ⊙ (theta - anchor)                (the pull only when anchor is not NULL)
+ *   v = beta v + (1-beta) s²;  theta = clip(theta + lr s / sqrt(v inv_bc + eps2), ±wclip)
+ * A zero s moves nothing (no momentum; eps2 > 0 keeps a tiny step tiny). Returns max F over the
+ * row (0 without a Fisher). */
+typedef struct sona_policy_step {
+    float w, alpha, pull, beta, inv_bc, eps2, lr, wclip;
+} sona_policy_step;
+typedef float (*sona_policy_row_fn)(float *theta, float *v, float *fisher, const float *anchor,
+                                    const float *vec, float coef, size_t n,
+                                    const sona_policy_step *p);
+
 typedef struct sona_kernels {
     const char *name;
     sona_maxabs_fn maxabs;
@@ -53,6 +86,9 @@ typedef struct sona_kernels {
     sona_sqdist_rows_fn sqdist_rows;
     sona_lora_fwd_fn lora_fwd;
     sona_lora_grad_fn lora_grad;
+    sona_adam_fn adam;
+    sona_fisher_update_fn fisher_update;
+    sona_policy_row_fn policy_row;
 } sona_kernels_t;
 
 /* ---- per-backend kernels ------------------------------------------------------------------- */
@@ -68,6 +104,15 @@ void sona_lora_grad_f32_scalar(const float *x, const float *g, const float *A, c
                                size_t d, size_t r, float s, float w, float *dA, float *dBt,
                                float *coef);
 
+void sona_adam_f32_scalar(float *theta, float *m, float *v, const float *g, float gscale, size_t n,
+                          const sona_adam_hp *hp, const float *fisher, const float *anchor,
+                          float lam);
+void sona_fisher_update_f32_scalar(float *fisher, const float *g, float gscale, size_t n,
+                                   float alpha);
+float sona_policy_row_f32_scalar(float *theta, float *v, float *fisher, const float *anchor,
+                                 const float *vec, float coef, size_t n,
+                                 const sona_policy_step *p);
+
 float sona_maxabs_f32_avx2(const float *x, size_t n);
 float sona_dot_f32_avx2(const float *a, const float *b, size_t n);
 void sona_axpy_f32_avx2(size_t n, float alpha, const float *x, float *y);
@@ -78,6 +123,14 @@ int sona_lora_fwd_f32_avx2(const float *x, const float *A, const float *Bt, size
 void sona_lora_grad_f32_avx2(const float *x, const float *g, const float *A, const float *Bt,
                              size_t d, size_t r, float s, float w, float *dA, float *dBt,
                              float *coef);
+
+void sona_adam_f32_avx2(float *theta, float *m, float *v, const float *g, float gscale, size_t n,
+                        const sona_adam_hp *hp, const float *fisher, const float *anchor,
+                        float lam);
+void sona_fisher_update_f32_avx2(float *fisher, const float *g, float gscale, size_t n,
+                                 float alpha);
+float sona_policy_row_f32_avx2(float *theta, float *v, float *fisher, const float *anchor,
+                               const float *vec, float coef, size_t n, const sona_policy_step *p);
 
 /* ---- CPU detection and dispatch (cpu.c, dispatch.c) ------------------------------------------ */
 
@@ -120,6 +173,21 @@ static inline void sona_lora_grad_f32(const float *x, const float *g, const floa
                                       const float *Bt, size_t d, size_t r, float s, float w,
                                       float *dA, float *dBt, float *coef) {
     sona_active->lora_grad(x, g, A, Bt, d, r, s, w, dA, dBt, coef);
+}
+
+static inline void sona_adam_f32(float *theta, float *m, float *v, const float *g, float gscale,
+                                 size_t n, const sona_adam_hp *hp, const float *fisher,
+                                 const float *anchor, float lam) {
+    sona_active->adam(theta, m, v, g, gscale, n, hp, fisher, anchor, lam);
+}
+static inline void sona_fisher_update_f32(float *fisher, const float *g, float gscale, size_t n,
+                                          float alpha) {
+    sona_active->fisher_update(fisher, g, gscale, n, alpha);
+}
+static inline float sona_policy_row_f32(float *theta, float *v, float *fisher,
+                                        const float *anchor, const float *vec, float coef, size_t n,
+                                        const sona_policy_step *p) {
+    return sona_active->policy_row(theta, v, fisher, anchor, vec, coef, n, p);
 }
 
 /* ---- backend-independent helpers (rows.c) ---------------------------------------------------- */

@@ -7,8 +7,23 @@ variable SONA_BACKEND=auto|scalar|avx2 is read once at import, and set_backend()
 import os as _os
 
 from . import kernels
-from ._core import backends, cpu_features, get_backend, set_backend
+from ._core import (
+    Decision,
+    Pattern,
+    TrajectoryBuffer,
+    TrajectoryStore,
+    UnknownTrajectoryError,
+    backends,
+    cpu_features,
+    get_backend,
+    set_backend,
+)
+from .config import SonaConfig
+from .engine import CycleResult, SonaEngine
 from .lora import BaseLoRA, MicroLoRA
+from .router import Router
+from .signal import LearningSignal
+from .state import StateFileError
 
 __version__ = "0.1.0"
 
@@ -20,6 +35,17 @@ __all__ = [
     "set_backend",
     "MicroLoRA",
     "BaseLoRA",
+    "CycleResult",
+    "Decision",
+    "Pattern",
+    "SonaEngine",
+    "TrajectoryBuffer",
+    "TrajectoryStore",
+    "UnknownTrajectoryError",
+    "LearningSignal",
+    "Router",
+    "SonaConfig",
+    "StateFileError",
     "kernels",
 ]
 

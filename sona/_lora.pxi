@@ -41,6 +41,7 @@ cdef class LoRAAdapter:
     cdef float *pgBt
     cdef double _row_norm_max   # max over rows of A and Bt of the row norm
     cdef double _grad_bound     # bound on |element| of the accumulators since the last apply
+    cdef bint _norms_dirty      # weights changed elsewhere (a policy step): recompute row norms
 
     def __init__(self, Py_ssize_t dim, Py_ssize_t rank, double scale, double max_step,
                  Py_ssize_t max_rank, str kind):
@@ -79,6 +80,7 @@ cdef class LoRAAdapter:
             v = _sumsq(self.pBt + j * self.dim, self.dim)
             m = max(m, v)
         self._row_norm_max = sqrt(m)
+        self._norms_dirty = False
 
     @property
     def A(self):
@@ -126,19 +128,12 @@ cdef class LoRAAdapter:
         self.pending = 0
         self._grad_bound = 0.0
 
-    def forward(self, x, out=None):
-        """y = x + scale·B(A x) for x of shape (dim,) or (n, dim); returns float32 of x's shape.
-
-        out: optional writeable C-contiguous float32 array of the same shape (may be x itself).
-        float64/float16/integer input is copied to float32 first; non-contiguous input, NaN/Inf
-        and wrong shapes raise ValueError, non-numeric dtypes TypeError. A single vector with
-        NaN/Inf leaves out untouched; for a batch, rows before the bad one are already written.
-        """
+    cdef object _forward(self, object x, object out):
+        """forward() without the initialisation check: for compiled callers holding an adapter."""
         cdef cnp.ndarray a, o
         cdef float u[SONA_MAX_RANK]
         cdef cnp.npy_intp dim = self.dim
         cdef ptrdiff_t bad
-        self._ready()
         if _is_f32_vector(x, dim) and (out is None or (_is_f32_vector(out, dim)
                                                        and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>out))):
             o = cnp.PyArray_EMPTY(1, &dim, cnp.NPY_FLOAT32, 0) if out is None else <cnp.ndarray>out
@@ -163,6 +158,17 @@ cdef class LoRAAdapter:
                              + " contains NaN or Inf")
         return o
 
+    def forward(self, x, out=None):
+        """y = x + scale·B(A x) for x of shape (dim,) or (n, dim); returns float32 of x's shape.
+
+        out: optional writeable C-contiguous float32 array of the same shape (may be x itself).
+        float64/float16/integer input is copied to float32 first; non-contiguous input, NaN/Inf
+        and wrong shapes raise ValueError, non-numeric dtypes TypeError. A single vector with
+        NaN/Inf leaves out untouched; for a batch, rows before the bad one are already written.
+        """
+        self._ready()
+        return self._forward(x, out)
+
     def accumulate_gradient(self, x, grad_y, double weight=1.0):
         """Add weight·dL/dA and weight·dL/dB, given x and grad_y = dL/dy (shape (dim,) or (n, dim)).
 
@@ -172,32 +178,58 @@ cdef class LoRAAdapter:
         float32 accumulators could overflow.
         """
         cdef cnp.ndarray a, g
-        cdef float coef[2 * SONA_MAX_RANK]
-        cdef size_t n, i
+        cdef size_t n = 1
         self._ready()
         if not isfinite(weight):
             raise ValueError(f"weight must be finite; got {weight}")
-        a = _vector_or_rows(x, self.dim, "x")
-        g = _vector_or_rows(grad_y, self.dim, "grad_y")
-        if (<object>a).shape != (<object>g).shape:
-            raise ValueError(f"x and grad_y must have the same shape; got {_shape_str(a)} and "
-                             f"{_shape_str(g)}")
-        n = 1 if cnp.PyArray_NDIM(a) == 1 else cnp.PyArray_DIM(a, 0)
-        cdef size_t d = self.dim, r = self.rank
+        if _is_f32_vector(x, self.dim) and _is_f32_vector(grad_y, self.dim):
+            a, g = <cnp.ndarray>x, <cnp.ndarray>grad_y
+        else:
+            a = _as_f32(x, "x")
+            g = _as_f32(grad_y, "grad_y")
+            if not (1 <= cnp.PyArray_NDIM(a) <= 2
+                    and cnp.PyArray_DIM(a, cnp.PyArray_NDIM(a) - 1) == self.dim):
+                raise ValueError(f"x must have shape ({self.dim},) or (n, {self.dim}); "
+                                 f"got {_shape_str(a)}")
+            if (<object>a).shape != (<object>g).shape:
+                raise ValueError(f"x and grad_y must have the same shape; got {_shape_str(a)} and "
+                                 f"{_shape_str(g)}")
+            if cnp.PyArray_NDIM(a) == 2:
+                n = cnp.PyArray_DIM(a, 0)
+        cdef size_t d = self.dim
         cdef const float *px = _fptr(a)
         cdef const float *pg = _fptr(g)
-        # |added element| <= |w|·s·|row|·|x|·max|g| (or with x and g swapped), |x| <= sqrt(d)·max|x|
-        cdef double bound = (fabs(weight) * self.scale * self._row_norm_max * sqrt(<double>d)
-                             * sona_maxabs_f32(px, n * d) * sona_maxabs_f32(pg, n * d) * n)
+        # One pass each: max |.| bounds the update and is +inf when NaN/Inf is present.
+        cdef float mx = sona_maxabs_f32(px, n * d), mg = sona_maxabs_f32(pg, n * d)
+        if not mx < INFINITY:
+            raise ValueError("x contains NaN or Inf")
+        if not mg < INFINITY:
+            raise ValueError("grad_y contains NaN or Inf")
+        # |added element| <= |w|·s·|row|·|x|·max|g| (or x and g swapped), with |x| <= sqrt(d)·max|x|
+        cdef double bound = self._grad_element_bound(weight, mx, mg, n)
         if not self._grad_bound + bound <= _GRAD_LIMIT:
             raise ValueError(f"gradient too large to accumulate in float32 (element bound "
                              f"{self._grad_bound + bound:.3g} > {_GRAD_LIMIT:.0e}); scale x, grad_y "
                              f"or weight down, or apply_accumulated() first")
+        self._accumulate_unchecked(px, pg, n, weight, bound)
+
+    cdef void _accumulate_unchecked(self, const float *px, const float *pg, size_t n, double weight,
+                                    double bound) noexcept:
+        """The accumulation itself, after the caller validated inputs and the overflow bound."""
+        cdef float coef[2 * SONA_MAX_RANK]
+        cdef size_t i, d = self.dim
         for i in range(n):
-            sona_lora_grad_f32(px + i * d, pg + i * d, self.pA, self.pBt, d, r, self.scale,
+            sona_lora_grad_f32(px + i * d, pg + i * d, self.pA, self.pBt, d, self.rank, self.scale,
                                <float>weight, self.pgA, self.pgBt, coef)
         self._grad_bound += bound
         self.pending += n
+
+    cdef double _grad_element_bound(self, double weight, float mx, float mg, size_t n) noexcept:
+        """Bound on |added element| of one accumulation (see accumulate_gradient)."""
+        if self._norms_dirty:
+            self._update_row_norms()
+        return (fabs(weight) * self.scale * self._row_norm_max * sqrt(<double>self.dim)
+                * <double>mx * <double>mg * n)
 
     def apply_accumulated(self, double lr):
         """Gradient-descent step on BOTH factors: θ ← θ − lr·g, then clear the accumulators.
@@ -211,6 +243,10 @@ cdef class LoRAAdapter:
             raise ValueError(f"lr must be a finite number >= 0; got {lr}")
         if self.pending == 0:
             raise RuntimeError("no accumulated gradient to apply: call accumulate_gradient() first")
+        return self._apply_unchecked(lr)
+
+    cdef double _apply_unchecked(self, double lr) noexcept:
+        """The descent step itself (lr validated, something pending); returns the step norm."""
         cdef size_t n = self.rank * self.dim
         cdef double gnorm = sqrt(_sumsq(self.pgA, n) + _sumsq(self.pgBt, n))
         cdef double step = lr * gnorm

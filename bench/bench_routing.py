@@ -1,0 +1,105 @@
+"""The routing-quality benchmark: sona.Router (and ablations) against baselines on the synthetic
+clustered routing task (d=256, 8 clusters, 4 routes, best route ahead by 0.20), three phases each:
+learn, best route changes for 3 clusters, 4 new clusters arrive.
+
+    python bench/bench_routing.py                 # 5 seeds, the table in README.md
+    python bench/bench_routing.py --seeds 10 --json results.json
+
+Each cell: worst seed / mean (seeds meeting the target). Fixed seeds 0..n-1, fully deterministic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+import sona
+from sona.synthetic import (
+    TARGETS,
+    EpsilonGreedyLinear,
+    FixedRouter,
+    RandomRouter,
+    meets,
+    run_protocol,
+)
+
+CONFIGS = {
+    "sona.Router": {},
+    "EWC++ off": {"ewc": False},
+    "no BaseLoRA": {"use_base": False},
+    "no pattern prior (adapter only)": {"use_prior": False},
+    "adapter only, no BaseLoRA, EWC off": {"use_prior": False, "use_base": False, "ewc": False},
+    "adapter only, EWC off": {"use_prior": False, "ewc": False},
+}
+BASELINES = {
+    "baseline: linear eps-greedy": lambda t, s: EpsilonGreedyLinear(t.dim, t.n_routes, seed=s),
+    "baseline: globally best route": lambda t, s: FixedRouter.globally_best(t),
+    "baseline: random": lambda t, s: RandomRouter(t.n_routes, seed=s),
+}
+COLUMNS = ["acc_2000", "to_90", "greedy_to_90", "changed_acc", "changed_to_85", "unchanged_keep",
+           "old_keep", "new_acc"]
+
+
+def _router_factory(params):
+    def make(task, seed):
+        return sona.Router([f"model-{k}" for k in range(task.n_routes)], hidden_dim=task.dim,
+                           seed=seed, **params)
+    return make
+
+
+def run_all(seeds: int) -> dict:
+    makers = {name: _router_factory(p) for name, p in CONFIGS.items()} | BASELINES
+    results = {}
+    for name, make in makers.items():
+        t0 = time.perf_counter()
+        results[name] = [run_protocol(lambda task, s=s, make=make: make(task, s), s)
+                         for s in range(seeds)]
+        print(f"  {name}: {time.perf_counter() - t0:.1f} s", flush=True)
+    return results
+
+
+def _cell(metric, values):
+    vals = [v for v in values]
+    ok = sum(meets(metric, v) for v in vals)
+    op = TARGETS[metric][0]
+    finite = [v for v in vals if v is not None]
+    if not finite:
+        return f"never (0/{len(vals)})"
+    worst = (min(finite) if op == ">=" else ("never" if None in vals else max(finite)))
+    mean = float(np.mean(finite))
+    def fmt(v):
+        if isinstance(v, str):
+            return v
+        return f"{v:.2f}" if op == ">=" else f"{v:.0f}"
+
+    return f"{fmt(worst)} / {fmt(mean)} ({ok}/{len(vals)})"
+
+
+def table(results: dict) -> str:
+    head = "| config | " + " | ".join(
+        f"{c} ({TARGETS[c][0]}{TARGETS[c][1]})" for c in COLUMNS) + " |"
+    lines = [head, "|" + "---|" * (len(COLUMNS) + 1)]
+    for name, runs in results.items():
+        cells = [_cell(c, [r[c] for r in runs]) for c in COLUMNS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--json", help="also write the raw per-seed results here")
+    args = ap.parse_args()
+    print(f"sona {sona.__version__}, backend {sona.get_backend()}, seeds 0..{args.seeds - 1}")
+    results = run_all(args.seeds)
+    print(table(results))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

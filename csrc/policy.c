@@ -1,0 +1,260 @@
+/* policy.c: route and feedback of the router policy (see policy.h), over the dispatched kernels.
+ *
+ * route(x):
+ *   (1) x~ = x - mu   (2) u_m = A_m x~, u_b = A_b x~   (3) y = x~ + s_m B_m u_m + s_b B_b u_b
+ *   (4) y^ = y / max(|y|, 1e-6)   (5) z_ad = keys y^ / tau + bias
+ *   (6) j = nearest pattern of x^ with cosine >= new_cos, else -1
+ *   (7) m_k = (S_jk + n0 b_j) / (N_jk + n0)   (8) m_k += ts e_k / sqrt(N_jk + n0), e ~ IrwinHall
+ *   (9) z_pr = (m - max m) / tau_p            (10) pi = softmax(z_ad + z_pr), q = (1-eps) pi + eps/K
+ *   (11) a: first k with u < cumsum(q)_k
+ * feedback(a, r):
+ *   (12) j = pattern (new one if none matched and there is room)
+ *   (13) adv = r - b_j;  w = clip(adv pi_a / q_a, +-adv_clip)
+ *   (14) g_z = e_a - pi; rows of the score-function gradient: bias g_z, keys_k (g_z,k/tau) y^,
+ *        B rows s u_i g_y, A rows s (B g_y)_i x~, with g_y = (g_y^ - (g_y^.y^) y^)/|y|,
+ *        g_y^ = keys^T g_z / tau (all from the pre-update weights)
+ *   (15) EWC++: F = (1-alpha) F + alpha g^2; anchor = weights every ewc_every feedbacks when the
+ *        short reward EMA is not below the long one by more than the margin; pull = lambda |w| /
+ *        max F (max F of the previous step, so one pass suffices)
+ *   (16) RMSprop on s = w g - pull F (theta - anchor), weights clipped, keys renormalised
+ *   (17) pattern statistics, global baseline, mu
+ * Reductions for the softmax and the prior run in double; vectors in float32 kernels.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "policy.h"
+#include "sona.h"
+
+size_t sona_policy_n_params(uint32_t dim, uint32_t n_routes, uint32_t micro_rank,
+                            uint32_t base_rank) {
+    return (size_t)dim * (2u * micro_rank + 2u * base_rank + n_routes) + n_routes;
+}
+
+size_t sona_policy_ctx_floats(uint32_t dim, uint32_t n_routes, uint32_t micro_rank,
+                              uint32_t base_rank) {
+    return 3u * (size_t)dim + 2u * n_routes + micro_rank + base_rank;
+}
+
+size_t sona_policy_work_floats(uint32_t dim, uint32_t n_routes, uint32_t bank_capacity) {
+    return 2u * (size_t)dim + bank_capacity + 2u * n_routes + 2u * SONA_MAX_RANK;
+}
+
+/* ctx buffer layout */
+#define CTX_X(p, c) ((c)->buf)
+#define CTX_XT(p, c) ((c)->buf + (p)->dim)
+#define CTX_YH(p, c) ((c)->buf + 2u * (size_t)(p)->dim)
+#define CTX_PI(p, c) ((c)->buf + 3u * (size_t)(p)->dim)
+#define CTX_Q(p, c) (CTX_PI(p, c) + (p)->n_routes)
+#define CTX_UM(p, c) (CTX_Q(p, c) + (p)->n_routes)
+#define CTX_UB(p, c) (CTX_UM(p, c) + (p)->micro_rank)
+
+/* (1)-(5): x~, u_m, u_b, y^ and |y| into the given buffers, adapter logits into z. */
+static float forward(const sona_policy *p, const float *x, float *xt, float *yh, float *um,
+                     float *ub, double *z) {
+    const size_t d = p->dim, K = p->n_routes;
+    const sona_policy_hp *hp = &p->hp;
+    for (size_t i = 0; i < d; ++i) xt[i] = x[i] - p->mu[i];
+    /* y = x~ + s_m B_m u_m (u_m = A_m x~ either way) */
+    sona_lora_fwd_f32(xt, p->A_micro, p->Bt_micro, d, p->micro_rank,
+                      hp->use_micro ? hp->micro_scale : 0.0f, yh, um);
+    sona_dot_rows_f32(p->A_base, p->base_rank, d, xt, ub);
+    if (hp->use_base)
+        for (uint32_t i = 0; i < p->base_rank; ++i)
+            sona_axpy_f32(d, hp->base_scale * ub[i], p->Bt_base + (size_t)i * d, yh);
+    float ny = sqrtf(sona_dot_f32(yh, yh, d));
+    if (!(ny > 1e-6f)) ny = 1e-6f;
+    const float inv = 1.0f / ny;
+    for (size_t i = 0; i < d; ++i) yh[i] *= inv;
+    float *zk = p->work; /* K floats */
+    sona_dot_rows_f32(p->keys, K, d, yh, zk);
+    for (size_t k = 0; k < K; ++k) z[k] = (double)zk[k] / hp->tau + p->bias[k];
+    return ny;
+}
+
+/* (7)-(9): prior logits of pattern j added to z; Thompson draws when rng is not NULL. */
+static void add_prior(const sona_policy *p, int32_t j, sona_pcg32 *rng, double *z) {
+    if (j < 0 || !p->hp.use_prior) return;
+    const size_t K = p->n_routes;
+    double mk[SONA_MAX_ROUTES], mx = -INFINITY;
+    sona_bank_route_means(p->bank, j, mk);
+    const float *n = p->bank->route_n + (size_t)j * p->bank->n_routes; /* may hold > K routes */
+    for (size_t k = 0; k < K; ++k) {
+        if (rng)
+            mk[k] += p->hp.ts_scale * sona_pcg32_irwin_hall(rng) /
+                     sqrt((double)n[k] + p->bank->prior_count);
+        if (mk[k] > mx) mx = mk[k];
+    }
+    for (size_t k = 0; k < K; ++k) z[k] += (mk[k] - mx) / p->hp.tau_prior;
+}
+
+static void softmax(const double *z, size_t K, float *out) {
+    double mx = z[0], sum = 0.0;
+    for (size_t k = 1; k < K; ++k)
+        if (z[k] > mx) mx = z[k];
+    double e[SONA_MAX_ROUTES];
+    for (size_t k = 0; k < K; ++k) sum += (e[k] = exp(z[k] - mx));
+    for (size_t k = 0; k < K; ++k) out[k] = (float)(e[k] / sum);
+}
+
+/* Scratch layout (sona_policy_work_floats): [0, K) adapter logits or g_z; [K, 2K + 2 MAX_RANK)
+ * u_m/u_b (scores) or gradient coefficients (feedback); then two dim-vectors; then the pattern scan. */
+#define WORK_VEC(p) ((p)->work + 2u * SONA_MAX_RANK + 2u * (p)->n_routes)
+
+void sona_policy_scores(sona_policy *p, const float *x, float *probs) {
+    const size_t d = p->dim;
+    float *xt = WORK_VEC(p), *yh = xt + d, *scan = yh + d;
+    float *um = p->work + 2u * p->n_routes, *ub = um + SONA_MAX_RANK;
+    double z[SONA_MAX_ROUTES];
+    forward(p, x, xt, yh, um, ub, z);
+    sona_unit(x, d, xt); /* x^ reuses the x~ buffer */
+    add_prior(p, sona_bank_match(p->bank, xt, scan), NULL, z);
+    softmax(z, p->n_routes, probs);
+}
+
+uint32_t sona_policy_route(sona_policy *p, const float *x, sona_policy_ctx *ctx) {
+    const size_t d = p->dim, K = p->n_routes;
+    float *cx = CTX_X(p, ctx), *xt = CTX_XT(p, ctx), *yh = CTX_YH(p, ctx);
+    float *pi = CTX_PI(p, ctx), *q = CTX_Q(p, ctx);
+    double z[SONA_MAX_ROUTES];
+    memcpy(cx, x, d * sizeof(float));
+    ctx->ynorm = forward(p, x, xt, yh, CTX_UM(p, ctx), CTX_UB(p, ctx), z);
+    float *xhat = WORK_VEC(p), *scan = xhat + 2u * d;
+    sona_unit(x, d, xhat);
+    ctx->pattern = sona_bank_match(p->bank, xhat, scan);
+    add_prior(p, ctx->pattern, &p->rng, z);
+    softmax(z, K, pi);
+    const double eps = p->hp.explore;
+    for (size_t k = 0; k < K; ++k) q[k] = (float)((1.0 - eps) * pi[k] + eps / (double)K);
+    const double u = sona_pcg32_uniform(&p->rng);
+    uint32_t a = 0;
+    double acc = q[0];
+    while (u >= acc && a < K - 1) acc += q[++a];
+    ctx->action = a;
+    return a;
+}
+
+/* Runs the fused row kernel over one tensor: rows of n weights, row i's gradient coef[i]·vec. */
+static float update_rows(float *theta, float *rms, float *fisher, const float *anchor,
+                         uint32_t rows, size_t n, const float *coef, const float *vec,
+                         const sona_policy_step *st) {
+    float fmax = 0.0f;
+    for (uint32_t i = 0; i < rows; ++i) {
+        const size_t off = (size_t)i * n;
+        float f = sona_policy_row_f32(theta + off, rms + off, fisher ? fisher + off : NULL,
+                                      anchor ? anchor + off : NULL, vec, coef[i], n, st);
+        if (f > fmax) fmax = f;
+    }
+    return fmax;
+}
+
+void sona_policy_feedback(sona_policy *p, const sona_policy_ctx *ctx, uint32_t a, float r) {
+    const size_t d = p->dim, K = p->n_routes, rm = p->micro_rank, rb = p->base_rank;
+    const sona_policy_hp *hp = &p->hp;
+    const float *x = CTX_X(p, ctx), *xt = CTX_XT(p, ctx), *yh = CTX_YH(p, ctx);
+    const float *pi = CTX_PI(p, ctx), *q = CTX_Q(p, ctx);
+    const float *um = CTX_UM(p, ctx), *ub = CTX_UB(p, ctx);
+    float *gz = p->work, *coef = gz + K; /* K, then max(2 SONA_MAX_RANK, K) coefficients */
+    float *xhat = WORK_VEC(p), *gy = xhat + d, *scan = gy + d;
+
+    /* (12)-(13) */
+    sona_unit(x, d, xhat);
+    const int32_t j = sona_bank_claim(p->bank, ctx->pattern, xhat, p->global_baseline, scan);
+    const float adv = r - p->bank->baseline[j];
+    float w = adv * pi[a] / q[a];
+    if (w > hp->adv_clip) w = hp->adv_clip;
+    if (w < -hp->adv_clip) w = -hp->adv_clip;
+
+    /* (14) g_z, g_y */
+    for (size_t k = 0; k < K; ++k) gz[k] = -pi[k];
+    gz[a] += 1.0f;
+    memset(gy, 0, d * sizeof(float));
+    for (size_t k = 0; k < K; ++k) sona_axpy_f32(d, gz[k] / hp->tau, p->keys + k * d, gy);
+    const float gdot = sona_dot_f32(gy, yh, d);
+    sona_axpy_f32(d, -gdot, yh, gy);
+    const float inv_ny = 1.0f / ctx->ynorm;
+    for (size_t i = 0; i < d; ++i) gy[i] *= inv_ny;
+
+    /* (15) EWC++ bookkeeping and the anchor (weights before this step) */
+    p->t += 1;
+    if (hp->ewc) {
+        p->reward_short += 0.01f * (r - p->reward_short);
+        p->reward_long += 0.002f * (r - p->reward_long);
+        if (hp->ewc_every && p->t % hp->ewc_every == 0 &&
+            p->reward_short >= p->reward_long - hp->ewc_margin) {
+            float *an = p->anchor;
+            const size_t sizes[6] = {rm * d, rm * d, rb * d, rb * d, K * d, K};
+            float *const src[6] = {p->A_micro, p->Bt_micro, p->A_base, p->Bt_base, p->keys, p->bias};
+            for (int t = 0; t < 6; ++t) {
+                memcpy(an, src[t], sizes[t] * sizeof(float));
+                an += sizes[t];
+            }
+            p->has_anchor = 1;
+        }
+    }
+
+    /* (16) one fused pass per row; coefficients from the pre-update weights */
+    sona_policy_step st;
+    st.w = w;
+    st.alpha = hp->ewc_alpha;
+    st.pull = hp->ewc_lambda * fabsf(w) / (p->fisher_max + 1e-12f);
+    st.beta = hp->rms_decay;
+    st.inv_bc = (float)(1.0 / (1.0 - pow((double)hp->rms_decay, (double)p->t)));
+    st.eps2 = hp->rms_eps * hp->rms_eps;
+    st.lr = hp->lr;
+    st.wclip = hp->weight_clip;
+    float *F = hp->ewc ? p->fisher : NULL;
+    const float *AN = (hp->ewc && p->has_anchor) ? p->anchor : NULL;
+    float *rms = p->rms;
+    size_t off = 0;
+#define STATE() rms + off, F ? F + off : NULL, AN ? AN + off : NULL
+    float fmax = 0.0f, f;
+    /* micro: coefficients s_m u_i (B rows, vec g_y) and s_m (B g_y)_i (A rows, vec x~) */
+    float *cb = coef, *ca = coef + SONA_MAX_RANK;
+    const float sm = hp->use_micro ? hp->micro_scale : 0.0f;
+    for (size_t i = 0; i < rm; ++i) {
+        cb[i] = sm * um[i];
+        ca[i] = sm * sona_dot_f32(p->Bt_micro + i * d, gy, d);
+    }
+    f = update_rows(p->A_micro, STATE(), (uint32_t)rm, d, ca, xt, &st);
+    fmax = f > fmax ? f : fmax;
+    off += rm * d;
+    f = update_rows(p->Bt_micro, STATE(), (uint32_t)rm, d, cb, gy, &st);
+    fmax = f > fmax ? f : fmax;
+    off += rm * d;
+    const float sb = hp->use_base ? hp->base_scale : 0.0f;
+    for (size_t i = 0; i < rb; ++i) {
+        cb[i] = sb * ub[i];
+        ca[i] = sb * sona_dot_f32(p->Bt_base + i * d, gy, d);
+    }
+    f = update_rows(p->A_base, STATE(), (uint32_t)rb, d, ca, xt, &st);
+    fmax = f > fmax ? f : fmax;
+    off += rb * d;
+    f = update_rows(p->Bt_base, STATE(), (uint32_t)rb, d, cb, gy, &st);
+    fmax = f > fmax ? f : fmax;
+    off += rb * d;
+    float *ck = coef; /* reuse: K key coefficients */
+    for (size_t k = 0; k < K; ++k) ck[k] = hp->learn_keys ? gz[k] / hp->tau : 0.0f;
+    f = update_rows(p->keys, STATE(), (uint32_t)K, d, ck, yh, &st);
+    fmax = f > fmax ? f : fmax;
+    off += K * d;
+    const float one = hp->learn_bias ? 1.0f : 0.0f;
+    f = update_rows(p->bias, STATE(), 1, K, &one, gz, &st);
+    fmax = f > fmax ? f : fmax;
+#undef STATE
+    if (hp->ewc) p->fisher_max = fmax;
+    if (hp->unit_keys)
+        for (size_t k = 0; k < K; ++k) {
+            float *row = p->keys + k * d;
+            float nk = sqrtf(sona_dot_f32(row, row, d));
+            const float inv = 1.0f / (nk > 1e-12f ? nk : 1e-12f);
+            for (size_t i = 0; i < d; ++i) row[i] *= inv;
+        }
+
+    /* (17) statistics and running means */
+    sona_bank_observe(p->bank, j, xhat, (int32_t)a, r);
+    p->global_baseline += hp->global_rate * (r - p->global_baseline);
+    p->n_seen += 1;
+    const float rate = 1.0f / (float)(p->n_seen < hp->mean_window ? p->n_seen : hp->mean_window);
+    for (size_t i = 0; i < d; ++i) p->mu[i] += (x[i] - p->mu[i]) * rate;
+}

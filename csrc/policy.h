@@ -1,0 +1,83 @@
+/* policy.h: the router policy, learning from one scalar reward per routed query.
+ *
+ * A softmax over K routes whose logits add two experts: the adapter (the centred query through
+ * MicroLoRA + BaseLoRA, normalised, scored against K learned unit keys plus a bias; trained by
+ * REINFORCE against a per-pattern baseline with RMSprop and an EWC++ pull) and the pattern prior
+ * (a Thompson draw from the nearest pattern's per-route reward statistics). The equations, in the
+ * order this code runs them, are in policy.c; tests/policy_reference.py is the numpy oracle.
+ * Every array is owned by the caller; the struct only points at them. Not thread-safe: the Cython
+ * layer calls it under the GIL.
+ */
+#ifndef SONA_POLICY_H
+#define SONA_POLICY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bank.h"
+#include "rng.h"
+
+#define SONA_MAX_ROUTES 1024
+
+typedef struct sona_policy_hp {
+    float micro_scale, base_scale;
+    float tau;                      /* adapter temperature */
+    float tau_prior;                /* prior logit scale */
+    float ts_scale;                 /* Thompson noise scale */
+    float explore;                  /* epsilon mixed into the behaviour policy */
+    float adv_clip;                 /* |w| bound */
+    float lr, rms_decay, rms_eps;   /* RMSprop */
+    float weight_clip;              /* every weight stays in [-clip, clip] */
+    float global_rate;              /* global reward baseline EMA rate */
+    float ewc_alpha, ewc_lambda, ewc_margin;
+    uint32_t mean_window;           /* mu: cumulative mean, then EMA 1/window */
+    uint32_t ewc_every;             /* checkpoint period (feedbacks) */
+    uint8_t use_micro, use_base, use_prior, learn_keys, learn_bias, unit_keys, ewc;
+} sona_policy_hp;
+
+typedef struct sona_policy {
+    uint32_t dim, n_routes, micro_rank, base_rank;
+    sona_policy_hp hp;
+    /* learned weights, in the order of the optimiser state below */
+    float *A_micro, *Bt_micro; /* micro_rank x dim each (B stored transposed) */
+    float *A_base, *Bt_base;   /* base_rank x dim each */
+    float *keys;               /* n_routes x dim, unit rows */
+    float *bias;               /* n_routes */
+    /* optimiser and EWC++ state: n_params each, tensors concatenated in the order above */
+    float *rms, *fisher, *anchor;
+    float *mu;                 /* dim: running mean of queries */
+    float *work;               /* scratch: sona_policy_work_floats() floats */
+    sona_bank *bank;
+    sona_pcg32 rng;
+    uint64_t n_seen;           /* queries folded into mu */
+    uint64_t t;                /* feedbacks learnt from (optimiser steps) */
+    float global_baseline, reward_short, reward_long, fisher_max;
+    uint8_t has_anchor;
+} sona_policy;
+
+/* Route-time context a feedback needs: filled by sona_policy_route. buf holds
+ * sona_policy_ctx_floats() floats: x, x~, y^ (dim each), pi, q (n_routes each), u_m, u_b. */
+typedef struct sona_policy_ctx {
+    float *buf;
+    float ynorm;
+    int32_t pattern; /* matched pattern, or -1 */
+    uint32_t action;
+} sona_policy_ctx;
+
+size_t sona_policy_n_params(uint32_t dim, uint32_t n_routes, uint32_t micro_rank,
+                            uint32_t base_rank);
+size_t sona_policy_ctx_floats(uint32_t dim, uint32_t n_routes, uint32_t micro_rank,
+                              uint32_t base_rank);
+size_t sona_policy_work_floats(uint32_t dim, uint32_t n_routes, uint32_t bank_capacity);
+
+/* Greedy probabilities (posterior-mean prior, no exploration); reads state, changes nothing
+ * except the scratch buffer. */
+void sona_policy_scores(sona_policy *p, const float *x, float *probs);
+/* Samples a route for x (Thompson prior + epsilon) and fills ctx; returns the route. Advances the
+ * exploration RNG; changes no learned state. */
+uint32_t sona_policy_route(sona_policy *p, const float *x, sona_policy_ctx *ctx);
+/* Learns from reward r in [0, 1] for the decision in ctx (possibly with another action than the
+ * sampled one: `action`, behaviour probability q_a from ctx). */
+void sona_policy_feedback(sona_policy *p, const sona_policy_ctx *ctx, uint32_t action, float r);
+
+#endif /* SONA_POLICY_H */

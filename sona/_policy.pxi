@@ -1,0 +1,229 @@
+# The router policy's C state and its hot paths: route, feedback, scores.
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
+
+
+cdef class Decision:
+    """One routing decision: the route taken and what is needed to learn from its outcome.
+
+    Attributes: route (name), index, probs (the policy's probabilities when it decided, float32),
+    trajectory_id (the engine trajectory recording it, or None). Pass it back to
+    Router.feedback(decision, quality) exactly once.
+    """
+    cdef readonly str route
+    cdef readonly Py_ssize_t index
+    cdef readonly object trajectory_id
+    cdef sona_policy_ctx ctx
+    cdef Py_ssize_t n_routes
+    cdef object owner
+    cdef bint done
+
+    def __dealloc__(self):
+        PyMem_Free(self.ctx.buf)
+
+    @property
+    def probs(self):
+        cdef cnp.npy_intp k = self.n_routes
+        cdef cnp.ndarray out = cnp.PyArray_EMPTY(1, &k, cnp.NPY_FLOAT32, 0)
+        cdef const float *pi = self.ctx.buf + 3 * (<RouterCore>self.owner).p.dim
+        memcpy(_fptr(out), pi, k * sizeof(float))
+        return out
+
+    @property
+    def pattern(self):
+        """Index of the stored pattern the query matched when routed, or -1 (a new kind of query)."""
+        return self.ctx.pattern
+
+    @property
+    def consumed(self):
+        """True once feedback was given."""
+        return bool(self.done)
+
+    def __repr__(self):
+        return (f"Decision(route={self.route!r}, index={self.index}, "
+                f"trajectory_id={self.trajectory_id})")
+
+
+cdef class RouterCore:
+    """Compiled core of sona.Router (use that: it builds the adapters, bank and hyper-parameters)."""
+    cdef sona_policy p
+    cdef readonly object keys, bias, rms, fisher, anchor, mu
+    cdef object _work
+    cdef LoRAAdapter _micro
+    cdef LoRAAdapter _base
+    cdef PatternStore _bank
+    cdef readonly tuple routes
+    cdef TrajectoryStore _store
+    cdef size_t _ctx_floats
+    cdef readonly unsigned long long decisions, feedbacks, trajectories_lost
+
+    def __init__(self, tuple routes, LoRAAdapter micro, LoRAAdapter base, PatternStore bank, keys,
+                 dict hp, unsigned long long seed, TrajectoryStore store=None):
+        cdef Py_ssize_t K = len(routes), d = micro.dim
+        if not 2 <= K <= SONA_MAX_ROUTES:
+            raise ValueError(f"a router needs 2..{SONA_MAX_ROUTES} routes; got {K}")
+        if base.dim != d or bank.dim != d or bank.n_routes < K:
+            raise ValueError(f"adapters and bank must share dim={d} and the bank must track at "
+                             f"least {K} routes; got base dim {base.dim}, bank dim {bank.dim}, "
+                             f"bank routes {bank.n_routes}")
+        self.routes, self._micro, self._base, self._bank = routes, micro, base, bank
+        if store is not None and store.buffer.dim != d:
+            raise ValueError(f"the trajectory store holds dim {store.buffer.dim}, not {d}")
+        self._store = store
+        self.keys = np.array(_as_f32(keys, "keys"), copy=True)
+        if (<object>self.keys).shape != (K, d):
+            raise ValueError(f"keys must have shape ({K}, {d}); got {self.keys.shape}")
+        _check_finite(self.keys, "keys")
+        cdef size_t n = sona_policy_n_params(d, K, micro.rank, base.rank)
+        self.bias = np.zeros(K, np.float32)
+        self.rms = np.zeros(n, np.float32)
+        self.fisher = np.zeros(n, np.float32)
+        self.anchor = np.zeros(n, np.float32)
+        self.mu = np.zeros(d, np.float32)
+        self._work = np.zeros(sona_policy_work_floats(d, K, bank.capacity), np.float32)
+        self._ctx_floats = sona_policy_ctx_floats(d, K, micro.rank, base.rank)
+        memset(&self.p, 0, sizeof(sona_policy))
+        self.p.dim, self.p.n_routes, self.p.micro_rank, self.p.base_rank = d, K, micro.rank, base.rank
+        self.p.A_micro, self.p.Bt_micro = micro.pA, micro.pBt
+        self.p.A_base, self.p.Bt_base = base.pA, base.pBt
+        self.p.keys, self.p.bias = _fptr(self.keys), _fptr(self.bias)
+        self.p.rms, self.p.fisher, self.p.anchor = _fptr(self.rms), _fptr(self.fisher), _fptr(self.anchor)
+        self.p.mu, self.p.work = _fptr(self.mu), _fptr(self._work)
+        self.p.bank = &bank.b
+        self.p.global_baseline = self.p.reward_short = self.p.reward_long = 0.5
+        self._set_hp(hp)
+        sona_pcg32_seed(&self.p.rng, seed, 2)
+
+    cdef _set_hp(self, dict hp):
+        cdef sona_policy_hp *h = &self.p.hp
+        h.micro_scale, h.base_scale = self._micro.scale, self._base.scale
+        h.tau, h.tau_prior, h.ts_scale = hp["tau"], hp["tau_prior"], hp["ts_scale"]
+        h.explore, h.adv_clip = hp["explore"], hp["adv_clip"]
+        h.lr, h.rms_decay, h.rms_eps = hp["lr"], hp["rms_decay"], hp["rms_eps"]
+        h.weight_clip, h.global_rate = hp["weight_clip"], hp["global_rate"]
+        h.ewc_alpha, h.ewc_lambda, h.ewc_margin = hp["ewc_alpha"], hp["ewc_lambda"], hp["ewc_margin"]
+        h.mean_window, h.ewc_every = hp["mean_window"], hp["ewc_every"]
+        h.use_micro, h.use_base, h.use_prior = hp["use_micro"], hp["use_base"], hp["use_prior"]
+        h.learn_keys, h.learn_bias = hp["learn_keys"], hp["learn_bias"]
+        h.unit_keys, h.ewc = hp["unit_keys"], hp["ewc"]
+
+    def route(self, x):
+        """Choose a route for the query embedding x (float32 (dim,)); returns a Decision.
+
+        Samples from the policy (Thompson draw in the pattern prior, plus `explore`), so repeated
+        calls may differ; use scores() for the greedy view. Raises ValueError/TypeError for a bad
+        embedding, changing nothing.
+        """
+        cdef cnp.ndarray v
+        if _is_f32_vector(x, self.p.dim):
+            v = <cnp.ndarray>x
+            _check_finite(v, "x")
+        else:
+            v = _vector(x, self.p.dim, "x")
+        cdef Decision dec = Decision.__new__(Decision)
+        dec.ctx.buf = <float *>PyMem_Malloc(self._ctx_floats * sizeof(float))
+        if dec.ctx.buf == NULL:
+            raise MemoryError()
+        cdef uint32_t a = sona_policy_route(&self.p, _fptr(v), &dec.ctx)
+        cdef uint64_t tid = 0
+        if self._store is not None:  # the decision is a trajectory of the engine: one step
+            sona_store_start(self._store._s, _fptr(v), &tid)
+            sona_store_step(self._store._s, tid, a, dec.ctx.buf[3 * self.p.dim + a], 0.0, NAN)
+            dec.trajectory_id = tid
+        dec.index = a
+        dec.route = self.routes[a]
+        dec.n_routes = self.p.n_routes
+        dec.owner = self
+        self.decisions += 1
+        return dec
+
+    def feedback(self, Decision decision, quality):
+        """Learn from the outcome of one decision: quality in [0, 1] (1 = best possible).
+
+        Raises ValueError for a quality outside [0, 1], a decision already given feedback, or one
+        made by another router; nothing changes then.
+        """
+        if decision is None:
+            raise TypeError("decision must be a Decision returned by route()")
+        if decision.owner is not self:
+            raise ValueError("this decision was made by another router")
+        cdef double q
+        try:
+            q = quality
+        except TypeError as exc:
+            raise TypeError(f"quality must be a number in [0, 1]; got {type(quality).__name__}") from exc
+        if not 0.0 <= q <= 1.0:
+            raise ValueError(f"quality must be in [0, 1]; got {q}")
+        if decision.done:
+            raise ValueError(f"feedback was already given for this decision (route "
+                             f"{decision.route!r}, trajectory {decision.trajectory_id})")
+        sona_policy_feedback(&self.p, &decision.ctx, decision.ctx.action, <float>q)
+        if decision.trajectory_id is not None:
+            # the record goes to the ring for the background loop; an evicted trajectory (too
+            # many decisions pending) loses only that record: the decision carries what the
+            # policy needs, so it still learns
+            if sona_store_end(self._store._s, decision.trajectory_id, <float>q) < 0:
+                self.trajectories_lost += 1
+        decision.done = True
+        self._micro._norms_dirty = True
+        self._base._norms_dirty = True
+        self.feedbacks += 1
+
+    def scores(self, x, out=None):
+        """Greedy route probabilities for x (float32 (n_routes,)); no side effects, no exploration."""
+        cdef cnp.ndarray v = _vector(x, self.p.dim, "x")
+        cdef cnp.npy_intp k = self.p.n_routes
+        cdef cnp.ndarray o = _output(out, 1, &k, "out")
+        sona_policy_scores(&self.p, _fptr(v), _fptr(o))
+        return o
+
+    @property
+    def n_parameters(self):
+        """Learned floats: both adapters, keys and bias."""
+        return int(sona_policy_n_params(self.p.dim, self.p.n_routes, self.p.micro_rank,
+                                        self.p.base_rank))
+
+    def _assign(self, str name, value):
+        """Copy `value` into the owned array `name` (keys, bias, rms, fisher, anchor, mu): used by
+        state loading. Shape and finiteness are checked; nothing changes on error."""
+        if name not in ("keys", "bias", "rms", "fisher", "anchor", "mu"):
+            raise ValueError(f"unknown router array {name!r}")
+        cdef cnp.ndarray dst = getattr(self, name)
+        cdef cnp.ndarray src = _as_f32(np.ascontiguousarray(value), name)
+        if (<object>src).shape != (<object>dst).shape:
+            raise ValueError(f"{name} must have shape {_shape_str(dst)}; got {_shape_str(src)}")
+        _check_finite(src, name)
+        memcpy(_fptr(dst), _fptr(src), cnp.PyArray_NBYTES(dst))
+
+    def _adapters_replaced(self):
+        """The adapters' weights were re-factored (background consolidation): their RMSprop and
+        Fisher entries describe the old coordinates, so they restart from zero, and the EWC++
+        anchor takes the new weights (the function the adapters compute is unchanged)."""
+        cdef size_t d = self.p.dim, rm = self.p.micro_rank, rb = self.p.base_rank
+        cdef size_t n_adapt = 2 * (rm + rb) * d
+        memset(_fptr(self.rms), 0, n_adapt * sizeof(float))
+        memset(_fptr(self.fisher), 0, n_adapt * sizeof(float))
+        cdef float *an = _fptr(self.anchor)
+        memcpy(an, self.p.A_micro, rm * d * sizeof(float))
+        memcpy(an + rm * d, self.p.Bt_micro, rm * d * sizeof(float))
+        memcpy(an + 2 * rm * d, self.p.A_base, rb * d * sizeof(float))
+        memcpy(an + 2 * rm * d + rb * d, self.p.Bt_base, rb * d * sizeof(float))
+
+    def _set_totals(self, unsigned long long decisions, unsigned long long feedbacks):
+        """Restore the decision and feedback counts (state loading)."""
+        self.decisions, self.feedbacks = decisions, feedbacks
+
+    def _set_counters(self, dict c):
+        """Restore what _counters() returned (state loading)."""
+        self.p.n_seen, self.p.t = c["n_seen"], c["t"]
+        self.p.global_baseline = c["global_baseline"]
+        self.p.reward_short, self.p.reward_long = c["reward_short"], c["reward_long"]
+        self.p.fisher_max, self.p.has_anchor = c["fisher_max"], c["has_anchor"]
+        self.p.rng.state, self.p.rng.inc = c["rng_state"], c["rng_inc"]
+
+    def _counters(self):
+        """Scalar learning state (for stats and state files)."""
+        return {"n_seen": int(self.p.n_seen), "t": int(self.p.t),
+                "global_baseline": float(self.p.global_baseline),
+                "reward_short": float(self.p.reward_short), "reward_long": float(self.p.reward_long),
+                "fisher_max": float(self.p.fisher_max), "has_anchor": bool(self.p.has_anchor),
+                "rng_state": int(self.p.rng.state), "rng_inc": int(self.p.rng.inc)}

@@ -1,0 +1,450 @@
+"""Router: picks one of several routes (e.g. LLMs) per query embedding and learns from one quality
+score per routed query.
+
+    router = sona.Router(["small", "medium", "large"], hidden_dim=384)
+    d = router.route(embedding)        # Decision: .route, .index, .probs, .trajectory_id
+    router.feedback(d, quality)        # learns now, in microseconds
+    router.scores(embedding)           # greedy probabilities, no side effects
+
+The policy (csrc/policy.c) adds two experts: an adapter (the centred query through MicroLoRA and
+BaseLoRA against learned unit keys, trained by REINFORCE with a per-pattern baseline, RMSprop and
+EWC++) and a pattern prior (Thompson draws from per-pattern, per-route reward statistics kept by
+online leader clustering). Why each part is there, and what each contributes, is measured by
+bench/bench_routing.py and reported in README.md.
+
+State files (``router.save(path)`` / ``Router.load(path)``) are described in ``Router.save``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Union
+
+import numpy as np
+
+from ._core import RouterCore, get_backend
+from .bank import BANK_DEFAULTS
+from .config import SonaConfig
+from .engine import SonaEngine
+from .state import StateFileError, read_state, write_state
+
+__all__ = ["Router", "POLICY_DEFAULTS", "ROUTER_STATE_VERSION"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+#: Version of the router layout inside a state file (the container has its own format_version).
+ROUTER_STATE_VERSION = 1
+
+#: Hyper-parameters of the router policy (see csrc/policy.c for where each enters).
+POLICY_DEFAULTS = {
+    "micro_rank": 2, "base_rank": 8, "micro_scale": 1.0, "base_scale": 1.0,
+    "tau": 0.1,                # adapter temperature
+    "tau_prior": 0.01,         # prior logit scale: a 0.2 reward gap is 20 logits
+    "ts_scale": 0.35,          # Thompson noise of the prior
+    "explore": 0.0,            # epsilon mixed into the behaviour policy (Thompson already explores)
+    "adv_clip": 1.0,
+    "lr": 1e-3, "rms_decay": 0.999, "rms_eps": 1e-3, "weight_clip": 4.0,
+    "global_rate": 0.01,
+    "ewc": True, "ewc_alpha": 0.01, "ewc_lambda": 1.0, "ewc_margin": 0.05, "ewc_every": 500,
+    "mean_window": 1000,
+    "use_micro": True, "use_base": True, "use_prior": True,
+    "learn_keys": True, "learn_bias": True, "unit_keys": True,
+    # pattern bank
+    "max_patterns": 100, "new_pattern_cos": 0.45, "decay": 0.995, "prior_count": 1.0,
+    "baseline_rate": 0.05,
+}
+
+_BOOL = {"ewc", "use_micro", "use_base", "use_prior", "learn_keys", "learn_bias", "unit_keys"}
+_INT = {"micro_rank", "base_rank", "ewc_every", "mean_window", "max_patterns"}
+
+
+def _check_hp(hp: dict) -> dict:
+    unknown = sorted(set(hp) - set(POLICY_DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown router parameters {unknown}; known: {sorted(POLICY_DEFAULTS)}")
+    h = {**POLICY_DEFAULTS, **hp}
+    for k, v in h.items():
+        if k in _BOOL:
+            if not isinstance(v, (bool, np.bool_)):
+                raise TypeError(f"{k} must be a bool; got {v!r}")
+        elif k in _INT:
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{k} must be an integer >= 1; got {v!r}")
+        else:
+            real = isinstance(v, (int, float, np.floating)) and not isinstance(v, bool)
+            if not real or not np.isfinite(v):
+                raise ValueError(f"{k} must be a finite number; got {v!r}")
+    positive = ("tau", "tau_prior", "adv_clip", "rms_eps", "weight_clip", "micro_scale",
+                "base_scale", "prior_count")
+    for k in positive:
+        if h[k] <= 0:
+            raise ValueError(f"{k} must be > 0; got {h[k]}")
+    for k in ("explore", "global_rate", "ewc_alpha", "baseline_rate"):
+        if not 0 <= h[k] <= 1:
+            raise ValueError(f"{k} must be in [0, 1]; got {h[k]}")
+    for k in ("rms_decay", "decay"):
+        if not 0 < h[k] <= 1 if k == "decay" else not 0 <= h[k] < 1:
+            raise ValueError(f"{k} out of range; got {h[k]}")
+    for k in ("lr", "ts_scale", "ewc_lambda", "ewc_margin"):
+        if h[k] < 0:
+            raise ValueError(f"{k} must be >= 0; got {h[k]}")
+    if not -1 <= h["new_pattern_cos"] <= 1:
+        raise ValueError(f"new_pattern_cos must be in [-1, 1]; got {h['new_pattern_cos']}")
+    return h
+
+
+def _plain_params(hp: dict) -> dict:
+    """The validated hyper-parameters as plain Python bool/int/float (JSON-serialisable)."""
+    out = {}
+    for k, v in hp.items():
+        out[k] = bool(v) if k in _BOOL else int(v) if k in _INT else float(v)
+    return out
+
+
+# ---------------------------------------------------------------------------- state file layout
+
+_META_KEYS = frozenset(
+    {"router_state_version", "sona_version", "routes", "hidden_dim", "seed", "params",
+     "counters", "decisions", "feedbacks", "n_patterns"}
+)
+_COUNTER_KEYS = {  # what RouterCore._counters() returns: name -> kind
+    "n_seen": "u64", "t": "u64", "rng_state": "u64", "rng_inc": "u64",
+    "global_baseline": "float", "reward_short": "float", "reward_long": "float",
+    "fisher_max": "float", "has_anchor": "bool",
+}  # fmt: skip
+_POLICY_ARRAYS = ("keys", "bias", "rms", "fisher", "anchor", "mu")
+_BANK_ARRAYS = ("centroid", "centroid_sum", "hits", "route_n", "route_s", "baseline")
+_U64 = 1 << 64
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_meta(fail, meta: Any) -> None:
+    """Structure and types of a router file's metadata; calls fail(msg) (which raises)."""
+    if not isinstance(meta, dict):
+        fail(f"metadata must be a JSON object, got {type(meta).__name__}")
+    unknown, missing = sorted(set(meta) - _META_KEYS), sorted(_META_KEYS - set(meta))
+    if unknown or missing:
+        fail(f"metadata keys do not match this sona's router layout: unknown {unknown}, "
+             f"missing {missing}")
+    version = meta["router_state_version"]
+    if not _is_int(version) or version < 1:
+        fail(f"router_state_version must be an integer >= 1, got {version!r}")
+    if version > ROUTER_STATE_VERSION:
+        fail(f"router layout version {version} is newer than this sona reads "
+             f"(<= {ROUTER_STATE_VERSION}); upgrade sona to load it")
+    if not isinstance(meta["sona_version"], str):
+        fail(f"sona_version must be a string, got {meta['sona_version']!r}")
+    routes = meta["routes"]
+    if (not isinstance(routes, list) or len(routes) < 2
+            or not all(isinstance(n, str) and n for n in routes)
+            or len(set(routes)) != len(routes)):
+        fail(f"routes must be a list of at least 2 unique non-empty strings, got {routes!r}")
+    for key in ("hidden_dim", "seed", "decisions", "feedbacks", "n_patterns"):
+        v = meta[key]
+        low = 1 if key == "hidden_dim" else 0
+        if not _is_int(v) or not low <= v < _U64:
+            fail(f"{key} must be an integer in [{low}, 2**64), got {v!r}")
+    params = meta["params"]
+    if not isinstance(params, dict):
+        fail(f"params must be a JSON object, got {type(params).__name__}")
+    unknown, missing = sorted(set(params) - set(POLICY_DEFAULTS)), sorted(
+        set(POLICY_DEFAULTS) - set(params))
+    if unknown or missing:
+        fail(f"params do not match this sona's router parameters: unknown {unknown}, "
+             f"missing {missing}")
+    counters = meta["counters"]
+    if not isinstance(counters, dict):
+        fail(f"counters must be a JSON object, got {type(counters).__name__}")
+    unknown, missing = sorted(set(counters) - set(_COUNTER_KEYS)), sorted(
+        set(_COUNTER_KEYS) - set(counters))
+    if unknown or missing:
+        fail(f"counters do not match this sona's router state: unknown {unknown}, "
+             f"missing {missing}")
+    for key, kind in _COUNTER_KEYS.items():
+        v = counters[key]
+        ok = (isinstance(v, bool) if kind == "bool"
+              else _is_int(v) and 0 <= v < _U64 if kind == "u64"
+              else isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v))
+        if not ok:
+            want = {"bool": "a bool", "u64": "an integer in [0, 2**64)",
+                    "float": "a finite number"}[kind]
+            fail(f"counters[{key!r}] must be {want}, got {v!r}")
+
+
+class Router(RouterCore):
+    """Learns which route serves each kind of query best, from one quality score per query.
+
+    Parameters
+    ----------
+    routes: the route names (at least 2, unique strings), e.g. model names.
+    hidden_dim: the embedding dimension (a SonaEngine of that size is created for the router).
+    engine: or an existing SonaEngine to route with: the router then shares its adapters, pattern
+        bank and trajectory store (every decision is one of its trajectories), and the engine's
+        config fixes the ranks and the bank (passing different values is an error).
+    explore: extra uniform exploration mixed into routing (the Thompson prior explores already).
+    seed: makes initial weights and every exploration draw reproducible.
+    **params: policy hyper-parameters, see POLICY_DEFAULTS.
+
+    Raises ValueError for fewer than 2 routes, duplicate or non-string names, a bad dimension or
+    a parameter out of range.
+
+    >>> import numpy as np, sona
+    >>> router = sona.Router(["small", "large"], hidden_dim=8, seed=0)
+    >>> d = router.route(np.ones(8, np.float32))
+    >>> router.feedback(d, 1.0)
+    >>> d.route in router.routes
+    True
+    """
+
+    def __init__(self, routes, hidden_dim: int | None = None, *, engine: SonaEngine | None = None,
+                 explore: float = 0.0, seed: int = 0, **params) -> None:
+        names = tuple(routes)
+        if len(names) < 2:
+            raise ValueError(f"a router needs at least 2 routes; got {len(names)}")
+        if not all(isinstance(n, str) and n for n in names):
+            raise TypeError(f"route names must be non-empty strings; got {names!r}")
+        if len(set(names)) != len(names):
+            raise ValueError(f"route names must be unique; got {names!r}")
+        if hidden_dim is not None and (isinstance(hidden_dim, bool)
+                                       or not isinstance(hidden_dim, (int, np.integer))
+                                       or hidden_dim < 1):
+            raise ValueError(f"hidden_dim must be an integer >= 1; got {hidden_dim!r}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed must be an integer >= 0; got {seed!r}")
+        K = len(names)
+        if engine is None:
+            if hidden_dim is None:
+                raise ValueError("give hidden_dim, or an engine whose dimension the router uses")
+            hp = _check_hp({**params, "explore": explore})
+            engine = SonaEngine(
+                SonaConfig(hidden_dim=int(hidden_dim), micro_lora_rank=hp["micro_rank"],
+                           base_lora_rank=hp["base_rank"], max_patterns=hp["max_patterns"],
+                           pattern_clusters=min(64, hp["max_patterns"]), max_routes=K,
+                           seed=int(seed)),
+                bank_params={k: hp[k] for k in BANK_DEFAULTS},
+                micro_scale=hp["micro_scale"], base_scale=hp["base_scale"])
+        else:
+            if not isinstance(engine, SonaEngine):
+                raise TypeError(f"engine must be a SonaEngine; got {type(engine).__name__}")
+            d = engine.config.hidden_dim
+            if hidden_dim is not None and hidden_dim != d:
+                raise ValueError(f"hidden_dim={hidden_dim} but the engine's is {d}")
+            if engine.bank.n_routes < K:
+                raise ValueError(f"the engine's pattern bank tracks {engine.bank.n_routes} routes "
+                                 f"(SonaConfig.max_routes); this router has {K}")
+            shared = {"micro_rank": engine.micro.rank, "base_rank": engine.base.rank,
+                      "micro_scale": engine.micro.scale, "base_scale": engine.base.scale,
+                      "max_patterns": engine.bank.capacity}
+            clash = {k: (params[k], v) for k, v in shared.items() if k in params and params[k] != v}
+            if clash:
+                raise ValueError(f"parameters fixed by the engine differ: {clash} (given, engine)")
+            hp = _check_hp({**params, **shared, "explore": explore})
+        d = engine.config.hidden_dim
+        keys = np.random.default_rng(seed + 2).standard_normal((K, d))
+        keys /= np.linalg.norm(keys, axis=1, keepdims=True)
+        super().__init__(names, engine.micro, engine.base, engine.bank, keys, hp, seed,
+                         engine.store)
+        self.engine = engine
+        self.micro, self.base, self.bank = engine.micro, engine.base, engine.bank
+        engine._routers.add(self)
+        self.params = hp
+        self.seed = int(seed)
+
+    def index(self, route: str | int) -> int:
+        """The index of a route given by name (or index, checked)."""
+        if isinstance(route, (int, np.integer)) and not isinstance(route, bool):
+            if not 0 <= route < len(self.routes):
+                raise ValueError(f"route index must be in 0..{len(self.routes) - 1}; got {route}")
+            return int(route)
+        try:
+            return self.routes.index(route)
+        except ValueError:
+            raise ValueError(f"unknown route {route!r}; routes are {list(self.routes)}") from None
+
+    def stats(self) -> dict:
+        """A plain, JSON-serialisable snapshot of the router's state and configuration.
+
+        Keys: ``routes``, ``hidden_dim``, ``decisions``, ``feedbacks``, ``n_patterns`` (patterns
+        in the bank), ``max_patterns``, ``global_baseline`` (running mean reward across queries),
+        ``reward_short`` / ``reward_long`` (the drift detector's fast and slow reward means),
+        ``has_anchor`` (an EWC++ checkpoint exists), ``backend`` (``sona.get_backend()``, the
+        kernels in use now), ``n_parameters`` (learned floats: adapters, keys, bias), ``seed``
+        and ``params`` (every hyper-parameter).
+
+        >>> import json, sona
+        >>> s = sona.Router(["a", "b"], hidden_dim=8).stats()
+        >>> s["decisions"], s["n_patterns"], bool(json.dumps(s))
+        (0, 0, True)
+        """
+        c = self._counters()
+        return {
+            "routes": list(self.routes),
+            "hidden_dim": int(self.micro.dim),
+            "decisions": int(self.decisions),
+            "feedbacks": int(self.feedbacks),
+            "n_patterns": int(self.bank.n_patterns),
+            "max_patterns": int(self.bank.capacity),
+            "global_baseline": float(c["global_baseline"]),
+            "reward_short": float(c["reward_short"]),
+            "reward_long": float(c["reward_long"]),
+            "has_anchor": bool(c["has_anchor"]),
+            "backend": get_backend(),
+            "n_parameters": int(self.n_parameters),
+            "seed": int(self.seed),
+            "params": _plain_params(self.params),
+        }
+
+    # ------------------------------------------------------------------------ state files
+
+    def _state_arrays(self) -> dict:
+        arrays = {
+            "micro.A": self.micro.A, "micro.B": self.micro.B,
+            "base.A": self.base.A, "base.B": self.base.B,
+        }  # fmt: skip
+        for name in _POLICY_ARRAYS:
+            arrays[name] = getattr(self, name)
+        for name in _BANK_ARRAYS:
+            arrays["bank." + name] = getattr(self.bank, name)
+        # Copies first: the snapshot is taken in one go, before any (slow) file I/O.
+        return {k: np.array(v, dtype=np.float32, order="C", copy=True) for k, v in arrays.items()}
+
+    def save(self, path: PathLike) -> None:
+        """Write the router's complete learning state to ``path`` (a safetensors file), atomically.
+
+        A router loaded from the file makes exactly the decisions this one would make next, and
+        learns identically from the same feedback (same backend: the avx2 and scalar kernels
+        round differently). The file (see :mod:`sona.state`: kind ``"router"``, format version,
+        SHA-256 checksum) holds these float32 arrays:
+
+        ``micro.A`` (micro_rank, dim), ``micro.B`` (dim, micro_rank), ``base.A`` (base_rank,
+        dim), ``base.B`` (dim, base_rank), ``keys`` (n_routes, dim), ``bias`` (n_routes,),
+        ``rms``, ``fisher``, ``anchor`` (n_parameters,: RMSprop and EWC++ state), ``mu``
+        (dim,: running query mean), and the whole pattern bank, all ``max_patterns`` rows
+        (rows past ``n_patterns`` included, so the file is exact whatever they hold):
+        ``bank.centroid``, ``bank.centroid_sum`` (max_patterns, dim), ``bank.hits``,
+        ``bank.baseline`` (max_patterns,), ``bank.route_n``, ``bank.route_s`` (max_patterns,
+        n_routes);
+
+        and JSON metadata: ``router_state_version``, ``sona_version``, ``routes``, ``hidden_dim``,
+        ``seed``, ``params`` (every hyper-parameter), ``counters`` (n_seen, t, global_baseline,
+        reward_short, reward_long, fisher_max, has_anchor, and the PCG32 generator's rng_state
+        and rng_inc), ``decisions``, ``feedbacks``, ``n_patterns``.
+
+        Not saved: decisions still waiting for feedback (a Decision belongs to the router that
+        made it; the loaded router refuses it), and gradients accumulated on ``micro``/``base``
+        through ``accumulate_gradient`` but not yet applied. Do not call save() while another
+        thread routes or learns on this router: the snapshot would mix two states.
+
+        Raises OSError when the file system refuses (e.g. the directory does not exist); the
+        previous file at ``path``, if any, is then untouched (temp file + fsync + rename).
+
+        >>> import os, tempfile, numpy as np, sona
+        >>> router = sona.Router(["small", "large"], hidden_dim=8, seed=0)
+        >>> path = os.path.join(tempfile.mkdtemp(), "router.sona")
+        >>> router.save(path)
+        >>> x = np.ones(8, np.float32)
+        >>> bool(np.array_equal(sona.Router.load(path).scores(x), router.scores(x)))
+        True
+        """
+        from . import __version__
+
+        arrays = self._state_arrays()
+        meta = {
+            "router_state_version": ROUTER_STATE_VERSION,
+            "sona_version": __version__,
+            "routes": list(self.routes),
+            "hidden_dim": int(self.micro.dim),
+            "seed": int(self.seed),
+            "params": _plain_params(self.params),
+            "counters": self._counters(),
+            "decisions": int(self.decisions),
+            "feedbacks": int(self.feedbacks),
+            "n_patterns": int(self.bank.n_patterns),
+        }
+        write_state(path, arrays, meta, "router")
+
+    @classmethod
+    def load(cls, path: PathLike) -> Router:
+        """A router restored from a file written by :meth:`save`, ready to route and learn.
+
+        Everything is checked before a router is returned: the container (checksum, format
+        version, kind ``"router"``), the metadata (exactly the keys save() writes, with valid
+        types and values), and every array (name set, float32, shape consistent with the
+        metadata, finite).
+
+        Raises
+        ------
+        FileNotFoundError : no file at ``path``.
+        StateFileError : truncated, corrupted, foreign or newer file; an engine (or other
+            non-router) state file; inconsistent array shapes; unknown or missing metadata
+            keys; invalid values. No router is returned, partially built or otherwise.
+        """
+        arrays, meta = read_state(path, kind="router")
+        src = f"file {os.fspath(path)!r}"
+
+        def fail(what: str):
+            raise StateFileError(f"cannot load sona router state {src}: {what}")
+
+        _check_meta(fail, meta)
+        routes, d, params = meta["routes"], meta["hidden_dim"], meta["params"]
+        K = len(routes)
+        mr, br, cap = params["micro_rank"], params["base_rank"], params["max_patterns"]
+        for key in ("micro_rank", "base_rank", "max_patterns"):
+            if not _is_int(params[key]) or params[key] < 1:
+                fail(f"params[{key!r}] must be an integer >= 1, got {params[key]!r}")
+        expected = {
+            "micro.A": (mr, d), "micro.B": (d, mr), "base.A": (br, d), "base.B": (d, br),
+            "keys": (K, d), "bias": (K,), "mu": (d,),
+            "bank.centroid": (cap, d), "bank.centroid_sum": (cap, d), "bank.hits": (cap,),
+            "bank.route_n": (cap, K), "bank.route_s": (cap, K), "bank.baseline": (cap,),
+        }  # fmt: skip
+        names = set(expected) | {"rms", "fisher", "anchor"}
+        unknown, missing = sorted(set(arrays) - names), sorted(names - set(arrays))
+        if unknown or missing:
+            fail(f"arrays do not match this sona's router layout: unknown {unknown}, "
+                 f"missing {missing}")
+        for name, a in sorted(arrays.items()):
+            if a.dtype != np.float32:
+                fail(f"array {name!r} must be float32, got {a.dtype}")
+            if name in expected and a.shape != expected[name]:
+                fail(f"array {name!r} has shape {a.shape}, but the metadata (hidden_dim={d}, "
+                     f"{K} routes, micro_rank={mr}, base_rank={br}, max_patterns={cap}) needs "
+                     f"{expected[name]}")
+            if not np.isfinite(a).all():
+                fail(f"array {name!r} contains NaN or Inf")
+        if meta["n_patterns"] > cap:
+            fail(f"n_patterns={meta['n_patterns']} exceeds max_patterns={cap}")
+
+        # Build a fresh router (sizes already match the arrays, so allocation is bounded by the
+        # file), check what only it knows, then fill it. It is returned only if all succeeded.
+        seed, hp = meta["seed"], dict(params)
+        explore = hp.pop("explore")
+        try:
+            router = cls(routes, d, explore=explore, seed=seed, **hp)
+        except (TypeError, ValueError, OverflowError) as exc:
+            fail(f"invalid router configuration: {exc}")
+        n = router.n_parameters
+        for name in ("rms", "fisher", "anchor"):
+            if arrays[name].shape != (n,):
+                fail(f"array {name!r} has shape {arrays[name].shape}, but a router with these "
+                     f"dimensions has {n} parameters: needs ({n},)")
+        try:
+            router.micro.set_weights(arrays["micro.A"], arrays["micro.B"])
+            router.base.set_weights(arrays["base.A"], arrays["base.B"])
+            for name in _POLICY_ARRAYS:
+                router._assign(name, arrays[name])
+            for name in _BANK_ARRAYS:
+                getattr(router.bank, name)[...] = arrays["bank." + name]
+            router.bank._set_n_patterns(meta["n_patterns"])
+            router._set_counters(dict(meta["counters"]))
+        except (TypeError, ValueError, OverflowError) as exc:  # pre-checked; belt and braces
+            fail(f"inconsistent state: {exc}")
+        router._set_totals(meta["decisions"], meta["feedbacks"])
+        return router
+
+    def __repr__(self) -> str:
+        return (f"Router(routes={list(self.routes)}, hidden_dim={self.micro.dim}, "
+                f"decisions={self.decisions}, feedbacks={self.feedbacks})")

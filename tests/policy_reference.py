@@ -1,0 +1,299 @@
+"""Numpy reference of the router learning rule (test oracle for the C port).
+
+One class, float64, deterministic from ``seed``. The equations, in the order the C code runs
+them, are in the docstrings of ``route`` and ``feedback``; the derivation, hyperparameters, costs
+and measured numbers
+are in /work/research/ALGORITHM.md (the learning research note). Nothing here imports sona.
+
+    pol = PolicyReference(dim=256, n_routes=4, seed=0)
+    d = pol.route(x)              # Decision(index, probs, ctx)
+    pol.feedback(d, quality)      # quality in [0, 1]
+    pol.scores(x)                 # greedy probabilities, no side effects, no RNG
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_MASK64 = (1 << 64) - 1
+
+
+class PCG32:
+    """PCG32 XSH-RR (O'Neill), 64-bit state, 32-bit output: the RNG the C port must use.
+
+    ``seed(s, stream)``: state=0, inc=(stream<<1)|1, step, state+=s, step. ``uniform()`` is
+    ``(u32 >> 8) * 2**-24`` (exact in float32 and float64, so C and numpy agree bit for bit).
+    """
+
+    MULT = 6364136223846793005
+
+    def __init__(self, seed: int, stream: int) -> None:
+        self.inc = ((stream << 1) | 1) & _MASK64
+        self.state = 0
+        self.next_u32()
+        self.state = (self.state + seed) & _MASK64
+        self.next_u32()
+
+    def next_u32(self) -> int:
+        old = self.state
+        self.state = (old * self.MULT + self.inc) & _MASK64
+        xorshifted = (((old >> 18) ^ old) >> 27) & 0xFFFFFFFF
+        rot = old >> 59
+        return ((xorshifted >> rot) | (xorshifted << ((-rot) & 31))) & 0xFFFFFFFF
+
+    def uniform(self) -> float:
+        return (self.next_u32() >> 8) * (1.0 / 16777216.0)
+
+    def normal(self) -> float:
+        """Box-Muller (cosine branch); used only at init."""
+        u1 = self.uniform() + 0.5 / 16777216.0  # in (0, 1): log is finite
+        u2 = self.uniform()
+        return float(np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2))
+
+    def irwin_hall(self) -> float:
+        """About N(0, 1): (u1+u2+u3+u4-2)*sqrt(3). No transcendental, so C agrees exactly."""
+        s = self.uniform() + self.uniform() + self.uniform() + self.uniform()
+        return (s - 2.0) * 1.7320508075688772
+
+
+class Decision:
+    __slots__ = ("ctx", "index", "probs")
+
+    def __init__(self, index: int, probs: np.ndarray, ctx: tuple) -> None:
+        self.index, self.probs, self.ctx = index, probs, ctx
+
+
+DEFAULTS = {
+    # adapters
+    "micro_rank": 2, "micro_scale": 1.0, "base_rank": 8, "base_scale": 1.0,
+    "use_micro": True, "use_base": True, "learn_keys": True, "learn_bias": True,
+    "tau": 0.1,                # adapter temperature: logits = keys . y_hat / tau + bias
+    "unit_keys": True,         # renormalise keys each step: |adapter logits| <= 1/tau + |bias|
+    "lr": 1e-3, "rms_decay": 0.999, "rms_eps": 1e-3, "weight_clip": 4.0,
+    "rms_per": "element",      # RMSprop second moment per weight, or "row": one per row
+    "mean_window": 1000,       # mu: cumulative mean for n <= 1000 queries, then EMA 1/1000
+    # pattern memory (leader clustering) and prior
+    "use_prior": True, "max_patterns": 100, "new_pattern_cos": 0.45,
+    "decay": 0.995,            # per hit of a pattern: its per-route (count, reward sum) *= decay
+    "prior_count": 1.0,        # shrinkage pseudo-count towards the pattern baseline
+    "ts_scale": 0.35,          # Thompson noise: m + ts_scale * N(0,1) / sqrt(n + prior_count)
+    "tau_prior": 0.01,         # prior logits = (m - max m) / tau_prior
+    "baseline_rate": 0.05, "global_rate": 0.01,
+    "explore": 0.0,            # epsilon mixed into the behaviour policy (TS already explores)
+    "adv_clip": 1.0,
+    # EWC++ on the adapter parameters (anchor = last stable checkpoint, every 500 feedbacks)
+    "ewc": True, "ewc_alpha": 0.01, "ewc_lambda": 1.0, "ewc_every": 500, "ewc_margin": 0.05,
+}
+
+
+class PolicyReference:
+    """Router policy: centred input, MicroLoRA + BaseLoRA, learned keys/bias, pattern prior."""
+
+    def __init__(self, dim: int, n_routes: int, seed: int = 0, **hp) -> None:
+        unknown = set(hp) - set(DEFAULTS)
+        if unknown:
+            raise ValueError(f"unknown hyperparameters {sorted(unknown)}")
+        self.h = h = {**DEFAULTS, **hp}
+        self.d, self.K = d, K = int(dim), int(n_routes)
+        init = PCG32(seed, stream=1)
+        self.rng = PCG32(seed, stream=2)          # exploration stream
+        self.mu = np.zeros(d)
+        self.n = 0
+        self.t = 0                                # optimiser steps
+        p = {}
+        # Order of init draws: A_micro, A_base, keys (each row-major, Box-Muller normals).
+        p["A_micro"] = self._orthonormal_rows(h["micro_rank"], init)
+        p["B_micro"] = np.zeros((h["micro_rank"], d))            # stored transposed: (r, d)
+        p["A_base"] = self._orthonormal_rows(h["base_rank"], init)
+        p["B_base"] = np.zeros((h["base_rank"], d))
+        keys = np.array([[init.normal() for _ in range(d)] for _ in range(K)])
+        p["keys"] = keys / np.linalg.norm(keys, axis=1, keepdims=True)
+        p["bias"] = np.zeros(K)
+        self.p = p
+        # RMSprop second moments: per weight, or per row ("row": bias is one row)
+        per_row = h["rms_per"] == "row"
+        self.v = {k: np.zeros((a.shape[0] if a.ndim == 2 else 1, 1)) if per_row
+                  else np.zeros_like(a)
+                  for k, a in p.items()}
+        self.fisher = {k: np.zeros_like(a) for k, a in p.items()}
+        self.anchor = None
+        self.fisher_max = 0.0
+        self.reward_short = self.reward_long = 0.5
+        M = h["max_patterns"]
+        self.centroid = np.zeros((M, d))          # unit rows
+        self.centroid_sum = np.zeros((M, d))
+        self.n_patterns = 0
+        self.pat_count = np.zeros(M)              # hits
+        self.pat_n = np.zeros((M, K))             # decayed per-route counts
+        self.pat_s = np.zeros((M, K))             # decayed per-route reward sums
+        self.pat_base = np.zeros(M)               # per-pattern reward baseline
+        self.global_base = 0.5
+
+    def _orthonormal_rows(self, r: int, rng: PCG32) -> np.ndarray:
+        rows = []
+        for _ in range(r):                        # modified Gram-Schmidt, in draw order
+            v = np.array([rng.normal() for _ in range(self.d)])
+            for q in rows:
+                v -= (v @ q) * q
+            rows.append(v / np.linalg.norm(v))
+        return np.array(rows).reshape(r, self.d)
+
+    @property
+    def n_parameters(self) -> int:
+        return sum(a.size for a in self.p.values())
+
+    # -- forward pieces ----------------------------------------------------------------------
+    def _adapter(self, x):
+        h, p = self.h, self.p
+        xt = x - self.mu                                          # (1) centre
+        y = xt.copy()
+        um = p["A_micro"] @ xt                                    # (2) u_m = A_m x~
+        ub = p["A_base"] @ xt                                     #     u_b = A_b x~
+        if h["use_micro"]:
+            y += h["micro_scale"] * (p["B_micro"].T @ um)         # (3) y = x~ + s_m B_m u_m + ...
+        if h["use_base"]:
+            y += h["base_scale"] * (p["B_base"].T @ ub)
+        ny = max(float(np.sqrt(y @ y)), 1e-6)
+        yh = y / ny                                               # (4) y^ = y / |y|
+        z = (p["keys"] @ yh) / h["tau"] + p["bias"]               # (5) z_ad = K y^ / tau + bias
+        return xt, um, ub, ny, yh, z
+
+    def _nearest(self, x):
+        if self.n_patterns == 0:
+            return -1
+        xn = x / max(float(np.sqrt(x @ x)), 1e-12)
+        cos = self.centroid[:self.n_patterns] @ xn                # (6) cosine scan over patterns
+        j = int(np.argmax(cos))
+        return j if cos[j] >= self.h["new_pattern_cos"] else -1
+
+    def _prior(self, j, sample: bool):
+        h = self.h
+        if j < 0 or not h["use_prior"]:
+            return np.zeros(self.K)
+        n = self.pat_n[j]
+        m = (self.pat_s[j] + h["prior_count"] * self.pat_base[j]) / (n + h["prior_count"])  # (7)
+        if sample:                                                # (8) Thompson draw, route order
+            e = np.array([self.rng.irwin_hall() for _ in range(self.K)])
+            m = m + h["ts_scale"] * e / np.sqrt(n + h["prior_count"])
+        return (m - m.max()) / h["tau_prior"]                     # (9) z_pr
+
+    @staticmethod
+    def _softmax(z):
+        e = np.exp(z - z.max())
+        return e / e.sum()
+
+    # -- public ------------------------------------------------------------------------------
+    def scores(self, x) -> np.ndarray:
+        """Greedy probabilities softmax(z_ad + z_pr(mean)); no state change, no RNG."""
+        x = np.asarray(x, dtype=np.float64)
+        return self._softmax(self._adapter(x)[5] + self._prior(self._nearest(x), False))
+
+    def route(self, x) -> Decision:
+        """(1)-(9) above, then (10) pi = softmax(z_ad + z_pr), q = (1-eps) pi + eps/K,
+        (11) one uniform u, a = first index with cumsum(q) > u."""
+        x = np.asarray(x, dtype=np.float64)
+        xt, um, ub, ny, yh, z_ad = self._adapter(x)
+        j = self._nearest(x)
+        pi = self._softmax(z_ad + self._prior(j, True))
+        q = (1.0 - self.h["explore"]) * pi + self.h["explore"] / self.K
+        u = self.rng.uniform()
+        a, acc = 0, q[0]
+        while u >= acc and a < self.K - 1:
+            a += 1
+            acc += q[a]
+        return Decision(a, pi, (x, xt, um, ub, ny, yh, j, pi, q))
+
+    def feedback(self, decision: Decision, quality: float) -> None:
+        """Learn from one scalar quality in [0, 1]:
+
+        (12) pattern j (new pattern from x if none matched and room; else nearest)
+        (13) adv = r - b_j (baseline BEFORE its update);  w = clip(adv * pi_a / q_a, +-1)
+        (14) g_z = e_a - pi;  g_bias = g_z;  g_keys = g_z y^T / tau
+             g_y^ = K^T g_z / tau;  g_y = (g_y^ - (g_y^ . y^) y^) / |y|
+             g_Bm = s_m u_m g_y^T (rows);  g_Am = s_m (B_m g_y) x~^T   (same for base)
+        (15) [EWC] F = (1-a) F + a g^2; anchor every 500 steps if reward is stable;
+             w g -= lambda |w| F/max(F) (theta - anchor)
+        (16) RMSprop: v = b v + (1-b)(w g)^2; theta += lr (w g) / (sqrt(v/(1-b^t)) + eps);
+             theta = clip(theta, +-weight_clip); keys_j /= |keys_j| (bounded adapter logits)
+        (17) stats: n_j,s_j *= decay; n_ja += 1; s_ja += r; b_j update; centroid update;
+             global baseline; mu update.
+        """
+        if not 0.0 <= quality <= 1.0:
+            raise ValueError(f"quality must be in [0, 1], got {quality}")
+        h, p = self.h, self.p
+        x, xt, um, ub, ny, yh, j, pi, q = decision.ctx
+        a, r = decision.index, float(quality)
+        if j < 0:
+            if self.n_patterns < h["max_patterns"]:
+                j = self.n_patterns
+                self.n_patterns += 1
+                self.pat_base[j] = self.global_base
+            else:
+                xn = x / max(float(np.sqrt(x @ x)), 1e-12)
+                j = int(np.argmax(self.centroid @ xn))
+        adv = r - self.pat_base[j]
+        w = float(np.clip(adv * pi[a] / q[a], -h["adv_clip"], h["adv_clip"]))
+
+        gz = -pi.copy()
+        gz[a] += 1.0
+        g = {"bias": gz if h["learn_bias"] else np.zeros(self.K)}
+        g["keys"] = np.outer(gz, yh) / h["tau"] if h["learn_keys"] else np.zeros_like(p["keys"])
+        gyh = p["keys"].T @ gz / h["tau"]
+        gy = (gyh - (gyh @ yh) * yh) / ny
+        for name, on, s, u in (("micro", h["use_micro"], h["micro_scale"], um),
+                               ("base", h["use_base"], h["base_scale"], ub)):
+            B = p["B_" + name]
+            g["B_" + name] = s * np.outer(u, gy) if on else np.zeros_like(B)
+            g["A_" + name] = s * np.outer(B @ gy, xt) if on else np.zeros_like(B)
+
+        self.t += 1
+        if h["ewc"]:
+            for k, gk in g.items():
+                self.fisher[k] = (1 - h["ewc_alpha"]) * self.fisher[k] + h["ewc_alpha"] * gk * gk
+            self.reward_short += 0.01 * (r - self.reward_short)
+            self.reward_long += 0.002 * (r - self.reward_long)
+            stable = self.reward_short >= self.reward_long - h["ewc_margin"]
+            if self.t % h["ewc_every"] == 0 and stable:
+                self.anchor = {k: v.copy() for k, v in p.items()}
+            # normalised by the max of the PREVIOUS step's Fisher, so the C port does F, the pull
+            # and RMSprop in one pass over the weights (the max is known only after the pass)
+            fmax = self.fisher_max + 1e-12
+        b2 = h["rms_decay"]
+        corr = 1.0 - b2 ** self.t
+        for k, gk in g.items():
+            step = w * gk
+            if h["ewc"] and self.anchor is not None:
+                # scaled by |w|: the penalty shapes a learning step and never moves weights on
+                # its own, so a no-information signal (w = 0) still moves nothing (R3)
+                pull = h["ewc_lambda"] * abs(w) * (self.fisher[k] / fmax)
+                step = step - pull * (p[k] - self.anchor[k])
+            if h["rms_per"] == "element":
+                self.v[k] = b2 * self.v[k] + (1 - b2) * step * step
+                # eps inside the square root: one rsqrt per weight in the C port (no sqrt + divide)
+                p[k] += h["lr"] * step / np.sqrt(self.v[k] / corr + h["rms_eps"] ** 2)
+            else:
+                rows = step.reshape(self.v[k].shape[0], -1)
+                self.v[k] = b2 * self.v[k] + (1 - b2) * np.mean(rows * rows, axis=1, keepdims=True)
+                scale = h["lr"] / np.sqrt(self.v[k] / corr + h["rms_eps"] ** 2)
+                p[k] += (scale * rows).reshape(p[k].shape)
+            np.clip(p[k], -h["weight_clip"], h["weight_clip"], out=p[k])
+        if h["unit_keys"]:
+            p["keys"] /= np.maximum(np.linalg.norm(p["keys"], axis=1, keepdims=True), 1e-12)
+        if h["ewc"]:
+            self.fisher_max = max(float(f.max()) for f in self.fisher.values())
+
+        self.pat_n[j] *= h["decay"]
+        self.pat_s[j] *= h["decay"]
+        self.pat_n[j, a] += 1.0
+        self.pat_s[j, a] += r
+        if self.pat_count[j] * h["baseline_rate"] < 1.0:
+            self.pat_base[j] += (r - self.pat_base[j]) / (self.pat_count[j] + 1.0)
+        else:
+            self.pat_base[j] += h["baseline_rate"] * (r - self.pat_base[j])
+        self.pat_count[j] += 1.0
+        self.centroid_sum[j] += x / max(float(np.sqrt(x @ x)), 1e-12)
+        cs = self.centroid_sum[j]
+        self.centroid[j] = cs / np.sqrt(cs @ cs)
+        self.global_base += h["global_rate"] * (r - self.global_base)
+        self.n += 1
+        self.mu += (x - self.mu) / min(self.n, h["mean_window"])

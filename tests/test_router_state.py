@@ -1,0 +1,327 @@
+"""Router.save / Router.load: exact round trips (same decisions, same continued learning) on every
+backend, every malformed file refused with StateFileError, atomic saves, and Router.stats()."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import sona
+import sona.state
+from sona.router import POLICY_DEFAULTS
+from sona.state import StateFileError, read_state, write_state
+from sona.synthetic import RoutingTask
+
+D, K = 64, 4
+ROUTES = ["small", "medium", "large", "xl"]
+# ewc_every small so the EWC++ anchor/Fisher state is non-trivial; explore so the RNG matters.
+HP = {"ewc_every": 100, "explore": 0.05}
+
+
+def _arrays(r):
+    """Every piece of learned state, by name."""
+    out = {
+        "micro.A": r.micro.A, "micro.B": r.micro.B, "base.A": r.base.A, "base.B": r.base.B,
+    }  # fmt: skip
+    for name in ("keys", "bias", "rms", "fisher", "anchor", "mu"):
+        out[name] = getattr(r, name)
+    for name in ("centroid", "centroid_sum", "hits", "route_n", "route_s", "baseline"):
+        out["bank." + name] = getattr(r.bank, name)
+    return out
+
+
+def _assert_same_state(a, b):
+    xa, xb = _arrays(a), _arrays(b)
+    for name in xa:
+        assert np.array_equal(xa[name], xb[name]), name
+    assert a._counters() == b._counters()
+    assert a.bank.n_patterns == b.bank.n_patterns
+    assert (a.decisions, a.feedbacks) == (b.decisions, b.feedbacks)
+
+
+def _train(router, task, n, seed):
+    rng = np.random.default_rng(seed)
+    X, clusters = task.sample(n, rng)
+    for x, c in zip(X, clusters):
+        d = router.route(x)
+        router.feedback(d, float(task.reward(c, d.index, rng)))
+
+
+@pytest.fixture(scope="module")
+def task():
+    return RoutingTask(dim=D, n_clusters=6, n_routes=K, seed=21)
+
+
+@pytest.fixture
+def trained(backend, task):
+    router = sona.Router(ROUTES, hidden_dim=D, seed=5, **HP)
+    _train(router, task, 600, seed=1)
+    return router
+
+
+@pytest.fixture
+def saved(trained, tmp_path):
+    path = tmp_path / "router.sona"
+    trained.save(path)
+    return path
+
+
+def test_round_trip_same_decisions_and_same_learning(trained, saved, task):
+    loaded = sona.Router.load(saved)
+    assert type(loaded) is sona.Router
+    assert loaded.routes == trained.routes and loaded.params == trained.params
+    assert trained.bank.n_patterns > 0 and trained._counters()["has_anchor"]
+    _assert_same_state(trained, loaded)
+
+    held_out, _ = task.sample(200, np.random.default_rng(99))
+    for x in held_out:
+        assert np.array_equal(trained.scores(x), loaded.scores(x))
+
+    # Next N decisions: same routes, same probabilities (the Thompson/explore RNG continues);
+    # identical feedback then gives identical weights and statistics.
+    rng = np.random.default_rng(7)
+    X, clusters = task.sample(400, rng)
+    for x, c in zip(X, clusters):
+        da, db = trained.route(x), loaded.route(x)
+        assert da.index == db.index
+        assert np.array_equal(da.probs, db.probs)
+        q = float(task.reward(c, da.index, rng))
+        trained.feedback(da, q)
+        loaded.feedback(db, q)
+    _assert_same_state(trained, loaded)
+    for x in held_out[:50]:
+        assert np.array_equal(trained.scores(x), loaded.scores(x))
+
+
+def test_fresh_router_round_trip(backend, tmp_path):
+    r = sona.Router(["a", "b"], hidden_dim=8, seed=3)
+    r.save(tmp_path / "r.sona")
+    loaded = sona.Router.load(tmp_path / "r.sona")
+    _assert_same_state(r, loaded)
+    assert loaded.decisions == 0 and loaded.bank.n_patterns == 0
+
+
+def test_save_is_deterministic_and_load_save_is_byte_identical(trained, saved, tmp_path):
+    trained.save(tmp_path / "again.sona")
+    sona.Router.load(saved).save(tmp_path / "reloaded.sona")
+    data = saved.read_bytes()
+    assert (tmp_path / "again.sona").read_bytes() == data
+    assert (tmp_path / "reloaded.sona").read_bytes() == data
+
+
+def test_file_layout(trained, saved):
+    arrays, meta = read_state(saved, kind="router")
+    n, cap = trained.n_parameters, trained.params["max_patterns"]
+    assert {k: a.shape for k, a in arrays.items()} == {
+        "micro.A": (2, D), "micro.B": (D, 2), "base.A": (8, D), "base.B": (D, 8),
+        "keys": (K, D), "bias": (K,), "rms": (n,), "fisher": (n,), "anchor": (n,), "mu": (D,),
+        "bank.centroid": (cap, D), "bank.centroid_sum": (cap, D), "bank.hits": (cap,),
+        "bank.route_n": (cap, K), "bank.route_s": (cap, K), "bank.baseline": (cap,),
+    }  # fmt: skip
+    assert all(a.dtype == np.float32 for a in arrays.values())
+    assert meta["routes"] == ROUTES and meta["hidden_dim"] == D and meta["seed"] == 5
+    assert meta["sona_version"] == sona.__version__ and meta["router_state_version"] == 1
+    assert meta["params"] == {**POLICY_DEFAULTS, **HP}
+    assert meta["counters"] == trained._counters()
+    assert (meta["decisions"], meta["feedbacks"]) == (600, 600)
+    assert meta["n_patterns"] == trained.bank.n_patterns
+
+
+def test_counters_survive_load(trained, saved, task):
+    loaded = sona.Router.load(saved)
+    assert (loaded.decisions, loaded.feedbacks) == (600, 600)
+    x = task.sample(1, np.random.default_rng(0))[0][0]
+    d = loaded.route(x)
+    assert (loaded.decisions, loaded.feedbacks) == (601, 600)
+    loaded.feedback(d, 0.5)
+    assert (loaded.decisions, loaded.feedbacks) == (601, 601)
+    assert "decisions=601" in repr(loaded)
+
+
+def test_pending_decisions_are_not_saved(trained, tmp_path, task):
+    x = task.sample(1, np.random.default_rng(0))[0][0]
+    pending = trained.route(x)
+    trained.save(tmp_path / "r.sona")
+    loaded = sona.Router.load(tmp_path / "r.sona")
+    with pytest.raises(ValueError, match="another router"):
+        loaded.feedback(pending, 1.0)
+    trained.feedback(pending, 1.0)  # still valid on the router that made it
+
+
+# ------------------------------------------------------------------------------ bad files
+
+
+def _rewrite(src, dst, arrays=None, meta=None, kind="router"):
+    """Write a checksum-valid router file whose contents were edited (what a buggy or hostile
+    writer could produce: the container is fine, the router layout is not)."""
+    a0, m0 = read_state(src)
+    if arrays:
+        a0 = arrays(a0) or a0
+    if meta:
+        m0 = meta(m0) or m0
+    write_state(dst, a0, m0, kind)
+    return dst
+
+
+def _set(mapping, key, value):
+    mapping[key] = value
+
+
+def _pop(mapping, key):
+    del mapping[key]
+
+
+def _bad_cases():
+    f32 = np.float32
+    return {
+        "keys wider": (lambda a: _set(a, "keys", np.zeros((K, D + 1), f32)), None,
+                       r"'keys' has shape \(4, 65\).*needs \(4, 64\)"),
+        "micro.A rank": (lambda a: _set(a, "micro.A", np.zeros((3, D), f32)), None,
+                         r"'micro.A' has shape"),
+        "bank rows": (lambda a: _set(a, "bank.hits", np.zeros(101, f32)), None,
+                      r"'bank.hits' has shape \(101,\)"),
+        "route stats": (lambda a: _set(a, "bank.route_s", np.zeros((100, K + 1), f32)), None,
+                        r"'bank.route_s' has shape"),
+        "rms length": (lambda a: _set(a, "rms", a["rms"][:-1].copy()), None,
+                       r"'rms' has shape .* parameters"),
+        "missing array": (lambda a: _pop(a, "fisher"), None, r"missing \['fisher'\]"),
+        "unknown array": (lambda a: _set(a, "extra", np.zeros(1, f32)), None,
+                          r"unknown \['extra'\]"),
+        "float64 array": (lambda a: _set(a, "bias", a["bias"].astype(np.float64)), None,
+                          r"'bias' must be float32, got float64"),
+        "NaN": (lambda a: a["mu"].__setitem__(0, np.nan), None, r"'mu' contains NaN"),
+        "unknown meta": (None, lambda m: _set(m, "colour", "blue"), r"unknown \['colour'\]"),
+        "missing meta": (None, lambda m: _pop(m, "seed"), r"missing \['seed'\]"),
+        "unknown param": (None, lambda m: _set(m["params"], "lr2", 1.0), r"unknown \['lr2'\]"),
+        "missing param": (None, lambda m: _pop(m["params"], "tau"), r"missing \['tau'\]"),
+        "unknown counter": (None, lambda m: _set(m["counters"], "x", 1), r"unknown \['x'\]"),
+        "missing counter": (None, lambda m: _pop(m["counters"], "rng_state"),
+                            r"missing \['rng_state'\]"),
+        "rng out of range": (None, lambda m: _set(m["counters"], "rng_state", -1),
+                             r"rng_state.*2\*\*64"),
+        "bool counter": (None, lambda m: _set(m["counters"], "has_anchor", 1), r"has_anchor"),
+        "hidden_dim text": (None, lambda m: _set(m, "hidden_dim", "64"), r"hidden_dim must be"),
+        "hidden_dim mismatch": (None, lambda m: _set(m, "hidden_dim", 32),
+                                r"'bank.centroid' has shape \(100, 64\).*needs \(100, 32\)"),
+        "duplicate routes": (None, lambda m: _set(m, "routes", ["a", "a", "b", "c"]),
+                             r"routes must be"),
+        "route count": (None, lambda m: _set(m, "routes", ["a", "b", "c"]), r"has shape"),
+        "n_patterns": (None, lambda m: _set(m, "n_patterns", 101), r"exceeds max_patterns"),
+        "bad param value": (None, lambda m: _set(m["params"], "tau", -1.0),
+                            r"invalid router configuration: tau must be > 0"),
+        "bad param type": (None, lambda m: _set(m["params"], "ewc", 1),
+                           r"invalid router configuration: ewc must be a bool"),
+        "newer layout": (None, lambda m: _set(m, "router_state_version", 2),
+                         r"newer than this sona"),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(_bad_cases()))
+def test_inconsistent_file_raises(case, saved, tmp_path):
+    edit_arrays, edit_meta, message = _bad_cases()[case]
+    bad = _rewrite(saved, tmp_path / "bad.sona", edit_arrays, edit_meta)
+    before = bad.read_bytes()
+    with pytest.raises(StateFileError, match=message) as info:
+        sona.Router.load(bad)
+    assert "cannot load sona router state" in str(info.value) and "bad.sona" in str(info.value)
+    assert bad.read_bytes() == before
+
+
+def test_router_kind_with_other_contents(tmp_path):
+    write_state(tmp_path / "x.sona", {}, {"a": 1}, "router")
+    with pytest.raises(StateFileError, match=r"unknown \['a'\], missing \['counters'"):
+        sona.Router.load(tmp_path / "x.sona")
+
+
+def test_engine_file_is_refused(saved, tmp_path):
+    eng = _rewrite(saved, tmp_path / "engine.sona", kind="engine")
+    with pytest.raises(StateFileError, match="holds 'engine' state, expected 'router'"):
+        sona.Router.load(eng)
+
+
+def test_foreign_files_are_refused(tmp_path):
+    from safetensors.numpy import save_file
+
+    save_file({"w": np.zeros(3, np.float32)}, str(tmp_path / "model.safetensors"))
+    with pytest.raises(StateFileError, match="not a sona state file"):
+        sona.Router.load(tmp_path / "model.safetensors")
+    (tmp_path / "notes.txt").write_text("hello, this is not a router\n")
+    with pytest.raises(StateFileError):
+        sona.Router.load(tmp_path / "notes.txt")
+    with pytest.raises(FileNotFoundError):
+        sona.Router.load(tmp_path / "absent.sona")
+
+
+def test_truncated_and_bitflipped_files_are_refused(saved, tmp_path):
+    data = saved.read_bytes()
+    (tmp_path / "cut.sona").write_bytes(data[: len(data) // 2])
+    with pytest.raises(StateFileError, match="truncated"):
+        sona.Router.load(tmp_path / "cut.sona")
+    flipped = bytearray(data)
+    flipped[-5] ^= 0x10
+    (tmp_path / "flip.sona").write_bytes(bytes(flipped))
+    with pytest.raises(StateFileError, match="checksum"):
+        sona.Router.load(tmp_path / "flip.sona")
+
+
+# ------------------------------------------------------------------------------ atomic saves
+
+
+def test_save_into_missing_directory_fails_cleanly(trained, saved, tmp_path):
+    before = saved.read_bytes()
+    with pytest.raises(FileNotFoundError):
+        trained.save(tmp_path / "no-such-dir" / "router.sona")
+    assert saved.read_bytes() == before
+
+
+def test_failed_save_leaves_previous_file_intact(trained, saved, task, monkeypatch):
+    before = saved.read_bytes()
+    _train(trained, task, 50, seed=3)  # the state now differs from the file
+
+    def refuse(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sona.state.os, "replace", refuse)
+    with pytest.raises(OSError, match="No space left"):
+        trained.save(saved)
+    monkeypatch.undo()
+    assert saved.read_bytes() == before
+    assert os.listdir(saved.parent) == [saved.name]  # no temp file left behind
+    assert sona.Router.load(saved).feedbacks == 600
+
+
+# ------------------------------------------------------------------------------ stats
+
+
+def test_stats(trained, saved):
+    s = trained.stats()
+    assert json.loads(json.dumps(s)) == s
+    assert s["decisions"] == s["feedbacks"] == 600
+    assert s["n_patterns"] == trained.bank.n_patterns > 0
+    assert s["backend"] == sona.get_backend()
+    assert s["n_parameters"] == trained.n_parameters == trained.rms.size
+    assert s["params"] == {**POLICY_DEFAULTS, **HP}
+    assert s["global_baseline"] == trained._counters()["global_baseline"]
+    assert 0.0 < s["global_baseline"] < 1.0
+    assert s["routes"] == ROUTES and s["hidden_dim"] == D
+    assert sona.Router.load(saved).stats() == s
+
+
+def test_numpy_typed_params_are_stored_as_plain_python(backend, tmp_path):
+    r = sona.Router(
+        ["a", "b"],
+        hidden_dim=8,
+        ewc=np.bool_(False),
+        max_patterns=np.int64(7),
+        lr=np.float32(0.5),
+        seed=np.int64(2),
+    )
+    s = r.stats()
+    assert json.dumps(s)
+    assert s["params"]["ewc"] is False and s["params"]["max_patterns"] == 7
+    assert type(s["params"]["lr"]) is float
+    r.save(tmp_path / "r.sona")
+    loaded = sona.Router.load(tmp_path / "r.sona")
+    _assert_same_state(r, loaded)
+    assert loaded.stats() == s

@@ -7,8 +7,10 @@
 # CPython keeps interned objects and caches alive until exit by design. scripts/valgrind.supp
 # holds suppressions for noise outside sona, each with a reason.
 #
-#   bash scripts/memcheck.sh                 # all kernel tests
+#   bash scripts/memcheck.sh                 # all kernel tests, default backend then scalar
 #   bash scripts/memcheck.sh -k lora         # extra pytest arguments are passed through
+#   SONA_CHECK_BACKENDS=default bash ...     # one pass only (.ci/run: the `backend` fixture
+#                                            # already runs every kernel test on each backend)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -34,13 +36,19 @@ SONA_EXTRA_COMPILE_ARGS="-O1 -g" "$work/venv/bin/python" setup.py build_ext --in
 mapfile -t tests < <(kernel_tests)
 echo "   tests: ${tests[*]}"
 export PYTHONPATH=$work/src PYTHONMALLOC=malloc
+# Tests that assert on the process's own RSS measure valgrind, not sona: its freed-block
+# quarantine and shadow memory grow RSS by design. (A missing id is ignored by pytest.)
+skip_under_valgrind=(
+    --deselect tests/test_trajectory_store.py::test_a_million_never_ended_trajectories_stay_bounded
+)
 
 run() {
     local rc=0
     valgrind --tool=memcheck --error-exitcode=99 --leak-check=no --track-origins=yes \
         --num-callers=30 --suppressions="$root/scripts/valgrind.supp" \
         --log-file="$work/valgrind.%p.log" \
-        "$work/venv/bin/python" -m pytest -p no:cacheprovider -q "${tests[@]}" "$@" \
+        "$work/venv/bin/python" -m pytest -p no:cacheprovider -q "${tests[@]}" \
+        "${skip_under_valgrind[@]}" "$@" \
         >"$work/test.log" 2>&1 || rc=$?
     tail -3 "$work/test.log"
     if grep -l "ERROR SUMMARY: [1-9]" "$work"/valgrind.*.log >/dev/null 2>&1; then
@@ -55,8 +63,8 @@ run() {
     if [ "$rc" -ne 0 ]; then tail -40 "$work/test.log" >&2; fi
     return "$rc"
 }
-echo "== memcheck: default backend"
-run "$@"
-echo "== memcheck: SONA_BACKEND=scalar"
-SONA_BACKEND=scalar run "$@"
+for backend in ${SONA_CHECK_BACKENDS:-default scalar}; do
+    echo "== memcheck: $backend backend"
+    if [ "$backend" = default ]; then run "$@"; else SONA_BACKEND=$backend run "$@"; fi
+done
 echo "== memcheck: clean"

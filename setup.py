@@ -4,6 +4,8 @@ AVX2 code is confined to target regions inside csrc/*_avx2.c (see csrc/target.h)
 are passed here and the same binary runs, on the scalar kernels, on CPUs without AVX2.
 """
 
+import os
+import shlex
 import sys
 from glob import glob
 
@@ -15,6 +17,9 @@ if sys.platform == "win32":
     compile_args = ["/O2", "/std:c11", "/experimental:c11atomics"]
 else:
     compile_args = ["-O3", "-std=c11", "-fno-strict-aliasing"]
+# Appended after the flags above, so they win where they conflict (setuptools puts CFLAGS
+# first): scripts/sanitize.sh passes "-O1 -g -fsanitize=..." here. Never set for release builds.
+compile_args += shlex.split(os.environ.get("SONA_EXTRA_COMPILE_ARGS", ""))
 
 extension = Extension(
     "sona._core",

@@ -13,9 +13,9 @@ import os
 
 import numpy as np
 import pytest
-from sona._core import TrajectoryBuffer, TrajectoryStore, _half_impl
 
 import sona
+from sona._core import TrajectoryBuffer, TrajectoryStore, _half_impl
 
 D = 256
 DTYPES = ["float16", "float32"]

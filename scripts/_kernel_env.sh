@@ -1,0 +1,47 @@
+# Shared by scripts/sanitize.sh and scripts/memcheck.sh (sourced, not run): a private copy of the
+# tracked sources, a venv with the build and test requirements, and the list of kernel tests.
+# Expects $work (a temp dir the caller removes) and PYTHON (default python3).
+
+# The tracked (and untracked, not ignored) files only: no in-place build products come along.
+copy_sources() {
+    local dest=$1
+    mkdir -p "$dest"
+    (cd "$root" && git ls-files -z --cached --others --exclude-standard \
+        | xargs -0 cp --parents -t "$dest")
+}
+
+# A venv with build-system requires, runtime dependencies and the test extra from pyproject.toml.
+make_venv() {
+    local venv=$1
+    "${PYTHON:-python3}" -m venv "$venv"
+    local reqs
+    reqs=$("$venv/bin/python" - "$root/pyproject.toml" <<'EOF'
+import sys
+try:
+    import tomllib
+except ImportError:  # Python < 3.11: the list as of this writing
+    print("setuptools>=64 Cython>=3.0 numpy>=1.25 safetensors>=0.4 pytest>=7 "
+          "pytest-benchmark>=4 hypothesis>=6")
+    sys.exit()
+with open(sys.argv[1], "rb") as f:
+    d = tomllib.load(f)
+reqs = (d["build-system"]["requires"] + d["project"]["dependencies"]
+        + d["project"]["optional-dependencies"]["test"])
+print(" ".join(r.replace(" ", "") for r in reqs))
+EOF
+)
+    # shellcheck disable=SC2086
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check $reqs
+}
+
+# The kernel-level tests: the kernels, the adapter, dispatch, and (once they exist) the
+# trajectory ring. Printed one per line, relative to the repo root.
+kernel_tests() {
+    (
+        cd "$root"
+        for t in tests/test_kernels.py tests/test_lora.py tests/test_dispatch.py \
+            tests/test_trajectory*.py tests/test_ring*.py; do
+            if [ -f "$t" ]; then echo "$t"; fi
+        done
+    )
+}

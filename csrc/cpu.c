@@ -4,8 +4,12 @@
  * (XCR0 bits 1 and 2, read with xgetbv). AVX-512F (XCR0 bits 5-7 too) is only reported, never used.
  * Other architectures report no features and run the scalar kernels.
  */
+#include <stdatomic.h>
+
 #include "sona.h"
 #include "target.h"
+
+#define NOT_YET 0x80000000u /* no feature uses the top bit */
 
 #if SONA_X86_64 && defined(_MSC_VER)
 #include <intrin.h>
@@ -49,12 +53,13 @@ static unsigned detect(void) {
 }
 
 unsigned sona_cpu_features(void) {
-    /* Racing first calls compute the same value, so a plain cache is safe. */
-    static int done = 0;
-    static unsigned cached = 0;
-    if (!done) {
-        cached = detect();
-        done = 1;
+    /* Threads racing the first call all compute the same value; the atomic makes the cache
+     * itself race-free (a plain flag could be seen set before the value it guards). */
+    static _Atomic unsigned cached = NOT_YET;
+    unsigned f = atomic_load_explicit(&cached, memory_order_relaxed);
+    if (f == NOT_YET) {
+        f = detect();
+        atomic_store_explicit(&cached, f, memory_order_relaxed);
     }
-    return cached;
+    return f;
 }

@@ -157,4 +157,6 @@ float sona_lora_grad_f32_avx2(const float *x, const float *g, const float *A, co
 
 SONA_AVX2_END
 
+#else
+typedef int sona_avx2_unavailable; /* off x86-64 this file has no code; ISO C wants a declaration */
 #endif /* SONA_X86_64 */

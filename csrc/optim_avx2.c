@@ -119,4 +119,6 @@ float sona_policy_row_f32_avx2(float *theta, float *v, float *fisher, const floa
 
 SONA_AVX2_END
 
+#else
+typedef int sona_avx2_unavailable; /* off x86-64 this file has no code; ISO C wants a declaration */
 #endif /* SONA_X86_64 */

@@ -157,4 +157,6 @@ void sona_dot_sq_rows_f32_avx2(const float *M, size_t n, size_t d, const float *
 
 SONA_AVX2_END
 
+#else
+typedef int sona_avx2_unavailable; /* off x86-64 this file has no code; ISO C wants a declaration */
 #endif /* SONA_X86_64 */

@@ -30,6 +30,16 @@ def sqdist_scores(M: npt.ArrayLike, x: npt.ArrayLike, out: _F32 | None = None) -
 def row_norms(M: npt.ArrayLike, out: _F32 | None = None) -> _F32: ...
 def topk(scores: npt.ArrayLike, k: int) -> tuple[_I64, _F32]: ...
 def cosine_topk(M: npt.ArrayLike, x: npt.ArrayLike, k: int) -> tuple[_I64, _F32]: ...
+def spherical_kmeans(
+    X: npt.ArrayLike,
+    k: int,
+    weights: npt.ArrayLike | None = None,
+    seed: int = 0,
+    max_iter: int = 50,
+    *,
+    n_init: int = 3,
+    n_local_trials: int | None = None,
+) -> tuple[_F32, _I64, float]: ...
 
 # ---- low-rank adapter (_lora.pxi) ----------------------------------------------------------------
 
@@ -242,6 +252,19 @@ class PatternStore:
     ) -> None: ...
     def nearest(self, x: npt.ArrayLike) -> tuple[int, float]: ...
     def query(self, x: npt.ArrayLike, k: int = 5) -> list[Pattern]: ...
+    def refine(
+        self,
+        embeddings: npt.ArrayLike,
+        qualities: npt.ArrayLike,
+        k: int,
+        *,
+        seed: int = 0,
+        max_iter: int = 50,
+        merge_cos: float = 0.9,
+        quality_threshold: float = 0.0,
+        max_points: int = 0,
+        n_local_trials: int = 1,
+    ) -> dict[str, Any]: ...
     @property
     def dim(self) -> int: ...
     @property

@@ -112,7 +112,7 @@ def _checksum(metadata: Mapping[str, str], arrays: Mapping[str, np.ndarray]) -> 
         for dim in a.shape:
             h.update(_u64(dim))
         h.update(_u64(a.nbytes))
-        h.update(a.reshape(-1).view(np.uint8))
+        h.update(a.reshape(-1).view(np.uint8).data)
     return _CHECKSUM_PREFIX + h.hexdigest()
 
 

@@ -122,7 +122,7 @@ class RoutingTask:
     def _own_directions(self, n: int, rng: np.random.Generator) -> np.ndarray:
         # Orthonormal to the shared direction and to every existing own direction (Gram-Schmidt).
         basis = np.vstack([self.shared[None, :], self._own])
-        out = []
+        out: list[np.ndarray] = []
         for _ in range(n):
             v = rng.standard_normal(self.dim)
             for b in list(basis) + out:

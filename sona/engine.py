@@ -207,24 +207,39 @@ class SonaEngine(EngineCore):
         return True
 
     # -- coordinator -----------------------------------------------------------------------------
-    def start_background(self, interval_s: float | None = None, *,
+    def start_background(self, interval_s: float | None = None, *, every_n_trajectories=None,
                          checkpoint_path=None) -> None:
-        """Run run_background_cycle() every interval_s seconds (default: the config's) in a
-        daemon thread until stop_background() or close(); with checkpoint_path, save() the engine
-        there after every cycle (atomically: a crash leaves the previous checkpoint).
-        RuntimeError if already running, ValueError for a bad interval."""
+        """Run run_background_cycle() in a daemon thread until stop_background() or close():
+        every interval_s seconds (default: the config's), and also as soon as
+        every_n_trajectories records wait in the ring, when given; with checkpoint_path, save()
+        the engine there after every cycle (atomically: a crash leaves the previous checkpoint).
+        RuntimeError if already running, ValueError for a bad interval or count."""
         interval = self.config.background_interval_s if interval_s is None else float(interval_s)
         if not (np.isfinite(interval) and interval > 0):
             raise ValueError(f"interval_s must be a finite number > 0; got {interval_s!r}")
+        if every_n_trajectories is not None and (
+                isinstance(every_n_trajectories, bool)
+                or not isinstance(every_n_trajectories, (int, np.integer))
+                or every_n_trajectories < 1):
+            raise ValueError(f"every_n_trajectories must be an integer >= 1 or None; got "
+                             f"{every_n_trajectories!r}")
         if self._thread is not None and self._thread.is_alive():
             raise RuntimeError("the background coordinator is already running")
         self._stop.clear()
+        # with a count trigger the thread looks at the ring's fill level every 10 ms (a load)
+        poll = interval if every_n_trajectories is None else min(interval, 0.01)
+        buffer = self.store.buffer
 
         def loop() -> None:
-            while not self._stop.wait(interval):
-                self.run_background_cycle()
-                if checkpoint_path is not None:
-                    self.save(checkpoint_path)
+            last = time.monotonic()
+            while not self._stop.wait(poll):
+                due = time.monotonic() - last >= interval
+                if due or (every_n_trajectories is not None
+                           and len(buffer) >= every_n_trajectories):
+                    self.run_background_cycle()
+                    last = time.monotonic()
+                    if checkpoint_path is not None:
+                        self.save(checkpoint_path)
 
         self._thread = threading.Thread(target=loop, name="sona-background", daemon=True)
         self._thread.start()

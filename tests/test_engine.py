@@ -357,3 +357,18 @@ def test_coordinator_checkpoints(tmp_path, rng):
     assert SonaEngine.load(path).stats()["instant_updates"] == 40
     with pytest.raises(ValueError):
         engine.start_background(0.0)
+
+
+def test_coordinator_triggers_by_trajectory_count(rng):
+    engine = SonaEngine(hidden_dim=D)
+    engine.start_background(3600.0, every_n_trajectories=50)
+    _train(engine, _groups(rng), [0.9, 0.1, 0.8, 0.2], 60, rng)
+    deadline = time.monotonic() + 10
+    while engine.stats()["background_cycles"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    engine.stop_background()
+    st = engine.stats()
+    assert st["background_cycles"] >= 1 and st["trajectories_drained"] >= 50
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="every_n_trajectories"):
+            engine.start_background(1.0, every_n_trajectories=bad)

@@ -66,3 +66,37 @@ def test_task_boundary_inferred_on_a_planted_switch_and_not_on_a_stationary_stre
     switched = run(True)
     assert switched["task_boundaries"] >= 1
     assert sona.Router(ROUTES, hidden_dim=8).engine.stats()["task_boundaries"] == 0
+
+
+def test_fisher_lives_in_the_parameter_space():
+    router = sona.Router(ROUTES, hidden_dim=32, seed=0)
+    n = router.n_parameters
+    assert router.fisher.shape == router.anchor.shape == router.rms.shape == (n,)
+    assert n == 2 * 32 * (router.micro.rank + router.base.rank) + 4 * 32 + 4
+    task = RoutingTask(dim=32, n_clusters=4, n_routes=4, seed=1)
+    rng = np.random.default_rng(0)
+    for x, c in zip(*task.sample(300, rng)):
+        d = router.route(x)
+        router.feedback(d, task.reward(int(c), d.index, rng))
+    assert (router.fisher > 0).sum() > n // 2  # every tensor's entries get importance
+
+
+def test_ewc_penalty_pulls_towards_the_anchor():
+    def drift(lam):
+        task = RoutingTask(dim=32, n_clusters=4, n_routes=4, seed=3)
+        router = sona.Router(ROUTES, hidden_dim=32, seed=0, ewc_every=1000, ewc_lambda=lam,
+                             use_prior=False)
+        rng = np.random.default_rng(1)
+        X, c = task.sample(1999, rng)  # one checkpoint (t = 1000), none after the switch
+        for t, (x, ci) in enumerate(zip(X, c)):
+            if t == 1000:
+                task.change_best_routes(4)  # the anchor holds the old task's weights, which
+            d = router.route(x)            # the penalty protects while the new task is learnt
+            router.feedback(d, task.reward(int(ci), d.index, rng))
+        assert router.stats()["has_anchor"]
+        theta = np.concatenate([router.micro.A.ravel(), router.micro.B.T.ravel(),
+                                router.base.A.ravel(), router.base.B.T.ravel(),
+                                router.keys.ravel(), router.bias])
+        return float(np.linalg.norm(theta - router.anchor))
+
+    assert drift(50.0) < 0.8 * drift(0.0)

@@ -11,14 +11,6 @@ import sona
 DIMS = [256, 384, 768, 1024, 4096]
 
 
-@pytest.fixture(params=sona.backends())
-def backend(request):
-    previous = sona.get_backend()
-    sona.set_backend(request.param)
-    yield request.param
-    sona.set_backend(previous)
-
-
 def _setup(d):
     rng = np.random.default_rng(0)
     lora = sona.MicroLoRA(d, 2, seed=0)

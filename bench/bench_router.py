@@ -13,14 +13,6 @@ import sona
 from sona.synthetic import RoutingTask, evaluate
 
 
-@pytest.fixture(params=sona.backends())
-def backend(request):
-    previous = sona.get_backend()
-    sona.set_backend(request.param)
-    yield request.param
-    sona.set_backend(previous)
-
-
 @pytest.fixture(scope="module")
 def trained():
     task = RoutingTask(seed=0)

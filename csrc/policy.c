@@ -137,18 +137,39 @@ uint32_t sona_policy_route(sona_policy *p, const float *x, sona_policy_ctx *ctx)
     return a;
 }
 
-/* Runs the fused row kernel over one tensor: rows of n weights, row i's gradient coef[i]·vec. */
-static float update_rows(float *theta, float *rms, float *fisher, const float *anchor,
-                         uint32_t rows, size_t n, const float *coef, const float *vec,
-                         const sona_policy_step *st) {
-    float fmax = 0.0f;
-    for (uint32_t i = 0; i < rows; ++i) {
-        const size_t off = (size_t)i * n;
-        float f = sona_policy_row_f32(theta + off, rms + off, fisher ? fisher + off : NULL,
-                                      anchor ? anchor + off : NULL, vec, coef[i], n, st);
-        if (f > fmax) fmax = f;
+/* Walks the optimiser state (RMSprop, Fisher, anchor: one vector each, tensors concatenated) while
+ * the tensors are updated in order, and keeps the largest Fisher entry seen. */
+typedef struct state_cursor {
+    float *rms, *fisher;
+    const float *anchor;
+    size_t off;
+    float fisher_max;
+    const sona_policy_step *st;
+} state_cursor;
+
+/* One tensor of `rows` rows of n weights; row i's score-function gradient is coef[i]·vec. */
+static void step_tensor(state_cursor *c, float *theta, size_t rows, size_t n, const float *coef,
+                        const float *vec) {
+    for (size_t i = 0; i < rows; ++i) {
+        const size_t o = c->off + i * n;
+        float f = sona_policy_row_f32(theta + i * n, c->rms + o, c->fisher ? c->fisher + o : NULL,
+                                      c->anchor ? c->anchor + o : NULL, vec, coef[i], n, c->st);
+        if (f > c->fisher_max) c->fisher_max = f;
     }
-    return fmax;
+    c->off += rows * n;
+}
+
+/* One adapter tier: coefficients from the pre-update B (s u_i for B's rows along g_y,
+ * s (B g_y)_i for A's rows along x~), then A's rows, then B's. */
+static void step_tier(state_cursor *c, float *A, float *Bt, size_t r, size_t d, float s,
+                      const float *u, const float *xt, const float *gy, float *coef) {
+    float *cb = coef, *ca = coef + SONA_MAX_RANK;
+    for (size_t i = 0; i < r; ++i) {
+        cb[i] = s * u[i];
+        ca[i] = s * sona_dot_f32(Bt + i * d, gy, d);
+    }
+    step_tensor(c, A, r, d, ca, xt);
+    step_tensor(c, Bt, r, d, cb, gy);
 }
 
 void sona_policy_feedback(sona_policy *p, const sona_policy_ctx *ctx, uint32_t a, float r) {
@@ -213,46 +234,17 @@ void sona_policy_feedback(sona_policy *p, const sona_policy_ctx *ctx, uint32_t a
     st.eps2 = hp->rms_eps * hp->rms_eps;
     st.lr = hp->lr;
     st.wclip = hp->weight_clip;
-    float *F = hp->ewc ? p->fisher : NULL;
-    const float *AN = (hp->ewc && p->has_anchor) ? p->anchor : NULL;
-    float *rms = p->rms;
-    size_t off = 0;
-#define STATE() rms + off, F ? F + off : NULL, AN ? AN + off : NULL
-    float fmax = 0.0f, f;
-    /* micro: coefficients s_m u_i (B rows, vec g_y) and s_m (B g_y)_i (A rows, vec x~) */
-    float *cb = coef, *ca = coef + SONA_MAX_RANK;
-    const float sm = hp->use_micro ? hp->micro_scale : 0.0f;
-    for (size_t i = 0; i < rm; ++i) {
-        cb[i] = sm * um[i];
-        ca[i] = sm * sona_dot_f32(p->Bt_micro + i * d, gy, d);
-    }
-    f = update_rows(p->A_micro, STATE(), (uint32_t)rm, d, ca, xt, &st);
-    fmax = f > fmax ? f : fmax;
-    off += rm * d;
-    f = update_rows(p->Bt_micro, STATE(), (uint32_t)rm, d, cb, gy, &st);
-    fmax = f > fmax ? f : fmax;
-    off += rm * d;
-    const float sb = hp->use_base ? hp->base_scale : 0.0f;
-    for (size_t i = 0; i < rb; ++i) {
-        cb[i] = sb * ub[i];
-        ca[i] = sb * sona_dot_f32(p->Bt_base + i * d, gy, d);
-    }
-    f = update_rows(p->A_base, STATE(), (uint32_t)rb, d, ca, xt, &st);
-    fmax = f > fmax ? f : fmax;
-    off += rb * d;
-    f = update_rows(p->Bt_base, STATE(), (uint32_t)rb, d, cb, gy, &st);
-    fmax = f > fmax ? f : fmax;
-    off += rb * d;
-    float *ck = coef; /* reuse: K key coefficients */
-    for (size_t k = 0; k < K; ++k) ck[k] = hp->learn_keys ? gz[k] / hp->tau : 0.0f;
-    f = update_rows(p->keys, STATE(), (uint32_t)K, d, ck, yh, &st);
-    fmax = f > fmax ? f : fmax;
-    off += K * d;
+    state_cursor cur = {p->rms, hp->ewc ? p->fisher : NULL,
+                        (hp->ewc && p->has_anchor) ? p->anchor : NULL, 0, 0.0f, &st};
+    step_tier(&cur, p->A_micro, p->Bt_micro, rm, d, hp->use_micro ? hp->micro_scale : 0.0f, um, xt,
+              gy, coef);
+    step_tier(&cur, p->A_base, p->Bt_base, rb, d, hp->use_base ? hp->base_scale : 0.0f, ub, xt, gy,
+              coef);
+    for (size_t k = 0; k < K; ++k) coef[k] = hp->learn_keys ? gz[k] / hp->tau : 0.0f;
+    step_tensor(&cur, p->keys, K, d, coef, yh);
     const float one = hp->learn_bias ? 1.0f : 0.0f;
-    f = update_rows(p->bias, STATE(), 1, K, &one, gz, &st);
-    fmax = f > fmax ? f : fmax;
-#undef STATE
-    if (hp->ewc) p->fisher_max = fmax;
+    step_tensor(&cur, p->bias, 1, K, &one, gz);
+    if (hp->ewc) p->fisher_max = cur.fisher_max;
     if (hp->unit_keys)
         for (size_t k = 0; k < K; ++k) {
             float *row = p->keys + k * d;

@@ -15,3 +15,21 @@ def unaligned(a):
     view = flat[1:].reshape(a.shape)
     assert view.size == 0 or view.ctypes.data % 8 == 4
     return view
+
+
+def subprocess_env(**extra):
+    """Environment for a child Python that must import the same sona as this process, whatever
+    its working directory: the package's parent directory goes first on PYTHONPATH. Run such a
+    child with cwd=OUTSIDE, never the repository root, whose source tree (without a built
+    extension) would shadow the installed package."""
+    import os
+
+    import sona
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(sona.__file__)))
+    env = dict(os.environ, **extra)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    return env
+
+
+OUTSIDE = __import__("tempfile").gettempdir()

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+from helpers import OUTSIDE, subprocess_env
 
 import sona
 
@@ -52,9 +53,9 @@ def test_unsupported_backend_is_runtime_error():
 
 
 def _import_with(env_value):
-    env = dict(os.environ, SONA_BACKEND=env_value)
     return subprocess.run([sys.executable, "-c", "import sona; print(sona.get_backend())"],
-                          env=env, capture_output=True, text=True, timeout=60)
+                          env=subprocess_env(SONA_BACKEND=env_value), cwd=OUTSIDE,
+                          capture_output=True, text=True, timeout=60)
 
 
 def test_env_var_selects_scalar():

@@ -15,6 +15,8 @@ from multiprocessing import shared_memory
 
 import numpy as np
 import pytest
+from helpers import OUTSIDE, subprocess_env
+
 from sona._core import (
     TrajectoryBuffer,
     TrajectoryStore,
@@ -359,7 +361,8 @@ def test_two_processes_and_a_consumer(dtype):
         consumer.start()
         here = os.path.dirname(os.path.abspath(__file__))
         procs = [subprocess.Popen([sys.executable, "-c", _WORKER, buf.shm_name,
-                                   str(1 + i * per), str(per), here, dtype])
+                                   str(1 + i * per), str(per), here, dtype],
+                                  env=subprocess_env(), cwd=OUTSIDE)
                  for i in range(n_proc)]
         codes = [p.wait(timeout=120) for p in procs]
         stop.set()

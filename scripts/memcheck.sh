@@ -47,6 +47,12 @@ skip_under_valgrind=(
     --deselect tests/test_fuzz.py::test_engine_trajectory_any_input
     --deselect tests/test_router.py::test_task_boundary_inferred_on_a_planted_switch_and_not_on_a_stationary_stream
     --deselect tests/test_router.py::test_ewc_penalty_pulls_towards_the_anchor
+    # Loading a state file parses its metadata with json: CPython 3.11's never-written int digit
+    # (see valgrind.supp) makes those ints "undefined" to memcheck, and it reports that where
+    # sona's glue takes a reference to one. ASan runs these tests.
+    --deselect tests/test_engine.py::test_save_load_round_trip
+    --deselect tests/test_engine.py::test_load_rejects_router_and_broken_files
+    --deselect tests/test_engine.py::test_coordinator_checkpoints
 )
 
 run() {

@@ -110,7 +110,6 @@ class SonaEngine(EngineCore):
         self._deferred: tuple[list, list] = ([], [])  # queries waiting for min_records
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self._closed = False
         self._routers: weakref.WeakSet = weakref.WeakSet()  # told when the adapters re-factor
 
     # -- cycles ----------------------------------------------------------------------------------
@@ -369,7 +368,6 @@ class SonaEngine(EngineCore):
     def close(self) -> None:
         """Stop the coordinator; the engine stays usable for queries of its state."""
         self.stop_background()
-        self._closed = True
 
     def __enter__(self) -> SonaEngine:
         return self

@@ -72,24 +72,28 @@ void sona_fisher_update_f32_avx2(float *fisher, const float *g, float gscale, si
 
 float sona_policy_row_f32_avx2(float *theta, float *v, float *fisher, const float *anchor,
                                const float *vec, float coef, size_t n, const sona_policy_step *p) {
-    /* constants folded so each element costs ~16 vector ops: s = (w coef) vec; alpha g² =
-     * (alpha coef²) vec²; the step lr s / sqrt(den) = s · (lr rsqrt(den)) */
-    const __m256 wc_f32x8 = _mm256_set1_ps(p->w * coef);
-    const __m256 ac2_f32x8 = _mm256_set1_ps(p->alpha * coef * coef);
-    const __m256 keep_f32x8 = _mm256_set1_ps(1.0f - p->alpha);
-    const __m256 pull_f32x8 = _mm256_set1_ps(p->pull), beta_f32x8 = _mm256_set1_ps(p->beta);
-    const __m256 cbeta_f32x8 = _mm256_set1_ps(1.0f - p->beta), ibc_f32x8 = _mm256_set1_ps(p->inv_bc);
-    const __m256 eps2_f32x8 = _mm256_set1_ps(p->eps2), lr_f32x8 = _mm256_set1_ps(p->lr);
+    /* constants folded so the RMSprop-only element costs 9 vector ops: s = (w coef) vec;
+     * v += (1-beta)(s² - v); lr s / sqrt(v inv_bc + eps2) = (lr / sqrt(inv_bc)) s rsqrt(v +
+     * eps2 / inv_bc); the Fisher as F += alpha (g² - F) with g = coef vec */
+    const __m256 wc_f32x8 = _mm256_set1_ps(p->w * coef), c_f32x8 = _mm256_set1_ps(coef);
+    const __m256 alpha_f32x8 = _mm256_set1_ps(p->alpha), pull_f32x8 = _mm256_set1_ps(p->pull);
+    const __m256 cbeta_f32x8 = _mm256_set1_ps(1.0f - p->beta);
+    const __m256 eps2_f32x8 = _mm256_set1_ps(p->eps2 / p->inv_bc);
+    const __m256 lr_f32x8 = _mm256_set1_ps(p->lr / sqrtf(p->inv_bc));
     const __m256 hi_f32x8 = _mm256_set1_ps(p->wclip), lo_f32x8 = _mm256_set1_ps(-p->wclip);
     __m256 fmax_f32x8 = _mm256_setzero_ps();
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {
         const __m256 x = _mm256_loadu_ps(vec + i);
         __m256 s = _mm256_mul_ps(wc_f32x8, x);
+        __m256 vi = _mm256_loadu_ps(v + i);
+        vi = _mm256_fmadd_ps(cbeta_f32x8, _mm256_fmsub_ps(s, s, vi), vi);
+        _mm256_storeu_ps(v + i, vi);
         __m256 th = _mm256_loadu_ps(theta + i);
         if (fisher) {
-            __m256 f = _mm256_fmadd_ps(_mm256_mul_ps(ac2_f32x8, x), x,
-                                       _mm256_mul_ps(keep_f32x8, _mm256_loadu_ps(fisher + i)));
+            const __m256 g = _mm256_mul_ps(c_f32x8, x);
+            __m256 f = _mm256_loadu_ps(fisher + i);
+            f = _mm256_fmadd_ps(alpha_f32x8, _mm256_fmsub_ps(g, g, f), f);
             _mm256_storeu_ps(fisher + i, f);
             fmax_f32x8 = _mm256_max_ps(fmax_f32x8, f);
             if (anchor) {
@@ -97,12 +101,9 @@ float sona_policy_row_f32_avx2(float *theta, float *v, float *fisher, const floa
                 s = _mm256_fnmadd_ps(_mm256_mul_ps(pull_f32x8, f), diff, s);
             }
         }
-        const __m256 vi = _mm256_fmadd_ps(cbeta_f32x8, _mm256_mul_ps(s, s),
-                                          _mm256_mul_ps(beta_f32x8, _mm256_loadu_ps(v + i)));
-        _mm256_storeu_ps(v + i, vi);
         /* den > 0 (eps2 > 0); rsqrt's relative error <= 1.5 * 2^-12 scales the step size only */
-        const __m256 r = _mm256_rsqrt_ps(_mm256_fmadd_ps(vi, ibc_f32x8, eps2_f32x8));
-        th = _mm256_fmadd_ps(s, _mm256_mul_ps(lr_f32x8, r), th);
+        const __m256 r = _mm256_rsqrt_ps(_mm256_add_ps(vi, eps2_f32x8));
+        th = _mm256_fmadd_ps(_mm256_mul_ps(s, r), lr_f32x8, th);
         _mm256_storeu_ps(theta + i, _mm256_max_ps(lo_f32x8, _mm256_min_ps(hi_f32x8, th)));
     }
     __m128 m = _mm_max_ps(_mm256_castps256_ps128(fmax_f32x8), _mm256_extractf128_ps(fmax_f32x8, 1));

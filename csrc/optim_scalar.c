@@ -37,14 +37,14 @@ float sona_policy_row_f32_scalar(float *theta, float *v, float *fisher, const fl
     for (size_t i = 0; i < n; ++i) {
         const float g = coef * vec[i];
         float s = p->w * g;
+        const float vi = p->beta * v[i] + (1.0f - p->beta) * s * s;
+        v[i] = vi;
         if (fisher) {
             const float f = (1.0f - p->alpha) * fisher[i] + p->alpha * g * g;
             fisher[i] = f;
             if (f > fmax) fmax = f;
             if (anchor) s -= p->pull * f * (theta[i] - anchor[i]);
         }
-        const float vi = p->beta * v[i] + (1.0f - p->beta) * s * s;
-        v[i] = vi;
         float t = theta[i] + p->lr * s * (1.0f / sqrtf(vi * p->inv_bc + p->eps2));
         theta[i] = t > p->wclip ? p->wclip : (t < -p->wclip ? -p->wclip : t);
     }

@@ -13,11 +13,14 @@
  *   (14) g_z = e_a - pi; rows of the score-function gradient: bias g_z, keys_k (g_z,k/tau) y^,
  *        B rows s u_i g_y, A rows s (B g_y)_i x~, with g_y = (g_y^ - (g_y^.y^) y^)/|y|,
  *        g_y^ = keys^T g_z / tau (all from the pre-update weights)
- *   (15) EWC++: F = (1-alpha) F + alpha g^2; anchor = weights every ewc_every feedbacks when the
+ *   (15) EWC++ on every k-th feedback (k = fisher_every): F = (1-a) F + a g^2 with a = 1-(1-alpha)^k
+ *        (the decay of k per-feedback updates); anchor = weights every ewc_every feedbacks when the
  *        short reward EMA is not below the long one by more than the margin (a checkpoint that
- *        finds it below counts one inferred task boundary and keeps the old anchor); pull = lambda |w| /
- *        max F (max F of the previous step, so one pass suffices)
- *   (16) RMSprop on s = w g - pull F (theta - anchor), weights clipped, keys renormalised
+ *        finds it below counts one inferred task boundary and keeps the old anchor); pull = k lambda
+ *        |w| / max F (max F of the previous Fisher step, so one pass suffices)
+ *   (16) RMSprop: v from w g alone (the intermittent pull must not inflate the normaliser);
+ *        theta += lr s / sqrt(v), s = w g - pull F (theta - anchor) on Fisher steps, w g otherwise;
+ *        weights clipped, keys renormalised
  *   (17) pattern statistics, global baseline, mu
  * Reductions for the softmax and the prior run in double; vectors in float32 kernels.
  */
@@ -38,11 +41,12 @@ size_t sona_policy_ctx_floats(uint32_t dim, uint32_t n_routes, uint32_t micro_ra
 }
 
 size_t sona_policy_work_floats(uint32_t dim, uint32_t n_routes, uint32_t bank_capacity) {
-    return 2u * (size_t)dim + bank_capacity + 2u * n_routes + 2u * SONA_MAX_RANK;
+    const size_t scan = bank_capacity > 2u * n_routes ? bank_capacity : 2u * n_routes;
+    return 2u * (size_t)dim + scan + 2u * n_routes + 2u * SONA_MAX_RANK;
 }
 
 /* ctx buffer layout */
-#define CTX_X(p, c) ((c)->buf)
+#define CTX_XHAT(p, c) ((c)->buf)
 #define CTX_XT(p, c) ((c)->buf + (p)->dim)
 #define CTX_YH(p, c) ((c)->buf + 2u * (size_t)(p)->dim)
 #define CTX_PI(p, c) ((c)->buf + 3u * (size_t)(p)->dim)
@@ -101,7 +105,8 @@ static void softmax(const double *z, size_t K, float *out) {
 }
 
 /* Scratch layout (sona_policy_work_floats): [0, K) adapter logits or g_z; [K, 2K + 2 MAX_RANK)
- * u_m/u_b (scores) or gradient coefficients (feedback); then two dim-vectors; then the pattern scan. */
+ * u_m/u_b (scores) or gradient coefficients (feedback); then two dim-vectors; then the pattern scan
+ * (max(bank capacity, 2K) floats: also the key norms after a feedback's step). */
 #define WORK_VEC(p) ((p)->work + 2u * SONA_MAX_RANK + 2u * (p)->n_routes)
 
 void sona_policy_scores(sona_policy *p, const float *x, float *probs) {
@@ -117,13 +122,13 @@ void sona_policy_scores(sona_policy *p, const float *x, float *probs) {
 
 uint32_t sona_policy_route(sona_policy *p, const float *x, sona_policy_ctx *ctx) {
     const size_t d = p->dim, K = p->n_routes;
-    float *cx = CTX_X(p, ctx), *xt = CTX_XT(p, ctx), *yh = CTX_YH(p, ctx);
+    float *xhat = CTX_XHAT(p, ctx), *xt = CTX_XT(p, ctx), *yh = CTX_YH(p, ctx);
     float *pi = CTX_PI(p, ctx), *q = CTX_Q(p, ctx);
     double z[SONA_MAX_ROUTES];
-    memcpy(cx, x, d * sizeof(float));
     ctx->ynorm = forward(p, x, xt, yh, CTX_UM(p, ctx), CTX_UB(p, ctx), z);
-    float *xhat = WORK_VEC(p), *scan = xhat + 2u * d;
-    sona_unit(x, d, xhat);
+    float *scan = WORK_VEC(p) + 2u * d;
+    const float nx = sona_unit(x, d, xhat);
+    ctx->xscale = nx > 1e-12f ? nx : 1e-12f; /* x = xscale x^ (sona_unit's floor) */
     ctx->pattern = sona_bank_match(p->bank, xhat, scan);
     add_prior(p, ctx->pattern, &p->rng, z);
     softmax(z, K, pi);
@@ -164,9 +169,10 @@ static void step_tensor(state_cursor *c, float *theta, size_t rows, size_t n, co
 static void step_tier(state_cursor *c, float *A, float *Bt, size_t r, size_t d, float s,
                       const float *u, const float *xt, const float *gy, float *coef) {
     float *cb = coef, *ca = coef + SONA_MAX_RANK;
+    sona_dot_rows_f32(Bt, r, d, gy, ca);
     for (size_t i = 0; i < r; ++i) {
         cb[i] = s * u[i];
-        ca[i] = s * sona_dot_f32(Bt + i * d, gy, d);
+        ca[i] *= s;
     }
     step_tensor(c, A, r, d, ca, xt);
     step_tensor(c, Bt, r, d, cb, gy);
@@ -175,14 +181,13 @@ static void step_tier(state_cursor *c, float *A, float *Bt, size_t r, size_t d, 
 void sona_policy_feedback(sona_policy *p, const sona_policy_ctx *ctx, uint32_t a, float r) {
     const size_t d = p->dim, K = p->n_routes, rm = p->micro_rank, rb = p->base_rank;
     const sona_policy_hp *hp = &p->hp;
-    const float *x = CTX_X(p, ctx), *xt = CTX_XT(p, ctx), *yh = CTX_YH(p, ctx);
+    const float *xhat = CTX_XHAT(p, ctx), *xt = CTX_XT(p, ctx), *yh = CTX_YH(p, ctx);
     const float *pi = CTX_PI(p, ctx), *q = CTX_Q(p, ctx);
     const float *um = CTX_UM(p, ctx), *ub = CTX_UB(p, ctx);
     float *gz = p->work, *coef = gz + K; /* K, then max(2 SONA_MAX_RANK, K) coefficients */
-    float *xhat = WORK_VEC(p), *gy = xhat + d, *scan = gy + d;
+    float *gy = WORK_VEC(p) + d, *scan = gy + d;
 
     /* (12)-(13) */
-    sona_unit(x, d, xhat);
     const int32_t j = sona_bank_claim(p->bank, ctx->pattern, xhat, p->global_baseline, scan);
     const float adv = r - p->bank->baseline[j];
     float w = adv * pi[a] / q[a];
@@ -224,18 +229,23 @@ void sona_policy_feedback(sona_policy *p, const sona_policy_ctx *ctx, uint32_t a
         }
     }
 
-    /* (16) one fused pass per row; coefficients from the pre-update weights */
+    /* (16) one fused pass per row; coefficients from the pre-update weights. The Fisher and the
+     * pull run on every k-th feedback only (k = fisher_every), each k times as strong: the same
+     * decay per feedback and the same pull per feedback on average, for the cost of RMSprop alone
+     * on the other steps */
+    const uint32_t k_f = hp->fisher_every;
+    const int fisher_step = hp->ewc && p->t % k_f == 0;
     sona_policy_step st;
     st.w = w;
-    st.alpha = hp->ewc_alpha;
-    st.pull = hp->ewc_lambda * fabsf(w) / (p->fisher_max + 1e-12f);
+    st.alpha = k_f == 1 ? hp->ewc_alpha : 1.0f - powf(1.0f - hp->ewc_alpha, (float)k_f);
+    st.pull = (float)k_f * hp->ewc_lambda * fabsf(w) / (p->fisher_max + 1e-12f);
     st.beta = hp->rms_decay;
     st.inv_bc = (float)(1.0 / (1.0 - pow((double)hp->rms_decay, (double)p->t)));
     st.eps2 = hp->rms_eps * hp->rms_eps;
     st.lr = hp->lr;
     st.wclip = hp->weight_clip;
-    state_cursor cur = {p->rms, hp->ewc ? p->fisher : NULL,
-                        (hp->ewc && p->has_anchor) ? p->anchor : NULL, 0, 0.0f, &st};
+    state_cursor cur = {p->rms, fisher_step ? p->fisher : NULL,
+                        (fisher_step && p->has_anchor) ? p->anchor : NULL, 0, 0.0f, &st};
     step_tier(&cur, p->A_micro, p->Bt_micro, rm, d, hp->use_micro ? hp->micro_scale : 0.0f, um, xt,
               gy, coef);
     step_tier(&cur, p->A_base, p->Bt_base, rb, d, hp->use_base ? hp->base_scale : 0.0f, ub, xt, gy,
@@ -244,20 +254,26 @@ void sona_policy_feedback(sona_policy *p, const sona_policy_ctx *ctx, uint32_t a
     step_tensor(&cur, p->keys, K, d, coef, yh);
     const float one = hp->learn_bias ? 1.0f : 0.0f;
     step_tensor(&cur, p->bias, 1, K, &one, gz);
-    if (hp->ewc) p->fisher_max = cur.fisher_max;
-    if (hp->unit_keys)
+    if (fisher_step) p->fisher_max = cur.fisher_max;
+    if (hp->unit_keys) {
+        float *sq = scan + K; /* dot_sq_rows' dots with y^ go to scan[0, K): unused */
+        sona_dot_sq_rows_f32(p->keys, K, d, yh, scan, sq);
         for (size_t k = 0; k < K; ++k) {
             float *row = p->keys + k * d;
-            float nk = sqrtf(sona_dot_f32(row, row, d));
+            const float nk = sqrtf(sq[k]);
             const float inv = 1.0f / (nk > 1e-12f ? nk : 1e-12f);
-            for (size_t i = 0; i < d; ++i) row[i] *= inv;
+            /* row *= inv as row += (inv - 1) row in the vector kernel: inv is near 1 after a
+             * step, where inv - 1 is exact, so this equals the scaling */
+            sona_axpy_f32(d, inv - 1.0f, row, row);
         }
+    }
 
     /* (17) statistics and running means */
     sona_bank_observe(p->bank, j, xhat, (int32_t)a, r);
     p->global_baseline += hp->global_rate * (r - p->global_baseline);
     p->n_seen += 1;
     const float rate = 1.0f / (float)(p->n_seen < hp->mean_window ? p->n_seen : hp->mean_window);
+    const float xs = ctx->xscale;
     float *mu = p->mu;
-    for (size_t i = 0; i < d; ++i) mu[i] += (x[i] - mu[i]) * rate;
+    for (size_t i = 0; i < d; ++i) mu[i] += (xs * xhat[i] - mu[i]) * rate;
 }

@@ -32,6 +32,7 @@ typedef struct sona_policy_hp {
     float ewc_alpha, ewc_lambda, ewc_margin;
     uint32_t mean_window;           /* mu: cumulative mean, then EMA 1/window */
     uint32_t ewc_every;             /* checkpoint period (feedbacks) */
+    uint32_t fisher_every;          /* Fisher update and EWC pull period (feedbacks) */
     uint8_t use_micro, use_base, use_prior, learn_keys, learn_bias, unit_keys, ewc;
 } sona_policy_hp;
 
@@ -58,10 +59,11 @@ typedef struct sona_policy {
 } sona_policy;
 
 /* Route-time context a feedback needs: filled by sona_policy_route. buf holds
- * sona_policy_ctx_floats() floats: x, x~, y^ (dim each), pi, q (n_routes each), u_m, u_b. */
+ * sona_policy_ctx_floats() floats: x^, x~, y^ (dim each), pi, q (n_routes each), u_m, u_b; the
+ * query is x = xscale x^. */
 typedef struct sona_policy_ctx {
     float *buf;
-    float ynorm;
+    float ynorm, xscale;
     int32_t pattern; /* matched pattern, or -1 */
     uint32_t action;
 } sona_policy_ctx;

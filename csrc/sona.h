@@ -71,11 +71,13 @@ typedef void (*sona_fisher_update_fn)(float *fisher, const float *g, float gscal
 
 /* One fused learning pass of the router policy over a row of n weights whose score-function
  * gradient is g = coef·vec (see csrc/policy.c for the derivation):
+ *   v = beta v + (1-beta) (w g)²                      (RMSprop of the learning signal alone)
  *   F = (1-alpha) F + alpha g²                        (EWC++ Fisher; skipped when fisher is NULL)
  *   s = w g - pull F ⊙ (theta - anchor)                (the pull only when anchor is not NULL)
- *   v = beta v + (1-beta) s²;  theta = clip(theta + lr s / sqrt(v inv_bc + eps2), ±wclip)
- * A zero s moves nothing (no momentum; eps2 > 0 keeps a tiny step tiny). Returns max F over the
- * row (0 without a Fisher). */
+ *   theta = clip(theta + lr s / sqrt(v inv_bc + eps2), ±wclip)
+ * The pull stays out of v, so an intermittent pull does not inflate the step normaliser. A zero
+ * w g with no pull moves nothing (no momentum; eps2 > 0 keeps a tiny step tiny). Returns max F
+ * over the row (0 without a Fisher). */
 typedef struct sona_policy_step {
     float w, alpha, pull, beta, inv_bc, eps2, lr, wclip;
 } sona_policy_step;
@@ -171,6 +173,10 @@ static inline void sona_axpy_f32(size_t n, float alpha, const float *x, float *y
 static inline void sona_dot_rows_f32(const float *M, size_t n, size_t d, const float *x,
                                      float *out) {
     sona_active->dot_rows(M, n, d, x, out);
+}
+static inline void sona_dot_sq_rows_f32(const float *M, size_t n, size_t d, const float *x,
+                                        float *dots, float *sqs) {
+    sona_active->dot_sq_rows(M, n, d, x, dots, sqs);
 }
 static inline void sona_sqdist_rows_f32(const float *M, size_t n, size_t d, const float *x,
                                         float *out) {

@@ -78,7 +78,7 @@ cdef extern from "policy.h" nogil:
         float micro_scale, base_scale, tau, tau_prior, ts_scale, explore, adv_clip
         float lr, rms_decay, rms_eps, weight_clip, global_rate
         float ewc_alpha, ewc_lambda, ewc_margin
-        uint32_t mean_window, ewc_every
+        uint32_t mean_window, ewc_every, fisher_every
         uint8_t use_micro, use_base, use_prior, learn_keys, learn_bias, unit_keys, ewc
 
     ctypedef struct sona_policy:
@@ -104,7 +104,7 @@ cdef extern from "policy.h" nogil:
 
     ctypedef struct sona_policy_ctx:
         float *buf
-        float ynorm
+        float ynorm, xscale
         int32_t pattern
         uint32_t action
 

@@ -105,6 +105,7 @@ cdef class RouterCore:
         h.weight_clip, h.global_rate = hp["weight_clip"], hp["global_rate"]
         h.ewc_alpha, h.ewc_lambda, h.ewc_margin = hp["ewc_alpha"], hp["ewc_lambda"], hp["ewc_margin"]
         h.mean_window, h.ewc_every = hp["mean_window"], hp["ewc_every"]
+        h.fisher_every = hp["fisher_every"]
         h.use_micro, h.use_base, h.use_prior = hp["use_micro"], hp["use_base"], hp["use_prior"]
         h.learn_keys, h.learn_bias = hp["learn_keys"], hp["learn_bias"]
         h.unit_keys, h.ewc = hp["unit_keys"], hp["ewc"]

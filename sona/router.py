@@ -45,7 +45,8 @@ POLICY_DEFAULTS = {
     "adv_clip": 1.0,
     "lr": 1e-3, "rms_decay": 0.999, "rms_eps": 1e-3, "weight_clip": 4.0,
     "global_rate": 0.01,
-    "ewc": True, "ewc_alpha": 0.01, "ewc_lambda": 1.0, "ewc_margin": 0.05, "ewc_every": 500,
+    "ewc": True, "ewc_alpha": 0.01, "ewc_lambda": 2.0, "ewc_margin": 0.1, "ewc_every": 500,
+    "fisher_every": 4,         # Fisher update + EWC pull on every 4th feedback, 4x as strong
     "mean_window": 1000,
     "use_micro": True, "use_base": True, "use_prior": True,
     "learn_keys": True, "learn_bias": True, "unit_keys": True,
@@ -55,7 +56,7 @@ POLICY_DEFAULTS = {
 }
 
 _BOOL = {"ewc", "use_micro", "use_base", "use_prior", "learn_keys", "learn_bias", "unit_keys"}
-_INT = {"micro_rank", "base_rank", "ewc_every", "mean_window", "max_patterns"}
+_INT = {"micro_rank", "base_rank", "ewc_every", "fisher_every", "mean_window", "max_patterns"}
 
 
 def _check_hp(hp: dict) -> dict:

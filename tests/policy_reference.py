@@ -82,7 +82,8 @@ DEFAULTS = {
     "explore": 0.0,            # epsilon mixed into the behaviour policy (TS already explores)
     "adv_clip": 1.0,
     # EWC++ on the adapter parameters (anchor = last stable checkpoint, every 500 feedbacks)
-    "ewc": True, "ewc_alpha": 0.01, "ewc_lambda": 1.0, "ewc_every": 500, "ewc_margin": 0.05,
+    "ewc": True, "ewc_alpha": 0.01, "ewc_lambda": 2.0, "ewc_every": 500, "ewc_margin": 0.1,
+    "fisher_every": 4,         # Fisher update and EWC pull on every 4th feedback, 4x as strong
 }
 
 
@@ -211,9 +212,10 @@ class PolicyReference:
         (14) g_z = e_a - pi;  g_bias = g_z;  g_keys = g_z y^T / tau
              g_y^ = K^T g_z / tau;  g_y = (g_y^ - (g_y^ . y^) y^) / |y|
              g_Bm = s_m u_m g_y^T (rows);  g_Am = s_m (B_m g_y) x~^T   (same for base)
-        (15) [EWC] F = (1-a) F + a g^2; anchor every 500 steps if reward is stable;
-             w g -= lambda |w| F/max(F) (theta - anchor)
-        (16) RMSprop: v = b v + (1-b)(w g)^2; theta += lr (w g) / (sqrt(v/(1-b^t)) + eps);
+        (15) [EWC, every k = fisher_every feedbacks] F = (1-a) F + a g^2, a = 1-(1-alpha)^k;
+             anchor every 500 steps if reward is stable; s = w g - k lambda |w| F/max(F) (theta -
+             anchor) on those steps, s = w g on the others
+        (16) RMSprop: v = b v + (1-b)(w g)^2; theta += lr s / sqrt(v/(1-b^t) + eps^2);
              theta = clip(theta, +-weight_clip); keys_j /= |keys_j| (bounded adapter logits)
         (17) stats: n_j,s_j *= decay; n_ja += 1; s_ja += r; b_j update; centroid update;
              global baseline; mu update.
@@ -247,9 +249,13 @@ class PolicyReference:
             g["A_" + name] = s * np.outer(B @ gy, xt) if on else np.zeros_like(B)
 
         self.t += 1
-        if h["ewc"]:
+        k_f = h["fisher_every"]
+        fisher_step = h["ewc"] and self.t % k_f == 0
+        if fisher_step:  # every k-th feedback, k times as strong (the same decay per feedback)
+            alpha = h["ewc_alpha"] if k_f == 1 else 1.0 - (1.0 - h["ewc_alpha"]) ** k_f
             for k, gk in g.items():
-                self.fisher[k] = (1 - h["ewc_alpha"]) * self.fisher[k] + h["ewc_alpha"] * gk * gk
+                self.fisher[k] = (1 - alpha) * self.fisher[k] + alpha * gk * gk
+        if h["ewc"]:
             self.reward_short += 0.01 * (r - self.reward_short)
             self.reward_long += 0.002 * (r - self.reward_long)
             stable = self.reward_short >= self.reward_long - h["ewc_margin"]
@@ -262,24 +268,25 @@ class PolicyReference:
         corr = 1.0 - b2 ** self.t
         for k, gk in g.items():
             step = w * gk
-            if h["ewc"] and self.anchor is not None:
+            if fisher_step and self.anchor is not None:
                 # scaled by |w|: the penalty shapes a learning step and never moves weights on
                 # its own, so a no-information signal (w = 0) still moves nothing (R3)
-                pull = h["ewc_lambda"] * abs(w) * (self.fisher[k] / fmax)
+                pull = k_f * h["ewc_lambda"] * abs(w) * (self.fisher[k] / fmax)
                 step = step - pull * (p[k] - self.anchor[k])
             if h["rms_per"] == "element":
-                self.v[k] = b2 * self.v[k] + (1 - b2) * step * step
+                self.v[k] = b2 * self.v[k] + (1 - b2) * (w * gk) ** 2
                 # eps inside the square root: one rsqrt per weight in the C port (no sqrt + divide)
                 p[k] += h["lr"] * step / np.sqrt(self.v[k] / corr + h["rms_eps"] ** 2)
             else:
                 rows = step.reshape(self.v[k].shape[0], -1)
-                self.v[k] = b2 * self.v[k] + (1 - b2) * np.mean(rows * rows, axis=1, keepdims=True)
+                sig = (w * gk).reshape(rows.shape)
+                self.v[k] = b2 * self.v[k] + (1 - b2) * np.mean(sig * sig, axis=1, keepdims=True)
                 scale = h["lr"] / np.sqrt(self.v[k] / corr + h["rms_eps"] ** 2)
                 p[k] += (scale * rows).reshape(p[k].shape)
             np.clip(p[k], -h["weight_clip"], h["weight_clip"], out=p[k])
         if h["unit_keys"]:
             p["keys"] /= np.maximum(np.linalg.norm(p["keys"], axis=1, keepdims=True), 1e-12)
-        if h["ewc"]:
+        if fisher_step:
             self.fisher_max = max(float(f.max()) for f in self.fisher.values())
 
         self.pat_n[j] *= h["decay"]

@@ -23,6 +23,8 @@ def _twin(d=64, K=4, seed=3, **hp):
 
 
 @pytest.mark.parametrize("hp", [{}, {"explore": 0.1}, {"ewc_every": 50},
+                                {"ewc_every": 50, "fisher_every": 1},
+                                {"ewc_every": 50, "fisher_every": 7},
                                 {"use_prior": False}, {"use_base": False, "learn_keys": False}])
 def test_matches_reference_step_for_step(backend, hp):
     d = 64

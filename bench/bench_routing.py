@@ -19,6 +19,7 @@ import numpy as np
 import sona
 from sona.synthetic import (
     TARGETS,
+    ClusterOracleThompson,
     EpsilonGreedyLinear,
     FixedRouter,
     RandomRouter,
@@ -35,6 +36,8 @@ CONFIGS = {
     "adapter only, EWC off": {"use_prior": False, "ewc": False},
 }
 BASELINES = {
+    "reference: Thompson sampling told each query's true cluster":
+        lambda t, s: ClusterOracleThompson(t, seed=s),
     "baseline: linear eps-greedy": lambda t, s: EpsilonGreedyLinear(t.dim, t.n_routes, seed=s),
     "baseline: globally best route": lambda t, s: FixedRouter.globally_best(t),
     "baseline: random": lambda t, s: RandomRouter(t.n_routes, seed=s),

@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 
 from sona import synthetic
-from sona.synthetic import EpsilonGreedyLinear, FixedRouter, RandomRouter, RoutingTask, evaluate
+from sona.synthetic import (
+    ClusterOracleThompson,
+    EpsilonGreedyLinear,
+    FixedRouter,
+    RandomRouter,
+    RoutingTask,
+    evaluate,
+)
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +123,20 @@ def test_linear_epsilon_greedy_learns():
     rep = evaluate(EpsilonGreedyLinear(t.dim, t.n_routes, seed=0), t, 1500, window=500, seed=1)
     assert rep.windows[-1]["accuracy"] > 0.6
     assert rep.windows[-1]["ratio"] > rep.windows[0]["ratio"] - 0.05
+
+
+def test_cluster_oracle_thompson_learns_and_meets_new_clusters():
+    t = RoutingTask(seed=0)
+    oracle = ClusterOracleThompson(t, seed=0)
+    rep = evaluate(oracle, t, 1500, window=500, seed=1)
+    assert rep.windows[-1]["accuracy"] >= 0.9
+    assert rep.windows[-1]["ratio"] > rep.windows[0]["ratio"]
+    new = t.add_clusters(2)  # known on arrival: scored from a fresh Beta(1, 1) row
+    X, c = t.sample(50, np.random.default_rng(2), clusters=new)
+    assert oracle.scores(X[0]).shape == (4,) and oracle._wins.shape == (10, 4)
+    d = oracle.route(X[0])
+    oracle.feedback(d, 1.0)
+    assert oracle._wins[c[0], d.index] == 2.0 and oracle._losses[c[0], d.index] == 1.0
 
 
 def test_evaluate_phases_and_per_cluster_accuracy():

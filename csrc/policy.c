@@ -237,7 +237,8 @@ void sona_policy_feedback(sona_policy *p, const sona_policy_ctx *ctx, uint32_t a
     const int fisher_step = hp->ewc && p->t % k_f == 0;
     sona_policy_step st;
     st.w = w;
-    st.alpha = k_f == 1 ? hp->ewc_alpha : 1.0f - powf(1.0f - hp->ewc_alpha, (float)k_f);
+    st.alpha = k_f == 1 || !fisher_step ? hp->ewc_alpha /* unused off Fisher steps */
+                                        : 1.0f - powf(1.0f - hp->ewc_alpha, (float)k_f);
     st.pull = (float)k_f * hp->ewc_lambda * fabsf(w) / (p->fisher_max + 1e-12f);
     st.beta = hp->rms_decay;
     st.inv_bc = (float)(1.0 / (1.0 - pow((double)hp->rms_decay, (double)p->t)));

@@ -90,10 +90,7 @@ static float rows_dot(const float *A, size_t r, size_t d, const float *x, float 
     }
     bad += hsum_f32x8(bad_f32x8);
     if (bad != 0.0f) return INFINITY;
-    __m128 m = _mm_max_ps(_mm256_castps256_ps128(max_f32x8), _mm256_extractf128_ps(max_f32x8, 1));
-    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-    m = _mm_max_ss(m, _mm_movehdup_ps(m));
-    const float vmx = _mm_cvtss_f32(m);
+    const float vmx = hmax_f32x8(max_f32x8);
     return vmx > mx ? vmx : mx;
 }
 

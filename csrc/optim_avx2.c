@@ -16,6 +16,7 @@
 #include "sona.h"
 
 SONA_AVX2_BEGIN
+#include "simd_avx2.h"
 
 void sona_adam_f32_avx2(float *theta, float *m, float *v, const float *g, float gscale, size_t n,
                         const sona_adam_hp *hp, const float *fisher, const float *anchor,
@@ -106,10 +107,7 @@ float sona_policy_row_f32_avx2(float *theta, float *v, float *fisher, const floa
         th = _mm256_fmadd_ps(_mm256_mul_ps(s, r), lr_f32x8, th);
         _mm256_storeu_ps(theta + i, _mm256_max_ps(lo_f32x8, _mm256_min_ps(hi_f32x8, th)));
     }
-    __m128 m = _mm_max_ps(_mm256_castps256_ps128(fmax_f32x8), _mm256_extractf128_ps(fmax_f32x8, 1));
-    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-    m = _mm_max_ss(m, _mm_movehdup_ps(m));
-    float fmax = _mm_cvtss_f32(m);
+    float fmax = hmax_f32x8(fmax_f32x8);
     if (i < n) {
         float tail = sona_policy_row_f32_scalar(theta + i, v + i, fisher ? fisher + i : NULL,
                                                 anchor ? anchor + i : NULL, vec + i, coef, n - i, p);

@@ -15,4 +15,12 @@ static inline float hsum_f32x8(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
+/* Largest of the 8 lanes (the same halving order). */
+static inline float hmax_f32x8(__m256 v) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    return _mm_cvtss_f32(m);
+}
+
 #endif /* SONA_SIMD_AVX2_H */

@@ -28,10 +28,7 @@ float sona_maxabs_f32_avx2(const float *x, size_t n) {
     }
     float bad = hsum_f32x8(bad_f32x8);
     if (bad != 0.0f) return INFINITY;
-    __m128 m = _mm_max_ps(_mm256_castps256_ps128(max_f32x8), _mm256_extractf128_ps(max_f32x8, 1));
-    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-    m = _mm_max_ss(m, _mm_movehdup_ps(m));
-    float r = _mm_cvtss_f32(m);
+    float r = hmax_f32x8(max_f32x8);
     for (; i < n; ++i) {
         float a = fabsf(x[i]);
         if (!(a <= 3.402823466e+38f)) return INFINITY;

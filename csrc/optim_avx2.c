@@ -2,10 +2,9 @@
  *
  * ISA: AVX2 + FMA inside SONA_AVX2_BEGIN/END; elementwise, 8 lanes at a time with a scalar tail
  * that repeats the scalar kernel's arithmetic. Adam uses exact sqrt and division (results match the
- * scalar kernel within FMA-contraction rounding). The policy row step runs over every weight on
- * every feedback, so it uses the hardware rsqrt (relative error <= 1.5·2^-12 against the scalar
- * 1/sqrtf): that error scales one step's size by at most 0.04 %, far inside the precision of the
- * learning rate itself, while sqrt+div (or a Newton refinement) would cost ~1 µs more per step.
+ * scalar kernel within FMA-contraction rounding). The policy row step has no per-weight sqrt or
+ * division (its RMSprop normaliser is one per row, folded into the step by the caller), so it too
+ * differs from the scalar kernel by FMA contraction only.
  */
 #include "target.h"
 
@@ -71,46 +70,39 @@ void sona_fisher_update_f32_avx2(float *fisher, const float *g, float gscale, si
     }
 }
 
-float sona_policy_row_f32_avx2(float *theta, float *v, float *fisher, const float *anchor,
-                               const float *vec, float coef, size_t n, const sona_policy_step *p) {
-    /* constants folded so the RMSprop-only element costs 9 vector ops: s = (w coef) vec;
-     * v += (1-beta)(s² - v); lr s / sqrt(v inv_bc + eps2) = (lr / sqrt(inv_bc)) s rsqrt(v +
-     * eps2 / inv_bc); the Fisher as F += alpha (g² - F) with g = coef vec */
-    const __m256 wc_f32x8 = _mm256_set1_ps(p->w * coef), c_f32x8 = _mm256_set1_ps(coef);
+float sona_policy_row_f32_avx2(float *theta, float *fisher, const float *anchor,
+                               const float *vec, size_t n, const sona_policy_step *p) {
+    const __m256 step_f32x8 = _mm256_set1_ps(p->step), c_f32x8 = _mm256_set1_ps(p->coef);
     const __m256 alpha_f32x8 = _mm256_set1_ps(p->alpha), pull_f32x8 = _mm256_set1_ps(p->pull);
-    const __m256 cbeta_f32x8 = _mm256_set1_ps(1.0f - p->beta);
-    const __m256 eps2_f32x8 = _mm256_set1_ps(p->eps2 / p->inv_bc);
-    const __m256 lr_f32x8 = _mm256_set1_ps(p->lr / sqrtf(p->inv_bc));
     const __m256 hi_f32x8 = _mm256_set1_ps(p->wclip), lo_f32x8 = _mm256_set1_ps(-p->wclip);
     __m256 fmax_f32x8 = _mm256_setzero_ps();
     size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        const __m256 x = _mm256_loadu_ps(vec + i);
-        __m256 s = _mm256_mul_ps(wc_f32x8, x);
-        __m256 vi = _mm256_loadu_ps(v + i);
-        vi = _mm256_fmadd_ps(cbeta_f32x8, _mm256_fmsub_ps(s, s, vi), vi);
-        _mm256_storeu_ps(v + i, vi);
-        __m256 th = _mm256_loadu_ps(theta + i);
-        if (fisher) {
+    if (!fisher) { /* the light step (3 feedbacks in 4): a clipped axpy */
+        for (; i + 8 <= n; i += 8) {
+            const __m256 th = _mm256_fmadd_ps(step_f32x8, _mm256_loadu_ps(vec + i),
+                                              _mm256_loadu_ps(theta + i));
+            _mm256_storeu_ps(theta + i, _mm256_max_ps(lo_f32x8, _mm256_min_ps(hi_f32x8, th)));
+        }
+    } else {
+        for (; i + 8 <= n; i += 8) {
+            const __m256 x = _mm256_loadu_ps(vec + i), th0 = _mm256_loadu_ps(theta + i);
             const __m256 g = _mm256_mul_ps(c_f32x8, x);
             __m256 f = _mm256_loadu_ps(fisher + i);
             f = _mm256_fmadd_ps(alpha_f32x8, _mm256_fmsub_ps(g, g, f), f);
             _mm256_storeu_ps(fisher + i, f);
             fmax_f32x8 = _mm256_max_ps(fmax_f32x8, f);
+            __m256 th = _mm256_fmadd_ps(step_f32x8, x, th0);
             if (anchor) {
-                __m256 diff = _mm256_sub_ps(th, _mm256_loadu_ps(anchor + i));
-                s = _mm256_fnmadd_ps(_mm256_mul_ps(pull_f32x8, f), diff, s);
+                const __m256 diff = _mm256_sub_ps(th0, _mm256_loadu_ps(anchor + i));
+                th = _mm256_fnmadd_ps(_mm256_mul_ps(pull_f32x8, f), diff, th);
             }
+            _mm256_storeu_ps(theta + i, _mm256_max_ps(lo_f32x8, _mm256_min_ps(hi_f32x8, th)));
         }
-        /* den > 0 (eps2 > 0); rsqrt's relative error <= 1.5 * 2^-12 scales the step size only */
-        const __m256 r = _mm256_rsqrt_ps(_mm256_add_ps(vi, eps2_f32x8));
-        th = _mm256_fmadd_ps(_mm256_mul_ps(s, r), lr_f32x8, th);
-        _mm256_storeu_ps(theta + i, _mm256_max_ps(lo_f32x8, _mm256_min_ps(hi_f32x8, th)));
     }
     float fmax = hmax_f32x8(fmax_f32x8);
     if (i < n) {
-        float tail = sona_policy_row_f32_scalar(theta + i, v + i, fisher ? fisher + i : NULL,
-                                                anchor ? anchor + i : NULL, vec + i, coef, n - i, p);
+        float tail = sona_policy_row_f32_scalar(theta + i, fisher ? fisher + i : NULL,
+                                                anchor ? anchor + i : NULL, vec + i, n - i, p);
         if (tail > fmax) fmax = tail;
     }
     return fmax;

@@ -30,22 +30,18 @@ void sona_fisher_update_f32_scalar(float *fisher, const float *g, float gscale, 
     }
 }
 
-float sona_policy_row_f32_scalar(float *theta, float *v, float *fisher, const float *anchor,
-                                 const float *vec, float coef, size_t n,
-                                 const sona_policy_step *p) {
+float sona_policy_row_f32_scalar(float *theta, float *fisher, const float *anchor,
+                                 const float *vec, size_t n, const sona_policy_step *p) {
     float fmax = 0.0f;
     for (size_t i = 0; i < n; ++i) {
-        const float g = coef * vec[i];
-        float s = p->w * g;
-        const float vi = p->beta * v[i] + (1.0f - p->beta) * s * s;
-        v[i] = vi;
+        float t = theta[i] + p->step * vec[i];
         if (fisher) {
-            const float f = (1.0f - p->alpha) * fisher[i] + p->alpha * g * g;
+            const float g = p->coef * vec[i];
+            const float f = fisher[i] + p->alpha * (g * g - fisher[i]);
             fisher[i] = f;
             if (f > fmax) fmax = f;
-            if (anchor) s -= p->pull * f * (theta[i] - anchor[i]);
+            if (anchor) t -= p->pull * f * (theta[i] - anchor[i]);
         }
-        float t = theta[i] + p->lr * s * (1.0f / sqrtf(vi * p->inv_bc + p->eps2));
         theta[i] = t > p->wclip ? p->wclip : (t < -p->wclip ? -p->wclip : t);
     }
     return fmax;

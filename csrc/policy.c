@@ -15,12 +15,17 @@
  *        g_y^ = keys^T g_z / tau (all from the pre-update weights)
  *   (15) EWC++ on every k-th feedback (k = fisher_every): F = (1-a) F + a g^2 with a = 1-(1-alpha)^k
  *        (the decay of k per-feedback updates); anchor = weights every ewc_every feedbacks when the
- *        short reward EMA is not below the long one by more than the margin (a checkpoint that
- *        finds it below counts one inferred task boundary and keeps the old anchor); pull = k lambda
+ *        short reward EMA is not below the long one by more than the margin (stable); the first
+ *        feedback that finds it below counts one inferred task boundary, and the old anchor is kept
+ *        until a checkpoint is stable again; pull = k lambda
  *        |w| / max F (max F of the previous Fisher step, so one pass suffices)
- *   (16) RMSprop: v from w g alone (the intermittent pull must not inflate the normaliser);
- *        theta += lr s / sqrt(v), s = w g - pull F (theta - anchor) on Fisher steps, w g otherwise;
- *        weights clipped, keys renormalised
+ *   (16) RMSprop with one second moment per row (the bias is one row): v_i = beta v_i +
+ *        (1-beta) mean_j (w g_ij)², from w g alone (the intermittent pull must not inflate the
+ *        normaliser); theta_i += lr s_i / sqrt(v_i / (1 - beta^t) + eps²), s = w g - pull F (theta
+ *        - anchor) on Fisher steps, w g otherwise; weights clipped, keys renormalised. Each row's
+ *        gradient is a scalar times a shared vector, so mean_j (w g_ij)² = (w coef_i)² |vec|² / n
+ *        and a step without the Fisher is one axpy per row: no per-weight division or square root,
+ *        and no per-weight optimiser state to stream.
  *   (17) pattern statistics, global baseline, mu
  * Reductions for the softmax and the prior run in double; vectors in float32 kernels.
  */
@@ -33,6 +38,10 @@
 size_t sona_policy_n_params(uint32_t dim, uint32_t n_routes, uint32_t micro_rank,
                             uint32_t base_rank) {
     return (size_t)dim * (2u * micro_rank + 2u * base_rank + n_routes) + n_routes;
+}
+
+size_t sona_policy_n_rows(uint32_t n_routes, uint32_t micro_rank, uint32_t base_rank) {
+    return 2u * (size_t)micro_rank + 2u * (size_t)base_rank + n_routes + 1u;
 }
 
 size_t sona_policy_ctx_floats(uint32_t dim, uint32_t n_routes, uint32_t micro_rank,
@@ -142,40 +151,58 @@ uint32_t sona_policy_route(sona_policy *p, const float *x, sona_policy_ctx *ctx)
     return a;
 }
 
-/* Walks the optimiser state (RMSprop, Fisher, anchor: one vector each, tensors concatenated) while
- * the tensors are updated in order, and keeps the largest Fisher entry seen. */
+/* The learning step's constants (16) and a cursor over the optimiser state (RMSprop: one entry
+ * per row; Fisher, anchor: one per weight; tensors concatenated) while the tensors are updated in
+ * order; keeps the largest Fisher entry seen. */
 typedef struct state_cursor {
     float *rms, *fisher;
     const float *anchor;
-    size_t off;
+    size_t row, off;
     float fisher_max;
-    const sona_policy_step *st;
+    float w, beta, inv_bc, eps2, lr, pull; /* pull: k lambda |w| / max F */
+    sona_policy_step st;                   /* alpha and wclip fixed; the rest per row */
 } state_cursor;
 
-/* One tensor of `rows` rows of n weights; row i's score-function gradient is coef[i]·vec. */
+/* One tensor of `rows` rows of n weights; row i's score-function gradient is coef[i]·vec, and
+ * vsq = |vec|². */
 static void step_tensor(state_cursor *c, float *theta, size_t rows, size_t n, const float *coef,
-                        const float *vec) {
+                        const float *vec, float vsq) {
+    /* the rows' normalisers first, in a loop of independent square roots and divisions that
+     * pipeline (interleaved with the row passes, each waited for the previous one's latency) */
+    float inv_den[SONA_MAX_RANK > SONA_MAX_ROUTES ? SONA_MAX_RANK : SONA_MAX_ROUTES];
+    const float keep = 1.0f - c->beta, msq = vsq / (float)n;
+    float *v = c->rms + c->row;
     for (size_t i = 0; i < rows; ++i) {
+        const float wc = c->w * coef[i];
+        v[i] += keep * (wc * wc * msq - v[i]);
+        inv_den[i] = 1.0f / sqrtf(v[i] * c->inv_bc + c->eps2);
+    }
+    for (size_t i = 0; i < rows; ++i) {
+        c->st.step = c->lr * c->w * coef[i] * inv_den[i];
+        c->st.coef = coef[i];
+        c->st.pull = c->lr * c->pull * inv_den[i];
         const size_t o = c->off + i * n;
-        float f = sona_policy_row_f32(theta + i * n, c->rms + o, c->fisher ? c->fisher + o : NULL,
-                                      c->anchor ? c->anchor + o : NULL, vec, coef[i], n, c->st);
+        const float f = sona_policy_row_f32(theta + i * n, c->fisher ? c->fisher + o : NULL,
+                                            c->anchor ? c->anchor + o : NULL, vec, n, &c->st);
         if (f > c->fisher_max) c->fisher_max = f;
     }
+    c->row += rows;
     c->off += rows * n;
 }
 
 /* One adapter tier: coefficients from the pre-update B (s u_i for B's rows along g_y,
  * s (B g_y)_i for A's rows along x~), then A's rows, then B's. */
 static void step_tier(state_cursor *c, float *A, float *Bt, size_t r, size_t d, float s,
-                      const float *u, const float *xt, const float *gy, float *coef) {
+                      const float *u, const float *xt, float xt_sq, const float *gy, float gy_sq,
+                      float *coef) {
     float *cb = coef, *ca = coef + SONA_MAX_RANK;
     sona_dot_rows_f32(Bt, r, d, gy, ca);
     for (size_t i = 0; i < r; ++i) {
         cb[i] = s * u[i];
         ca[i] *= s;
     }
-    step_tensor(c, A, r, d, ca, xt);
-    step_tensor(c, Bt, r, d, cb, gy);
+    step_tensor(c, A, r, d, ca, xt, xt_sq);
+    step_tensor(c, Bt, r, d, cb, gy, gy_sq);
 }
 
 void sona_policy_feedback(sona_policy *p, const sona_policy_ctx *ctx, uint32_t a, float r) {
@@ -211,7 +238,7 @@ void sona_policy_feedback(sona_policy *p, const sona_policy_ctx *ctx, uint32_t a
         p->reward_long += 0.002f * (r - p->reward_long);
         const int checkpoint = hp->ewc_every && p->t % hp->ewc_every == 0;
         const int stable = p->reward_short >= p->reward_long - hp->ewc_margin;
-        if (checkpoint && !stable && !p->drifting) { /* rewards fell: an inferred task boundary */
+        if (!stable && !p->drifting) { /* rewards fell: an inferred task boundary */
             p->task_boundaries += 1;
             p->drifting = 1;
         }
@@ -231,30 +258,36 @@ void sona_policy_feedback(sona_policy *p, const sona_policy_ctx *ctx, uint32_t a
 
     /* (16) one fused pass per row; coefficients from the pre-update weights. The Fisher and the
      * pull run on every k-th feedback only (k = fisher_every), each k times as strong: the same
-     * decay per feedback and the same pull per feedback on average, for the cost of RMSprop alone
-     * on the other steps */
+     * decay per feedback and the same pull per feedback on average, for the cost of a clipped
+     * axpy per row on the other steps */
     const uint32_t k_f = hp->fisher_every;
     const int fisher_step = hp->ewc && p->t % k_f == 0;
-    sona_policy_step st;
-    st.w = w;
-    st.alpha = k_f == 1 || !fisher_step ? hp->ewc_alpha /* unused off Fisher steps */
-                                        : 1.0f - powf(1.0f - hp->ewc_alpha, (float)k_f);
-    st.pull = (float)k_f * hp->ewc_lambda * fabsf(w) / (p->fisher_max + 1e-12f);
-    st.beta = hp->rms_decay;
-    st.inv_bc = (float)(1.0 / (1.0 - pow((double)hp->rms_decay, (double)p->t)));
-    st.eps2 = hp->rms_eps * hp->rms_eps;
-    st.lr = hp->lr;
-    st.wclip = hp->weight_clip;
-    state_cursor cur = {p->rms, fisher_step ? p->fisher : NULL,
-                        (fisher_step && p->has_anchor) ? p->anchor : NULL, 0, 0.0f, &st};
+    state_cursor cur;
+    cur.rms = p->rms;
+    cur.fisher = fisher_step ? p->fisher : NULL;
+    cur.anchor = (fisher_step && p->has_anchor) ? p->anchor : NULL;
+    cur.row = cur.off = 0;
+    cur.fisher_max = 0.0f;
+    cur.w = w;
+    cur.beta = hp->rms_decay;
+    cur.inv_bc = (float)(1.0 / (1.0 - pow((double)hp->rms_decay, (double)p->t)));
+    cur.eps2 = hp->rms_eps * hp->rms_eps;
+    cur.lr = hp->lr;
+    cur.pull = (float)k_f * hp->ewc_lambda * fabsf(w) / (p->fisher_max + 1e-12f);
+    cur.st.alpha = k_f == 1 || !fisher_step ? hp->ewc_alpha /* unused off Fisher steps */
+                                            : 1.0f - powf(1.0f - hp->ewc_alpha, (float)k_f);
+    cur.st.wclip = hp->weight_clip;
+    const float xt_sq = sona_dot_f32(xt, xt, d), gy_sq = sona_dot_f32(gy, gy, d);
     step_tier(&cur, p->A_micro, p->Bt_micro, rm, d, hp->use_micro ? hp->micro_scale : 0.0f, um, xt,
-              gy, coef);
-    step_tier(&cur, p->A_base, p->Bt_base, rb, d, hp->use_base ? hp->base_scale : 0.0f, ub, xt, gy,
-              coef);
+              xt_sq, gy, gy_sq, coef);
+    step_tier(&cur, p->A_base, p->Bt_base, rb, d, hp->use_base ? hp->base_scale : 0.0f, ub, xt,
+              xt_sq, gy, gy_sq, coef);
     for (size_t k = 0; k < K; ++k) coef[k] = hp->learn_keys ? gz[k] / hp->tau : 0.0f;
-    step_tensor(&cur, p->keys, K, d, coef, yh);
+    step_tensor(&cur, p->keys, K, d, coef, yh, sona_dot_f32(yh, yh, d));
     const float one = hp->learn_bias ? 1.0f : 0.0f;
-    step_tensor(&cur, p->bias, 1, K, &one, gz);
+    float gz_sq = 0.0f;
+    for (size_t k = 0; k < K; ++k) gz_sq += gz[k] * gz[k];
+    step_tensor(&cur, p->bias, 1, K, &one, gz, gz_sq);
     if (fisher_step) p->fisher_max = cur.fisher_max;
     if (hp->unit_keys) {
         float *sq = scan + K; /* dot_sq_rows' dots with y^ go to scan[0, K): unused */

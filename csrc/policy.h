@@ -44,7 +44,8 @@ typedef struct sona_policy {
     float *A_base, *Bt_base;   /* base_rank x dim each */
     float *keys;               /* n_routes x dim, unit rows */
     float *bias;               /* n_routes */
-    /* optimiser and EWC++ state: n_params each, tensors concatenated in the order above */
+    /* optimiser and EWC++ state, tensors concatenated in the order above: RMSprop one float per
+     * row (sona_policy_n_rows), Fisher and anchor one per weight (sona_policy_n_params) */
     float *rms, *fisher, *anchor;
     float *mu;                 /* dim: running mean of queries */
     float *work;               /* scratch: sona_policy_work_floats() floats */
@@ -54,7 +55,7 @@ typedef struct sona_policy {
     uint64_t t;                /* feedbacks learnt from (optimiser steps) */
     float global_baseline, reward_short, reward_long, fisher_max;
     uint64_t checkpoints;     /* EWC++ anchors taken */
-    uint64_t task_boundaries; /* checkpoints that found the reward drifting down (rising edges) */
+    uint64_t task_boundaries; /* times the reward started drifting down (rising edges) */
     uint8_t has_anchor, drifting;
 } sona_policy;
 
@@ -70,6 +71,7 @@ typedef struct sona_policy_ctx {
 
 size_t sona_policy_n_params(uint32_t dim, uint32_t n_routes, uint32_t micro_rank,
                             uint32_t base_rank);
+size_t sona_policy_n_rows(uint32_t n_routes, uint32_t micro_rank, uint32_t base_rank);
 size_t sona_policy_ctx_floats(uint32_t dim, uint32_t n_routes, uint32_t micro_rank,
                               uint32_t base_rank);
 size_t sona_policy_work_floats(uint32_t dim, uint32_t n_routes, uint32_t bank_capacity);

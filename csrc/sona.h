@@ -70,20 +70,18 @@ typedef void (*sona_fisher_update_fn)(float *fisher, const float *g, float gscal
                                       float alpha);
 
 /* One fused learning pass of the router policy over a row of n weights whose score-function
- * gradient is g = coef·vec (see csrc/policy.c for the derivation):
- *   v = beta v + (1-beta) (w g)²                      (RMSprop of the learning signal alone)
- *   F = (1-alpha) F + alpha g²                        (EWC++ Fisher; skipped when fisher is NULL)
- *   s = w g - pull F ⊙ (theta - anchor)                (the pull only when anchor is not NULL)
- *   theta = clip(theta + lr s / sqrt(v inv_bc + eps2), ±wclip)
- * The pull stays out of v, so an intermittent pull does not inflate the step normaliser. A zero
- * w g with no pull moves nothing (no momentum; eps2 > 0 keeps a tiny step tiny). Returns max F
+ * gradient is g = coef·vec (see csrc/policy.c for the derivation and for the row's RMSprop
+ * normaliser, which the caller folds into `step` and `pull`):
+ *   F = (1-alpha) F + alpha g²                         (EWC++ Fisher; skipped when fisher is NULL)
+ *   theta = clip(theta + step vec - pull F ⊙ (theta - anchor), ±wclip)
+ *                                                      (the pull only when anchor is not NULL)
+ * Without a Fisher this is a clipped axpy. step = 0 with no pull moves nothing. Returns max F
  * over the row (0 without a Fisher). */
 typedef struct sona_policy_step {
-    float w, alpha, pull, beta, inv_bc, eps2, lr, wclip;
+    float step, coef, pull, alpha, wclip;
 } sona_policy_step;
-typedef float (*sona_policy_row_fn)(float *theta, float *v, float *fisher, const float *anchor,
-                                    const float *vec, float coef, size_t n,
-                                    const sona_policy_step *p);
+typedef float (*sona_policy_row_fn)(float *theta, float *fisher, const float *anchor,
+                                    const float *vec, size_t n, const sona_policy_step *p);
 
 typedef struct sona_kernels {
     const char *name;
@@ -120,9 +118,8 @@ void sona_adam_f32_scalar(float *theta, float *m, float *v, const float *g, floa
                           float lam);
 void sona_fisher_update_f32_scalar(float *fisher, const float *g, float gscale, size_t n,
                                    float alpha);
-float sona_policy_row_f32_scalar(float *theta, float *v, float *fisher, const float *anchor,
-                                 const float *vec, float coef, size_t n,
-                                 const sona_policy_step *p);
+float sona_policy_row_f32_scalar(float *theta, float *fisher, const float *anchor,
+                                 const float *vec, size_t n, const sona_policy_step *p);
 
 float sona_maxabs_f32_avx2(const float *x, size_t n);
 float sona_dot_f32_avx2(const float *a, const float *b, size_t n);
@@ -142,8 +139,8 @@ void sona_adam_f32_avx2(float *theta, float *m, float *v, const float *g, float 
                         float lam);
 void sona_fisher_update_f32_avx2(float *fisher, const float *g, float gscale, size_t n,
                                  float alpha);
-float sona_policy_row_f32_avx2(float *theta, float *v, float *fisher, const float *anchor,
-                               const float *vec, float coef, size_t n, const sona_policy_step *p);
+float sona_policy_row_f32_avx2(float *theta, float *fisher, const float *anchor,
+                               const float *vec, size_t n, const sona_policy_step *p);
 
 /* ---- CPU detection and dispatch (cpu.c, dispatch.c) ------------------------------------------ */
 
@@ -201,10 +198,9 @@ static inline void sona_fisher_update_f32(float *fisher, const float *g, float g
                                           float alpha) {
     sona_active->fisher_update(fisher, g, gscale, n, alpha);
 }
-static inline float sona_policy_row_f32(float *theta, float *v, float *fisher,
-                                        const float *anchor, const float *vec, float coef, size_t n,
-                                        const sona_policy_step *p) {
-    return sona_active->policy_row(theta, v, fisher, anchor, vec, coef, n, p);
+static inline float sona_policy_row_f32(float *theta, float *fisher, const float *anchor,
+                                        const float *vec, size_t n, const sona_policy_step *p) {
+    return sona_active->policy_row(theta, fisher, anchor, vec, n, p);
 }
 
 /* ---- backend-independent helpers (rows.c) ---------------------------------------------------- */

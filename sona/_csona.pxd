@@ -110,6 +110,7 @@ cdef extern from "policy.h" nogil:
 
     size_t sona_policy_n_params(uint32_t dim, uint32_t n_routes, uint32_t micro_rank,
                                 uint32_t base_rank)
+    size_t sona_policy_n_rows(uint32_t n_routes, uint32_t micro_rank, uint32_t base_rank)
     size_t sona_policy_ctx_floats(uint32_t dim, uint32_t n_routes, uint32_t micro_rank,
                                   uint32_t base_rank)
     size_t sona_policy_work_floats(uint32_t dim, uint32_t n_routes, uint32_t bank_capacity)

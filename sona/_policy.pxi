@@ -78,7 +78,7 @@ cdef class RouterCore:
         _check_finite(self.keys, "keys")
         cdef size_t n = sona_policy_n_params(d, K, micro.rank, base.rank)
         self.bias = np.zeros(K, np.float32)
-        self.rms = np.zeros(n, np.float32)
+        self.rms = np.zeros(sona_policy_n_rows(K, micro.rank, base.rank), np.float32)
         self.fisher = np.zeros(n, np.float32)
         self.anchor = np.zeros(n, np.float32)
         self.mu = np.zeros(d, np.float32)
@@ -203,7 +203,7 @@ cdef class RouterCore:
         anchor takes the new weights (the function the adapters compute is unchanged)."""
         cdef size_t d = self.p.dim, rm = self.p.micro_rank, rb = self.p.base_rank
         cdef size_t n_adapt = 2 * (rm + rb) * d
-        memset(_fptr(self.rms), 0, n_adapt * sizeof(float))
+        memset(_fptr(self.rms), 0, 2 * (rm + rb) * sizeof(float))
         memset(_fptr(self.fisher), 0, n_adapt * sizeof(float))
         cdef float *an = _fptr(self.anchor)
         memcpy(an, self.p.A_micro, rm * d * sizeof(float))

@@ -33,12 +33,12 @@ __all__ = ["Router", "POLICY_DEFAULTS", "ROUTER_STATE_VERSION"]
 PathLike = Union[str, "os.PathLike[str]"]
 
 #: Version of the router layout inside a state file (the container has its own format_version).
-ROUTER_STATE_VERSION = 1
+ROUTER_STATE_VERSION = 2
 
 #: Hyper-parameters of the router policy (see csrc/policy.c for where each enters).
 POLICY_DEFAULTS = {
     "micro_rank": 2, "base_rank": 8, "micro_scale": 1.0, "base_scale": 1.0,
-    "tau": 0.1,                # adapter temperature
+    "tau": 0.15,               # adapter temperature
     "tau_prior": 0.01,         # prior logit scale: a 0.2 reward gap is 20 logits
     "ts_scale": 0.35,          # Thompson noise of the prior
     "explore": 0.0,            # epsilon mixed into the behaviour policy (Thompson already explores)
@@ -121,6 +121,15 @@ _U64 = 1 << 64
 
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _rms_rows_from_v1(v: np.ndarray, rows: tuple, d: int) -> np.ndarray:
+    """Router state version 1 kept one RMSprop second moment per weight; version 2 keeps one per
+    row (the adapters' and keys' rows of d weights, then the bias as one row). Each is an EMA, so
+    the mean of a row's per-weight moments is exactly the row's moment."""
+    n_rows = sum(rows)
+    return np.append(v[:n_rows * d].reshape(n_rows, d).mean(axis=1),
+                     v[n_rows * d:].mean()).astype(np.float32)
 
 
 def _check_meta(fail, meta: Any) -> None:
@@ -273,8 +282,9 @@ class Router(RouterCore):
         in the bank), ``max_patterns``, ``global_baseline`` (running mean reward across queries),
         ``reward_short`` / ``reward_long`` (the drift detector's fast and slow reward means),
         ``has_anchor`` (an EWC++ checkpoint exists), ``ewc_checkpoints`` (anchors taken),
-        ``task_boundaries`` (checkpoints that found the reward drifting down: inferred task
-        switches, during which the previous anchor is kept), ``backend``
+        ``task_boundaries`` (times the fast reward mean fell below the slow one by more than
+        ``ewc_margin``: inferred task switches, after which the previous anchor is kept until a
+        checkpoint finds the reward stable again), ``backend``
         (``sona.get_backend()``, the kernels in use now), ``n_parameters`` (learned floats:
         adapters, keys, bias), ``seed`` and ``params`` (every hyper-parameter).
 
@@ -327,7 +337,8 @@ class Router(RouterCore):
 
         ``micro.A`` (micro_rank, dim), ``micro.B`` (dim, micro_rank), ``base.A`` (base_rank,
         dim), ``base.B`` (dim, base_rank), ``keys`` (n_routes, dim), ``bias`` (n_routes,),
-        ``rms``, ``fisher``, ``anchor`` (n_parameters,: RMSprop and EWC++ state), ``mu``
+        ``rms`` (2 micro_rank + 2 base_rank + n_routes + 1,: RMSprop's second moment per weight
+        row, the bias one row), ``fisher``, ``anchor`` (n_parameters,: EWC++ state), ``mu``
         (dim,: running query mean), and the whole pattern bank, all ``max_patterns`` rows
         (rows past ``n_patterns`` included, so the file is exact whatever they hold):
         ``bank.centroid``, ``bank.centroid_sum`` (max_patterns, dim), ``bank.hits``,
@@ -432,11 +443,14 @@ class Router(RouterCore):
             router = cls(routes, d, explore=explore, seed=seed, **hp)
         except (TypeError, ValueError, OverflowError) as exc:
             fail(f"invalid router configuration: {exc}")
-        n = router.n_parameters
-        for name in ("rms", "fisher", "anchor"):
-            if arrays[name].shape != (n,):
+        n, n_rows = router.n_parameters, router.rms.size
+        if meta["router_state_version"] == 1 and arrays["rms"].shape == (n,):
+            arrays["rms"] = _rms_rows_from_v1(arrays["rms"], (mr, mr, br, br, K), d)
+        for name, size, what in (("rms", n_rows, "weight rows"), ("fisher", n, "parameters"),
+                                 ("anchor", n, "parameters")):
+            if arrays[name].shape != (size,):
                 fail(f"array {name!r} has shape {arrays[name].shape}, but a router with these "
-                     f"dimensions has {n} parameters: needs ({n},)")
+                     f"dimensions has {size} {what}: needs ({size},)")
         try:
             router.micro.set_weights(arrays["micro.A"], arrays["micro.B"])
             router.base.set_weights(arrays["base.A"], arrays["base.B"])

@@ -67,10 +67,9 @@ DEFAULTS = {
     # adapters
     "micro_rank": 2, "micro_scale": 1.0, "base_rank": 8, "base_scale": 1.0,
     "use_micro": True, "use_base": True, "learn_keys": True, "learn_bias": True,
-    "tau": 0.1,                # adapter temperature: logits = keys . y_hat / tau + bias
+    "tau": 0.15,               # adapter temperature: logits = keys . y_hat / tau + bias
     "unit_keys": True,         # renormalise keys each step: |adapter logits| <= 1/tau + |bias|
     "lr": 1e-3, "rms_decay": 0.999, "rms_eps": 1e-3, "weight_clip": 4.0,
-    "rms_per": "element",      # RMSprop second moment per weight, or "row": one per row
     "mean_window": 1000,       # mu: cumulative mean for n <= 1000 queries, then EMA 1/1000
     # pattern memory (leader clustering) and prior
     "use_prior": True, "max_patterns": 100, "new_pattern_cos": 0.45,
@@ -111,11 +110,8 @@ class PolicyReference:
         p["keys"] = keys / np.linalg.norm(keys, axis=1, keepdims=True)
         p["bias"] = np.zeros(K)
         self.p = p
-        # RMSprop second moments: per weight, or per row ("row": bias is one row)
-        per_row = h["rms_per"] == "row"
-        self.v = {k: np.zeros((a.shape[0] if a.ndim == 2 else 1, 1)) if per_row
-                  else np.zeros_like(a)
-                  for k, a in p.items()}
+        # RMSprop second moments: one per row (the bias is one row)
+        self.v = {k: np.zeros((a.shape[0] if a.ndim == 2 else 1, 1)) for k, a in p.items()}
         self.fisher = {k: np.zeros_like(a) for k, a in p.items()}
         self.anchor = None
         self.fisher_max = 0.0
@@ -215,7 +211,8 @@ class PolicyReference:
         (15) [EWC, every k = fisher_every feedbacks] F = (1-a) F + a g^2, a = 1-(1-alpha)^k;
              anchor every 500 steps if reward is stable; s = w g - k lambda |w| F/max(F) (theta -
              anchor) on those steps, s = w g on the others
-        (16) RMSprop: v = b v + (1-b)(w g)^2; theta += lr s / sqrt(v/(1-b^t) + eps^2);
+        (16) RMSprop per row i: v_i = b v_i + (1-b) mean_j (w g_ij)^2;
+             theta_i += lr s_i / sqrt(v_i/(1-b^t) + eps^2);
              theta = clip(theta, +-weight_clip); keys_j /= |keys_j| (bounded adapter logits)
         (17) stats: n_j,s_j *= decay; n_ja += 1; s_ja += r; b_j update; centroid update;
              global baseline; mu update.
@@ -273,16 +270,11 @@ class PolicyReference:
                 # its own, so a no-information signal (w = 0) still moves nothing (R3)
                 pull = k_f * h["ewc_lambda"] * abs(w) * (self.fisher[k] / fmax)
                 step = step - pull * (p[k] - self.anchor[k])
-            if h["rms_per"] == "element":
-                self.v[k] = b2 * self.v[k] + (1 - b2) * (w * gk) ** 2
-                # eps inside the square root: one rsqrt per weight in the C port (no sqrt + divide)
-                p[k] += h["lr"] * step / np.sqrt(self.v[k] / corr + h["rms_eps"] ** 2)
-            else:
-                rows = step.reshape(self.v[k].shape[0], -1)
-                sig = (w * gk).reshape(rows.shape)
-                self.v[k] = b2 * self.v[k] + (1 - b2) * np.mean(sig * sig, axis=1, keepdims=True)
-                scale = h["lr"] / np.sqrt(self.v[k] / corr + h["rms_eps"] ** 2)
-                p[k] += (scale * rows).reshape(p[k].shape)
+            rows = step.reshape(self.v[k].shape[0], -1)
+            sig = (w * gk).reshape(rows.shape)
+            self.v[k] = b2 * self.v[k] + (1 - b2) * np.mean(sig * sig, axis=1, keepdims=True)
+            p[k] += (h["lr"] / np.sqrt(self.v[k] / corr + h["rms_eps"] ** 2) * rows).reshape(
+                p[k].shape)
             np.clip(p[k], -h["weight_clip"], h["weight_clip"], out=p[k])
         if h["unit_keys"]:
             p["keys"] /= np.maximum(np.linalg.norm(p["keys"], axis=1, keepdims=True), 1e-12)

@@ -73,8 +73,10 @@ def test_task_boundary_inferred_on_a_planted_switch_and_not_on_a_stationary_stre
 def test_fisher_lives_in_the_parameter_space():
     router = sona.Router(ROUTES, hidden_dim=32, seed=0)
     n = router.n_parameters
-    assert router.fisher.shape == router.anchor.shape == router.rms.shape == (n,)
+    assert router.fisher.shape == router.anchor.shape == (n,)
     assert n == 2 * 32 * (router.micro.rank + router.base.rank) + 4 * 32 + 4
+    # RMSprop's second moment: one per row of each tensor (the bias is one row)
+    assert router.rms.shape == (2 * (router.micro.rank + router.base.rank) + 4 + 1,)
     task = RoutingTask(dim=32, n_clusters=4, n_routes=4, seed=1)
     rng = np.random.default_rng(0)
     for x, c in zip(*task.sample(300, rng)):

@@ -115,13 +115,14 @@ def test_file_layout(trained, saved):
     n, cap = trained.n_parameters, trained.params["max_patterns"]
     assert {k: a.shape for k, a in arrays.items()} == {
         "micro.A": (2, D), "micro.B": (D, 2), "base.A": (8, D), "base.B": (D, 8),
-        "keys": (K, D), "bias": (K,), "rms": (n,), "fisher": (n,), "anchor": (n,), "mu": (D,),
+        "keys": (K, D), "bias": (K,), "rms": (2 * 2 + 2 * 8 + K + 1,), "fisher": (n,),
+        "anchor": (n,), "mu": (D,),
         "bank.centroid": (cap, D), "bank.centroid_sum": (cap, D), "bank.hits": (cap,),
         "bank.route_n": (cap, K), "bank.route_s": (cap, K), "bank.baseline": (cap,),
     }  # fmt: skip
     assert all(a.dtype == np.float32 for a in arrays.values())
     assert meta["routes"] == ROUTES and meta["hidden_dim"] == D and meta["seed"] == 5
-    assert meta["sona_version"] == sona.__version__ and meta["router_state_version"] == 1
+    assert meta["sona_version"] == sona.__version__ and meta["router_state_version"] == 2
     assert meta["params"] == {**POLICY_DEFAULTS, **HP}
     assert meta["counters"] == trained._counters()
     assert (meta["decisions"], meta["feedbacks"]) == (600, 600)
@@ -184,7 +185,12 @@ def _bad_cases():
         "route stats": (lambda a: _set(a, "bank.route_s", np.zeros((100, K + 1), f32)), None,
                         r"'bank.route_s' has shape"),
         "rms length": (lambda a: _set(a, "rms", a["rms"][:-1].copy()), None,
-                       r"'rms' has shape .* parameters"),
+                       r"'rms' has shape \(24,\).* 25 weight rows"),
+        "fisher length": (lambda a: _set(a, "fisher", a["fisher"][:-1].copy()), None,
+                          r"'fisher' has shape .* parameters"),
+        "v1 rms length": (lambda a: _set(a, "rms", np.zeros(7, f32)),
+                          lambda m: _set(m, "router_state_version", 1),
+                          r"'rms' has shape \(7,\).* 25 weight rows"),
         "missing array": (lambda a: _pop(a, "fisher"), None, r"missing \['fisher'\]"),
         "unknown array": (lambda a: _set(a, "extra", np.zeros(1, f32)), None,
                           r"unknown \['extra'\]"),
@@ -212,9 +218,30 @@ def _bad_cases():
                             r"invalid router configuration: tau must be > 0"),
         "bad param type": (None, lambda m: _set(m["params"], "ewc", 1),
                            r"invalid router configuration: ewc must be a bool"),
-        "newer layout": (None, lambda m: _set(m, "router_state_version", 2),
+        "newer layout": (None, lambda m: _set(m, "router_state_version", 3),
                          r"newer than this sona"),
     }  # fmt: skip
+
+
+def test_version_1_file_loads_with_row_moments(trained, saved, tmp_path, task):
+    """Layout version 1 stored RMSprop's second moment per weight; its rows average to version
+    2's per-row moments exactly (an EMA of a mean is the mean of the EMAs)."""
+    rows = 2 * 2 + 2 * 8 + K  # adapter and key rows of D weights, then the bias (K weights)
+    rng = np.random.default_rng(0)
+    per_weight = rng.uniform(0.0, 1e-3, rows * D + K).astype(np.float32)
+
+    def as_v1(m):
+        m["router_state_version"] = 1
+
+    old = _rewrite(saved, tmp_path / "v1.sona", lambda a: _set(a, "rms", per_weight), as_v1)
+    loaded = sona.Router.load(old)
+    want = np.append(per_weight[:rows * D].reshape(rows, D).mean(axis=1),
+                     per_weight[rows * D:].mean())
+    np.testing.assert_allclose(loaded.rms, want, rtol=1e-6)
+    for name in ("keys", "fisher", "anchor", "mu"):
+        assert np.array_equal(getattr(loaded, name), getattr(trained, name)), name
+    x = task.sample(1, np.random.default_rng(1))[0][0]
+    loaded.feedback(loaded.route(x), 1.0)  # and it learns on
 
 
 @pytest.mark.parametrize("case", sorted(_bad_cases()))
@@ -300,7 +327,7 @@ def test_stats(trained, saved):
     assert s["decisions"] == s["feedbacks"] == 600
     assert s["n_patterns"] == trained.bank.n_patterns > 0
     assert s["backend"] == sona.get_backend()
-    assert s["n_parameters"] == trained.n_parameters == trained.rms.size
+    assert s["n_parameters"] == trained.n_parameters == trained.fisher.size
     assert s["params"] == {**POLICY_DEFAULTS, **HP}
     assert s["global_baseline"] == trained._counters()["global_baseline"]
     assert 0.0 < s["global_baseline"] < 1.0

@@ -123,13 +123,13 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _rms_rows_from_v1(v: np.ndarray, rows: tuple, d: int) -> np.ndarray:
+def _rms_rows_from_v1(v: np.ndarray, n_rows: int, d: int) -> np.ndarray:
     """Router state version 1 kept one RMSprop second moment per weight; version 2 keeps one per
-    row (the adapters' and keys' rows of d weights, then the bias as one row). Each is an EMA, so
-    the mean of a row's per-weight moments is exactly the row's moment."""
-    n_rows = sum(rows)
-    return np.append(v[:n_rows * d].reshape(n_rows, d).mean(axis=1),
-                     v[n_rows * d:].mean()).astype(np.float32)
+    row: n_rows - 1 rows of d weights (adapters, keys), then the bias as one row. Each is an EMA,
+    so the mean of a row's per-weight moments is exactly the row's moment."""
+    full = (n_rows - 1) * d
+    return np.append(v[:full].reshape(n_rows - 1, d).mean(axis=1),
+                     v[full:].mean()).astype(np.float32)
 
 
 def _check_meta(fail, meta: Any) -> None:
@@ -445,7 +445,7 @@ class Router(RouterCore):
             fail(f"invalid router configuration: {exc}")
         n, n_rows = router.n_parameters, router.rms.size
         if meta["router_state_version"] == 1 and arrays["rms"].shape == (n,):
-            arrays["rms"] = _rms_rows_from_v1(arrays["rms"], (mr, mr, br, br, K), d)
+            arrays["rms"] = _rms_rows_from_v1(arrays["rms"], n_rows, d)
         for name, size, what in (("rms", n_rows, "weight rows"), ("fisher", n, "parameters"),
                                  ("anchor", n, "parameters")):
             if arrays[name].shape != (size,):

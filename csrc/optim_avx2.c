@@ -70,10 +70,13 @@ void sona_fisher_update_f32_avx2(float *fisher, const float *g, float gscale, si
     }
 }
 
-float sona_policy_row_f32_avx2(float *theta, float *fisher, const float *anchor,
-                               const float *vec, size_t n, const sona_policy_step *p) {
+float sona_policy_row_f32_avx2(const sona_policy_row *row, const float *vec, size_t n,
+                               const sona_policy_step *p) {
+    float *theta = row->theta, *fisher = row->fisher;
+    const float *anchor = row->anchor, *omega = row->omega, *omega_theta = row->omega_theta;
     const __m256 step_f32x8 = _mm256_set1_ps(p->step), c_f32x8 = _mm256_set1_ps(p->coef);
     const __m256 alpha_f32x8 = _mm256_set1_ps(p->alpha), pull_f32x8 = _mm256_set1_ps(p->pull);
+    const __m256 mpull_f32x8 = _mm256_set1_ps(p->mpull);
     const __m256 hi_f32x8 = _mm256_set1_ps(p->wclip), lo_f32x8 = _mm256_set1_ps(-p->wclip);
     __m256 fmax_f32x8 = _mm256_setzero_ps();
     size_t i = 0;
@@ -96,13 +99,20 @@ float sona_policy_row_f32_avx2(float *theta, float *fisher, const float *anchor,
                 const __m256 diff = _mm256_sub_ps(th0, _mm256_loadu_ps(anchor + i));
                 th = _mm256_fnmadd_ps(_mm256_mul_ps(pull_f32x8, f), diff, th);
             }
+            if (omega) {
+                const __m256 dev = _mm256_fmsub_ps(_mm256_loadu_ps(omega + i), th0,
+                                                   _mm256_loadu_ps(omega_theta + i));
+                th = _mm256_fnmadd_ps(mpull_f32x8, dev, th);
+            }
             _mm256_storeu_ps(theta + i, _mm256_max_ps(lo_f32x8, _mm256_min_ps(hi_f32x8, th)));
         }
     }
     float fmax = hmax_f32x8(fmax_f32x8);
     if (i < n) {
-        float tail = sona_policy_row_f32_scalar(theta + i, fisher ? fisher + i : NULL,
-                                                anchor ? anchor + i : NULL, vec + i, n - i, p);
+        const sona_policy_row rest = {theta + i, fisher ? fisher + i : NULL,
+                                      anchor ? anchor + i : NULL, omega ? omega + i : NULL,
+                                      omega ? omega_theta + i : NULL};
+        float tail = sona_policy_row_f32_scalar(&rest, vec + i, n - i, p);
         if (tail > fmax) fmax = tail;
     }
     return fmax;

@@ -30,8 +30,10 @@ void sona_fisher_update_f32_scalar(float *fisher, const float *g, float gscale, 
     }
 }
 
-float sona_policy_row_f32_scalar(float *theta, float *fisher, const float *anchor,
-                                 const float *vec, size_t n, const sona_policy_step *p) {
+float sona_policy_row_f32_scalar(const sona_policy_row *row, const float *vec, size_t n,
+                                 const sona_policy_step *p) {
+    float *theta = row->theta, *fisher = row->fisher;
+    const float *anchor = row->anchor, *omega = row->omega, *omega_theta = row->omega_theta;
     float fmax = 0.0f;
     for (size_t i = 0; i < n; ++i) {
         float t = theta[i] + p->step * vec[i];
@@ -41,6 +43,7 @@ float sona_policy_row_f32_scalar(float *theta, float *fisher, const float *ancho
             fisher[i] = f;
             if (f > fmax) fmax = f;
             if (anchor) t -= p->pull * f * (theta[i] - anchor[i]);
+            if (omega) t -= p->mpull * (omega[i] * theta[i] - omega_theta[i]);
         }
         theta[i] = t > p->wclip ? p->wclip : (t < -p->wclip ? -p->wclip : t);
     }

@@ -18,11 +18,15 @@
  *        short reward EMA is not below the long one by more than the margin (stable); the first
  *        feedback that finds it below counts one inferred task boundary, and the old anchor is kept
  *        until a checkpoint is stable again; pull = k lambda
- *        |w| / max F (max F of the previous Fisher step, so one pass suffices)
+ *        |w| / max F (max F of the previous Fisher step, so one pass suffices). Task memory (when
+ *        lambda_m > 0): a boundary folds the task that ended at the last stable checkpoint into
+ *        omega += F^, omega_theta += F^ anchor (F^: the Fisher taken with that anchor, over its
+ *        max); the past tasks' penalties sum_m F^_m (theta - anchor_m)² then pull with
+ *        mpull (omega theta - omega_theta), mpull = k lambda_m |w| / max omega
  *   (16) RMSprop with one second moment per row (the bias is one row): v_i = beta v_i +
  *        (1-beta) mean_j (w g_ij)², from w g alone (the intermittent pull must not inflate the
  *        normaliser); theta_i += lr s_i / sqrt(v_i / (1 - beta^t) + eps²), s = w g - pull F (theta
- *        - anchor) on Fisher steps, w g otherwise; weights clipped, keys renormalised. Each row's
+ *        - anchor) - mpull (omega theta - omega_theta) on Fisher steps, w g otherwise; weights clipped, keys renormalised. Each row's
  *        gradient is a scalar times a shared vector, so mean_j (w g_ij)² = (w coef_i)² |vec|² / n
  *        and a step without the Fisher is one axpy per row: no per-weight division or square root,
  *        and no per-weight optimiser state to stream.
@@ -160,6 +164,8 @@ typedef struct state_cursor {
     size_t row, off;
     float fisher_max;
     float w, beta, inv_bc, eps2, lr, pull; /* pull: k lambda |w| / max F */
+    float mpull;                           /* k lambda_m |w| / max omega */
+    const float *omega, *omega_theta;      /* NULL: no task-memory pull */
     sona_policy_step st;                   /* alpha and wclip fixed; the rest per row */
 } state_cursor;
 
@@ -181,9 +187,13 @@ static void step_tensor(state_cursor *c, float *theta, size_t rows, size_t n, co
         c->st.step = c->lr * c->w * coef[i] * inv_den[i];
         c->st.coef = coef[i];
         c->st.pull = c->lr * c->pull * inv_den[i];
+        c->st.mpull = c->lr * c->mpull * inv_den[i];
         const size_t o = c->off + i * n;
-        const float f = sona_policy_row_f32(theta + i * n, c->fisher ? c->fisher + o : NULL,
-                                            c->anchor ? c->anchor + o : NULL, vec, n, &c->st);
+        const sona_policy_row row = {theta + i * n, c->fisher ? c->fisher + o : NULL,
+                                     c->anchor ? c->anchor + o : NULL,
+                                     c->omega ? c->omega + o : NULL,
+                                     c->omega ? c->omega_theta + o : NULL};
+        const float f = sona_policy_row_f32(&row, vec, n, &c->st);
         if (f > c->fisher_max) c->fisher_max = f;
     }
     c->row += rows;
@@ -203,6 +213,27 @@ static void step_tier(state_cursor *c, float *A, float *Bt, size_t r, size_t d, 
     }
     step_tensor(c, A, r, d, ca, xt, xt_sq);
     step_tensor(c, Bt, r, d, cb, gy, gy_sq);
+}
+
+/* Task memory: folds the task that ended at the last stable checkpoint (its anchor, and the
+ * Fisher taken with it over that Fisher's max) into omega and omega_theta. Up to a constant the
+ * tasks' penalties sum_m F^_m (theta - anchor_m)² are omega theta² - 2 omega_theta theta, so these
+ * two arrays hold any number of tasks. */
+static void remember_task(sona_policy *p) {
+    const size_t n = sona_policy_n_params(p->dim, p->n_routes, p->micro_rank, p->base_rank);
+    float fmax = 0.0f, omax = 0.0f;
+    for (size_t i = 0; i < n; ++i)
+        if (p->fisher_ckpt[i] > fmax) fmax = p->fisher_ckpt[i];
+    if (!(fmax > 0.0f)) return; /* no Fisher yet: nothing was learnt to remember */
+    const float inv = 1.0f / fmax;
+    for (size_t i = 0; i < n; ++i) {
+        const float f = p->fisher_ckpt[i] * inv;
+        p->omega[i] += f;
+        p->omega_theta[i] += f * p->anchor[i];
+        if (p->omega[i] > omax) omax = p->omega[i];
+    }
+    p->omega_max = omax;
+    p->tasks += 1;
 }
 
 void sona_policy_feedback(sona_policy *p, const sona_policy_ctx *ctx, uint32_t a, float r) {
@@ -241,6 +272,7 @@ void sona_policy_feedback(sona_policy *p, const sona_policy_ctx *ctx, uint32_t a
         if (!stable && !p->drifting) { /* rewards fell: an inferred task boundary */
             p->task_boundaries += 1;
             p->drifting = 1;
+            if (hp->ewc_memory > 0.0f && p->has_anchor) remember_task(p);
         }
         if (checkpoint && stable) {
             float *an = p->anchor;
@@ -250,6 +282,9 @@ void sona_policy_feedback(sona_policy *p, const sona_policy_ctx *ctx, uint32_t a
                 memcpy(an, src[t], sizes[t] * sizeof(float));
                 an += sizes[t];
             }
+            if (hp->ewc_memory > 0.0f)
+                memcpy(p->fisher_ckpt, p->fisher,
+                       sona_policy_n_params(p->dim, K, rm, rb) * sizeof(float));
             p->has_anchor = 1;
             p->checkpoints += 1;
             p->drifting = 0;
@@ -277,6 +312,9 @@ void sona_policy_feedback(sona_policy *p, const sona_policy_ctx *ctx, uint32_t a
     cur.st.alpha = k_f == 1 || !fisher_step ? hp->ewc_alpha /* unused off Fisher steps */
                                             : 1.0f - powf(1.0f - hp->ewc_alpha, (float)k_f);
     cur.st.wclip = hp->weight_clip;
+    cur.omega = (fisher_step && p->tasks > 0) ? p->omega : NULL;
+    cur.omega_theta = p->omega_theta;
+    cur.mpull = (float)k_f * hp->ewc_memory * fabsf(w) / (p->omega_max + 1e-12f);
     const float xt_sq = sona_dot_f32(xt, xt, d), gy_sq = sona_dot_f32(gy, gy, d);
     step_tier(&cur, p->A_micro, p->Bt_micro, rm, d, hp->use_micro ? hp->micro_scale : 0.0f, um, xt,
               xt_sq, gy, gy_sq, coef);

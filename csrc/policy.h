@@ -30,6 +30,7 @@ typedef struct sona_policy_hp {
     float weight_clip;              /* every weight stays in [-clip, clip] */
     float global_rate;              /* global reward baseline EMA rate */
     float ewc_alpha, ewc_lambda, ewc_margin;
+    float ewc_memory;               /* lambda of the task memory (0: no memory) */
     uint32_t mean_window;           /* mu: cumulative mean, then EMA 1/window */
     uint32_t ewc_every;             /* checkpoint period (feedbacks) */
     uint32_t fisher_every;          /* Fisher update and EWC pull period (feedbacks) */
@@ -45,8 +46,10 @@ typedef struct sona_policy {
     float *keys;               /* n_routes x dim, unit rows */
     float *bias;               /* n_routes */
     /* optimiser and EWC++ state, tensors concatenated in the order above: RMSprop one float per
-     * row (sona_policy_n_rows), Fisher and anchor one per weight (sona_policy_n_params) */
-    float *rms, *fisher, *anchor;
+     * row (sona_policy_n_rows); one per weight (sona_policy_n_params): the Fisher and the anchor,
+     * the Fisher as it was when the anchor was taken (fisher_ckpt), and the task memory (omega:
+     * the past tasks' normalised Fisher summed; omega_theta: the same sum of Fisher ⊙ anchor) */
+    float *rms, *fisher, *anchor, *fisher_ckpt, *omega, *omega_theta;
     float *mu;                 /* dim: running mean of queries */
     float *work;               /* scratch: sona_policy_work_floats() floats */
     sona_bank *bank;
@@ -54,8 +57,10 @@ typedef struct sona_policy {
     uint64_t n_seen;           /* queries folded into mu */
     uint64_t t;                /* feedbacks learnt from (optimiser steps) */
     float global_baseline, reward_short, reward_long, fisher_max;
+    float omega_max;          /* max of omega (0 while no task is remembered) */
     uint64_t checkpoints;     /* EWC++ anchors taken */
     uint64_t task_boundaries; /* times the reward started drifting down (rising edges) */
+    uint64_t tasks;           /* tasks folded into the memory */
     uint8_t has_anchor, drifting;
 } sona_policy;
 

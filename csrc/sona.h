@@ -71,17 +71,23 @@ typedef void (*sona_fisher_update_fn)(float *fisher, const float *g, float gscal
 
 /* One fused learning pass of the router policy over a row of n weights whose score-function
  * gradient is g = coef·vec (see csrc/policy.c for the derivation and for the row's RMSprop
- * normaliser, which the caller folds into `step` and `pull`):
+ * normaliser, which the caller folds into `step`, `pull` and `mpull`):
  *   F = (1-alpha) F + alpha g²                         (EWC++ Fisher; skipped when fisher is NULL)
- *   theta = clip(theta + step vec - pull F ⊙ (theta - anchor), ±wclip)
- *                                                      (the pull only when anchor is not NULL)
- * Without a Fisher this is a clipped axpy. step = 0 with no pull moves nothing. Returns max F
- * over the row (0 without a Fisher). */
+ *   theta = clip(theta + step vec - pull F ⊙ (theta - anchor)
+ *                - mpull (omega ⊙ theta - omega_theta), ±wclip)
+ * with theta the weights before the pass on the right; the anchor pull only when anchor is not
+ * NULL, the task-memory pull only when omega is not NULL (both need the Fisher). Without a Fisher
+ * this is a clipped axpy. step = 0 with no pull moves nothing. Returns max F over the row (0
+ * without a Fisher). */
 typedef struct sona_policy_step {
-    float step, coef, pull, alpha, wclip;
+    float step, coef, pull, mpull, alpha, wclip;
 } sona_policy_step;
-typedef float (*sona_policy_row_fn)(float *theta, float *fisher, const float *anchor,
-                                    const float *vec, size_t n, const sona_policy_step *p);
+typedef struct sona_policy_row {
+    float *theta, *fisher;
+    const float *anchor, *omega, *omega_theta;
+} sona_policy_row;
+typedef float (*sona_policy_row_fn)(const sona_policy_row *row, const float *vec, size_t n,
+                                    const sona_policy_step *p);
 
 typedef struct sona_kernels {
     const char *name;
@@ -118,8 +124,8 @@ void sona_adam_f32_scalar(float *theta, float *m, float *v, const float *g, floa
                           float lam);
 void sona_fisher_update_f32_scalar(float *fisher, const float *g, float gscale, size_t n,
                                    float alpha);
-float sona_policy_row_f32_scalar(float *theta, float *fisher, const float *anchor,
-                                 const float *vec, size_t n, const sona_policy_step *p);
+float sona_policy_row_f32_scalar(const sona_policy_row *row, const float *vec, size_t n,
+                                 const sona_policy_step *p);
 
 float sona_maxabs_f32_avx2(const float *x, size_t n);
 float sona_dot_f32_avx2(const float *a, const float *b, size_t n);
@@ -139,8 +145,8 @@ void sona_adam_f32_avx2(float *theta, float *m, float *v, const float *g, float 
                         float lam);
 void sona_fisher_update_f32_avx2(float *fisher, const float *g, float gscale, size_t n,
                                  float alpha);
-float sona_policy_row_f32_avx2(float *theta, float *fisher, const float *anchor,
-                               const float *vec, size_t n, const sona_policy_step *p);
+float sona_policy_row_f32_avx2(const sona_policy_row *row, const float *vec, size_t n,
+                               const sona_policy_step *p);
 
 /* ---- CPU detection and dispatch (cpu.c, dispatch.c) ------------------------------------------ */
 
@@ -198,9 +204,9 @@ static inline void sona_fisher_update_f32(float *fisher, const float *g, float g
                                           float alpha) {
     sona_active->fisher_update(fisher, g, gscale, n, alpha);
 }
-static inline float sona_policy_row_f32(float *theta, float *fisher, const float *anchor,
-                                        const float *vec, size_t n, const sona_policy_step *p) {
-    return sona_active->policy_row(theta, fisher, anchor, vec, n, p);
+static inline float sona_policy_row_f32(const sona_policy_row *row, const float *vec, size_t n,
+                                        const sona_policy_step *p) {
+    return sona_active->policy_row(row, vec, n, p);
 }
 
 /* ---- backend-independent helpers (rows.c) ---------------------------------------------------- */

@@ -77,7 +77,7 @@ cdef extern from "policy.h" nogil:
     ctypedef struct sona_policy_hp:
         float micro_scale, base_scale, tau, tau_prior, ts_scale, explore, adv_clip
         float lr, rms_decay, rms_eps, weight_clip, global_rate
-        float ewc_alpha, ewc_lambda, ewc_margin
+        float ewc_alpha, ewc_lambda, ewc_margin, ewc_memory
         uint32_t mean_window, ewc_every, fisher_every
         uint8_t use_micro, use_base, use_prior, learn_keys, learn_bias, unit_keys, ewc
 
@@ -93,13 +93,16 @@ cdef extern from "policy.h" nogil:
         float *rms
         float *fisher
         float *anchor
+        float *fisher_ckpt
+        float *omega
+        float *omega_theta
         float *mu
         float *work
         sona_bank *bank
         sona_pcg32 rng
         uint64_t n_seen, t
-        float global_baseline, reward_short, reward_long, fisher_max
-        uint64_t checkpoints, task_boundaries
+        float global_baseline, reward_short, reward_long, fisher_max, omega_max
+        uint64_t checkpoints, task_boundaries, tasks
         uint8_t has_anchor, drifting
 
     ctypedef struct sona_policy_ctx:

@@ -49,7 +49,7 @@ cdef class Decision:
 cdef class RouterCore:
     """Compiled core of sona.Router (use that: it builds the adapters, bank and hyper-parameters)."""
     cdef sona_policy p
-    cdef readonly object keys, bias, rms, fisher, anchor, mu
+    cdef readonly object keys, bias, rms, fisher, anchor, fisher_ckpt, omega, omega_theta, mu
     cdef object _work
     cdef LoRAAdapter _micro
     cdef LoRAAdapter _base
@@ -81,6 +81,9 @@ cdef class RouterCore:
         self.rms = np.zeros(sona_policy_n_rows(K, micro.rank, base.rank), np.float32)
         self.fisher = np.zeros(n, np.float32)
         self.anchor = np.zeros(n, np.float32)
+        self.fisher_ckpt = np.zeros(n, np.float32)
+        self.omega = np.zeros(n, np.float32)
+        self.omega_theta = np.zeros(n, np.float32)
         self.mu = np.zeros(d, np.float32)
         self._work = np.zeros(sona_policy_work_floats(d, K, bank.capacity), np.float32)
         self._ctx_floats = sona_policy_ctx_floats(d, K, micro.rank, base.rank)
@@ -90,6 +93,8 @@ cdef class RouterCore:
         self.p.A_base, self.p.Bt_base = base.pA, base.pBt
         self.p.keys, self.p.bias = _fptr(self.keys), _fptr(self.bias)
         self.p.rms, self.p.fisher, self.p.anchor = _fptr(self.rms), _fptr(self.fisher), _fptr(self.anchor)
+        self.p.fisher_ckpt, self.p.omega = _fptr(self.fisher_ckpt), _fptr(self.omega)
+        self.p.omega_theta = _fptr(self.omega_theta)
         self.p.mu, self.p.work = _fptr(self.mu), _fptr(self._work)
         self.p.bank = &bank.b
         self.p.global_baseline = self.p.reward_short = self.p.reward_long = 0.5
@@ -104,6 +109,7 @@ cdef class RouterCore:
         h.lr, h.rms_decay, h.rms_eps = hp["lr"], hp["rms_decay"], hp["rms_eps"]
         h.weight_clip, h.global_rate = hp["weight_clip"], hp["global_rate"]
         h.ewc_alpha, h.ewc_lambda, h.ewc_margin = hp["ewc_alpha"], hp["ewc_lambda"], hp["ewc_margin"]
+        h.ewc_memory = hp["ewc_memory"]
         h.mean_window, h.ewc_every = hp["mean_window"], hp["ewc_every"]
         h.fisher_every = hp["fisher_every"]
         h.use_micro, h.use_base, h.use_prior = hp["use_micro"], hp["use_base"], hp["use_prior"]
@@ -186,9 +192,11 @@ cdef class RouterCore:
                                         self.p.base_rank))
 
     def _assign(self, str name, value):
-        """Copy `value` into the owned array `name` (keys, bias, rms, fisher, anchor, mu): used by
-        state loading. Shape and finiteness are checked; nothing changes on error."""
-        if name not in ("keys", "bias", "rms", "fisher", "anchor", "mu"):
+        """Copy `value` into the owned array `name` (keys, bias, rms, fisher, anchor, fisher_ckpt,
+        omega, omega_theta, mu): used by state loading. Shape and finiteness are checked; nothing
+        changes on error."""
+        if name not in ("keys", "bias", "rms", "fisher", "anchor", "fisher_ckpt", "omega",
+                        "omega_theta", "mu"):
             raise ValueError(f"unknown router array {name!r}")
         cdef cnp.ndarray dst = getattr(self, name)
         cdef cnp.ndarray src = _as_f32(np.ascontiguousarray(value), name)
@@ -198,13 +206,17 @@ cdef class RouterCore:
         memcpy(_fptr(dst), _fptr(src), cnp.PyArray_NBYTES(dst))
 
     def _adapters_replaced(self):
-        """The adapters' weights were re-factored (background consolidation): their RMSprop and
-        Fisher entries describe the old coordinates, so they restart from zero, and the EWC++
-        anchor takes the new weights (the function the adapters compute is unchanged)."""
+        """The adapters' weights were re-factored (background consolidation): their RMSprop,
+        Fisher and task-memory entries describe the old coordinates, so they restart from zero
+        (the memory keeps the keys and the bias), and the EWC++ anchor takes the new weights (the
+        function the adapters compute is unchanged)."""
         cdef size_t d = self.p.dim, rm = self.p.micro_rank, rb = self.p.base_rank
         cdef size_t n_adapt = 2 * (rm + rb) * d
         memset(_fptr(self.rms), 0, 2 * (rm + rb) * sizeof(float))
-        memset(_fptr(self.fisher), 0, n_adapt * sizeof(float))
+        for arr in (self.fisher, self.fisher_ckpt, self.omega, self.omega_theta):
+            memset(_fptr(arr), 0, n_adapt * sizeof(float))
+        if self.p.tasks:
+            self.p.omega_max = float(self.omega.max())
         cdef float *an = _fptr(self.anchor)
         memcpy(an, self.p.A_micro, rm * d * sizeof(float))
         memcpy(an + rm * d, self.p.Bt_micro, rm * d * sizeof(float))
@@ -222,6 +234,7 @@ cdef class RouterCore:
         self.p.reward_short, self.p.reward_long = c["reward_short"], c["reward_long"]
         self.p.fisher_max, self.p.has_anchor = c["fisher_max"], c["has_anchor"]
         self.p.checkpoints, self.p.task_boundaries = c["checkpoints"], c["task_boundaries"]
+        self.p.omega_max, self.p.tasks = c["omega_max"], c["tasks"]
         self.p.drifting = c["drifting"]
         self.p.rng.state, self.p.rng.inc = c["rng_state"], c["rng_inc"]
 
@@ -233,5 +246,6 @@ cdef class RouterCore:
                 "fisher_max": float(self.p.fisher_max), "has_anchor": bool(self.p.has_anchor),
                 "checkpoints": int(self.p.checkpoints),
                 "task_boundaries": int(self.p.task_boundaries),
+                "omega_max": float(self.p.omega_max), "tasks": int(self.p.tasks),
                 "drifting": bool(self.p.drifting),
                 "rng_state": int(self.p.rng.state), "rng_inc": int(self.p.rng.inc)}

@@ -33,7 +33,7 @@ __all__ = ["Router", "POLICY_DEFAULTS", "ROUTER_STATE_VERSION"]
 PathLike = Union[str, "os.PathLike[str]"]
 
 #: Version of the router layout inside a state file (the container has its own format_version).
-ROUTER_STATE_VERSION = 2
+ROUTER_STATE_VERSION = 3
 
 #: Hyper-parameters of the router policy (see csrc/policy.c for where each enters).
 POLICY_DEFAULTS = {
@@ -46,6 +46,7 @@ POLICY_DEFAULTS = {
     "lr": 1e-3, "rms_decay": 0.999, "rms_eps": 1e-3, "weight_clip": 4.0,
     "global_rate": 0.01,
     "ewc": True, "ewc_alpha": 0.01, "ewc_lambda": 2.0, "ewc_margin": 0.1, "ewc_every": 500,
+    "ewc_memory": 1.0,         # lambda of the memory of past tasks (0: remember the last only)
     "fisher_every": 4,         # Fisher update + EWC pull on every 4th feedback, 4x as strong
     "mean_window": 1000,
     "use_micro": True, "use_base": True, "use_prior": True,
@@ -86,7 +87,7 @@ def _check_hp(hp: dict) -> dict:
     for k in ("rms_decay", "decay"):
         if not 0 < h[k] <= 1 if k == "decay" else not 0 <= h[k] < 1:
             raise ValueError(f"{k} out of range; got {h[k]}")
-    for k in ("lr", "ts_scale", "ewc_lambda", "ewc_margin"):
+    for k in ("lr", "ts_scale", "ewc_lambda", "ewc_margin", "ewc_memory"):
         if h[k] < 0:
             raise ValueError(f"{k} must be >= 0; got {h[k]}")
     if not -1 <= h["new_pattern_cos"] <= 1:
@@ -112,9 +113,15 @@ _COUNTER_KEYS = {  # what RouterCore._counters() returns: name -> kind
     "n_seen": "u64", "t": "u64", "rng_state": "u64", "rng_inc": "u64",
     "global_baseline": "float", "reward_short": "float", "reward_long": "float",
     "fisher_max": "float", "has_anchor": "bool", "checkpoints": "u64",
-    "task_boundaries": "u64", "drifting": "bool",
+    "task_boundaries": "u64", "drifting": "bool", "omega_max": "float", "tasks": "u64",
 }  # fmt: skip
-_POLICY_ARRAYS = ("keys", "bias", "rms", "fisher", "anchor", "mu")
+_POLICY_ARRAYS = ("keys", "bias", "rms", "fisher", "anchor", "fisher_ckpt", "omega", "omega_theta",
+                  "mu")
+# Added by router state version 3 (the task memory), with what an older file stands for: no
+# memory (ewc_memory 0, nothing remembered, no Fisher taken at the last checkpoint).
+_V3_PARAMS = {"ewc_memory": 0.0}
+_V3_COUNTERS = {"omega_max": 0.0, "tasks": 0}
+_V3_ARRAYS = ("fisher_ckpt", "omega", "omega_theta")
 _BANK_ARRAYS = ("centroid", "centroid_sum", "hits", "route_n", "route_s", "baseline")
 _U64 = 1 << 64
 
@@ -130,6 +137,20 @@ def _rms_rows_from_v1(v: np.ndarray, n_rows: int, d: int) -> np.ndarray:
     full = (n_rows - 1) * d
     return np.append(v[:full].reshape(n_rows - 1, d).mean(axis=1),
                      v[full:].mean()).astype(np.float32)
+
+
+def _upgrade_v2(meta: Any, arrays: dict) -> None:
+    """Fills what router state version 3 added into an older file (in place; a malformed file is
+    left for the checks to refuse): no task memory."""
+    if not (isinstance(meta, dict) and _is_int(meta.get("router_state_version"))
+            and meta["router_state_version"] < 3):
+        return
+    for key, added in (("params", _V3_PARAMS), ("counters", _V3_COUNTERS)):
+        if isinstance(meta.get(key), dict):
+            meta[key] = {**added, **meta[key]}
+    if "fisher" in arrays:
+        for name in _V3_ARRAYS:
+            arrays.setdefault(name, np.zeros_like(arrays["fisher"]))
 
 
 def _check_meta(fail, meta: Any) -> None:
@@ -284,7 +305,9 @@ class Router(RouterCore):
         ``has_anchor`` (an EWC++ checkpoint exists), ``ewc_checkpoints`` (anchors taken),
         ``task_boundaries`` (times the fast reward mean fell below the slow one by more than
         ``ewc_margin``: inferred task switches, after which the previous anchor is kept until a
-        checkpoint finds the reward stable again), ``backend``
+        checkpoint finds the reward stable again), ``ewc_tasks`` (past tasks in the EWC++ memory:
+        each boundary with ``ewc_memory`` > 0 adds the task that ended at the last stable
+        checkpoint), ``backend``
         (``sona.get_backend()``, the kernels in use now), ``n_parameters`` (learned floats:
         adapters, keys, bias), ``seed`` and ``params`` (every hyper-parameter).
 
@@ -307,6 +330,7 @@ class Router(RouterCore):
             "has_anchor": bool(c["has_anchor"]),
             "ewc_checkpoints": int(c["checkpoints"]),
             "task_boundaries": int(c["task_boundaries"]),
+            "ewc_tasks": int(c["tasks"]),
             "backend": get_backend(),
             "n_parameters": int(self.n_parameters),
             "seed": int(self.seed),
@@ -338,7 +362,9 @@ class Router(RouterCore):
         ``micro.A`` (micro_rank, dim), ``micro.B`` (dim, micro_rank), ``base.A`` (base_rank,
         dim), ``base.B`` (dim, base_rank), ``keys`` (n_routes, dim), ``bias`` (n_routes,),
         ``rms`` (2 micro_rank + 2 base_rank + n_routes + 1,: RMSprop's second moment per weight
-        row, the bias one row), ``fisher``, ``anchor`` (n_parameters,: EWC++ state), ``mu``
+        row, the bias one row), ``fisher``, ``anchor``, ``fisher_ckpt`` (the Fisher when the
+        anchor was taken), ``omega``, ``omega_theta`` (the memory of past tasks) (n_parameters,:
+        EWC++ state), ``mu``
         (dim,: running query mean), and the whole pattern bank, all ``max_patterns`` rows
         (rows past ``n_patterns`` included, so the file is exact whatever they hold):
         ``bank.centroid``, ``bank.centroid_sum`` (max_patterns, dim), ``bank.hits``,
@@ -347,8 +373,10 @@ class Router(RouterCore):
 
         and JSON metadata: ``router_state_version``, ``sona_version``, ``routes``, ``hidden_dim``,
         ``seed``, ``params`` (every hyper-parameter), ``counters`` (n_seen, t, global_baseline,
-        reward_short, reward_long, fisher_max, has_anchor, and the PCG32 generator's rng_state
-        and rng_inc), ``decisions``, ``feedbacks``, ``n_patterns``.
+        reward_short, reward_long, fisher_max, has_anchor, checkpoints, task_boundaries,
+        drifting, omega_max, tasks, and the PCG32 generator's rng_state and rng_inc),
+        ``decisions``, ``feedbacks``, ``n_patterns``. Files of router state versions 1 and 2 (no
+        task memory) load with ``ewc_memory`` 0 and an empty memory.
 
         Not saved: decisions still waiting for feedback (a Decision belongs to the router that
         made it; the loaded router refuses it), and gradients accumulated on ``micro``/``base``
@@ -405,6 +433,7 @@ class Router(RouterCore):
         def fail(what: str):
             raise StateFileError(f"cannot load sona router state {src}: {what}")
 
+        _upgrade_v2(meta, arrays)
         _check_meta(fail, meta)
         routes, d, params = meta["routes"], meta["hidden_dim"], meta["params"]
         K = len(routes)
@@ -418,7 +447,8 @@ class Router(RouterCore):
             "bank.centroid": (cap, d), "bank.centroid_sum": (cap, d), "bank.hits": (cap,),
             "bank.route_n": (cap, K), "bank.route_s": (cap, K), "bank.baseline": (cap,),
         }  # fmt: skip
-        names = set(expected) | {"rms", "fisher", "anchor"}
+        per_weight = ("fisher", "anchor") + _V3_ARRAYS
+        names = set(expected) | {"rms", *per_weight}
         unknown, missing = sorted(set(arrays) - names), sorted(names - set(arrays))
         if unknown or missing:
             fail(f"arrays do not match this sona's router layout: unknown {unknown}, "
@@ -446,8 +476,8 @@ class Router(RouterCore):
         n, n_rows = router.n_parameters, router.rms.size
         if meta["router_state_version"] == 1 and arrays["rms"].shape == (n,):
             arrays["rms"] = _rms_rows_from_v1(arrays["rms"], n_rows, d)
-        for name, size, what in (("rms", n_rows, "weight rows"), ("fisher", n, "parameters"),
-                                 ("anchor", n, "parameters")):
+        for name, size, what in (("rms", n_rows, "weight rows"),
+                                 *((w, n, "parameters") for w in per_weight)):
             if arrays[name].shape != (size,):
                 fail(f"array {name!r} has shape {arrays[name].shape}, but a router with these "
                      f"dimensions has {size} {what}: needs ({size},)")

@@ -503,6 +503,29 @@ def run_protocol(
     return out
 
 
+#: The sequential-tasks protocol's default tasks: disjoint groups of the task's 8 clusters.
+SEQUENTIAL_TASKS = ((0, 1, 2), (3, 4, 5), (6, 7))
+
+
+def run_sequential(make_router, seed: int, *, tasks=SEQUENTIAL_TASKS, n_per_task: int = 2000,
+                   task_kwargs=None) -> dict:
+    """Memory of several tasks: the stream holds only the clusters of tasks[0] for n_per_task
+    feedbacks, then only those of tasks[1], and so on; nothing announces a switch. Returns
+    ``learnt`` (each task's held-out greedy accuracy at the end of its own phase), ``final`` (each
+    task's accuracy after the last phase), ``first_keep`` (final / learnt of the first task: what
+    is left of it after every later task) and ``final_mean`` (mean of ``final``)."""
+    if not tasks:
+        raise ValueError("tasks must hold at least one group of clusters")
+    task = RoutingTask(seed=seed, **(task_kwargs or {}))
+    router = make_router(task)
+    reports = [evaluate(router, task, n_per_task, seed=seed * 10 + 1 + i, clusters=list(c))
+               for i, c in enumerate(tasks)]
+    learnt = [r.accuracy_on(list(c)) for r, c in zip(reports, tasks)]
+    final = [reports[-1].accuracy_on(list(c)) for c in tasks]
+    return {"learnt": learnt, "final": final, "first_keep": final[0] / max(learnt[0], 1e-9),
+            "final_mean": float(np.mean(final))}
+
+
 #: Targets of the routing benchmark: metric -> (comparison, threshold).
 TARGETS = {
     "acc_2000": (">=", 0.90),

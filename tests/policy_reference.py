@@ -83,6 +83,7 @@ DEFAULTS = {
     # EWC++ on the adapter parameters (anchor = last stable checkpoint, every 500 feedbacks)
     "ewc": True, "ewc_alpha": 0.01, "ewc_lambda": 2.0, "ewc_every": 500, "ewc_margin": 0.1,
     "fisher_every": 4,         # Fisher update and EWC pull on every 4th feedback, 4x as strong
+    "ewc_memory": 1.0,         # lambda of the memory of past tasks (folded in at boundaries)
 }
 
 
@@ -115,6 +116,12 @@ class PolicyReference:
         self.fisher = {k: np.zeros_like(a) for k, a in p.items()}
         self.anchor = None
         self.fisher_max = 0.0
+        self.drifting = False                     # between a boundary and a stable checkpoint
+        self.fisher_ckpt = {k: np.zeros_like(a) for k, a in p.items()}  # Fisher at the anchor
+        self.omega = {k: np.zeros_like(a) for k, a in p.items()}        # past tasks: sum F^_m
+        self.omega_theta = {k: np.zeros_like(a) for k, a in p.items()}  # sum F^_m anchor_m
+        self.omega_max = 0.0
+        self.tasks = 0
         self.reward_short = self.reward_long = 0.5
         M = h["max_patterns"]
         self.centroid = np.zeros((M, d))          # unit rows
@@ -200,6 +207,16 @@ class PolicyReference:
             acc += q[a]
         return Decision(a, pi, (x, xt, um, ub, ny, yh, j, pi, q))
 
+    def _remember_task(self) -> None:
+        fmax = max(float(f.max()) for f in self.fisher_ckpt.values())
+        if fmax <= 0:
+            return
+        for k, fc in self.fisher_ckpt.items():
+            self.omega[k] += fc / fmax
+            self.omega_theta[k] += fc / fmax * self.anchor[k]
+        self.omega_max = max(float(o.max()) for o in self.omega.values())
+        self.tasks += 1
+
     def feedback(self, decision: Decision, quality: float) -> None:
         """Learn from one scalar quality in [0, 1]:
 
@@ -210,7 +227,10 @@ class PolicyReference:
              g_Bm = s_m u_m g_y^T (rows);  g_Am = s_m (B_m g_y) x~^T   (same for base)
         (15) [EWC, every k = fisher_every feedbacks] F = (1-a) F + a g^2, a = 1-(1-alpha)^k;
              anchor every 500 steps if reward is stable; s = w g - k lambda |w| F/max(F) (theta -
-             anchor) on those steps, s = w g on the others
+             anchor) - k lambda_m |w| (omega theta - omega_theta) / max(omega) on those steps,
+             s = w g on the others. A boundary (the short reward EMA first falls below the long
+             one by the margin) adds the task of the last anchor to the memory: omega += F^,
+             omega_theta += F^ anchor, F^ = the Fisher at that anchor over its max
         (16) RMSprop per row i: v_i = b v_i + (1-b) mean_j (w g_ij)^2;
              theta_i += lr s_i / sqrt(v_i/(1-b^t) + eps^2);
              theta = clip(theta, +-weight_clip); keys_j /= |keys_j| (bounded adapter logits)
@@ -248,16 +268,23 @@ class PolicyReference:
         self.t += 1
         k_f = h["fisher_every"]
         fisher_step = h["ewc"] and self.t % k_f == 0
+        if h["ewc"]:
+            self.reward_short += 0.01 * (r - self.reward_short)
+            self.reward_long += 0.002 * (r - self.reward_long)
+            stable = self.reward_short >= self.reward_long - h["ewc_margin"]
+            if not stable and not self.drifting:
+                self.drifting = True
+                if h["ewc_memory"] > 0 and self.anchor is not None:
+                    self._remember_task()
+            if self.t % h["ewc_every"] == 0 and stable:
+                self.anchor = {k: v.copy() for k, v in p.items()}
+                self.fisher_ckpt = {k: v.copy() for k, v in self.fisher.items()}
+                self.drifting = False
         if fisher_step:  # every k-th feedback, k times as strong (the same decay per feedback)
             alpha = h["ewc_alpha"] if k_f == 1 else 1.0 - (1.0 - h["ewc_alpha"]) ** k_f
             for k, gk in g.items():
                 self.fisher[k] = (1 - alpha) * self.fisher[k] + alpha * gk * gk
         if h["ewc"]:
-            self.reward_short += 0.01 * (r - self.reward_short)
-            self.reward_long += 0.002 * (r - self.reward_long)
-            stable = self.reward_short >= self.reward_long - h["ewc_margin"]
-            if self.t % h["ewc_every"] == 0 and stable:
-                self.anchor = {k: v.copy() for k, v in p.items()}
             # normalised by the max of the PREVIOUS step's Fisher, so the C port does F, the pull
             # and RMSprop in one pass over the weights (the max is known only after the pass)
             fmax = self.fisher_max + 1e-12
@@ -270,6 +297,9 @@ class PolicyReference:
                 # its own, so a no-information signal (w = 0) still moves nothing (R3)
                 pull = k_f * h["ewc_lambda"] * abs(w) * (self.fisher[k] / fmax)
                 step = step - pull * (p[k] - self.anchor[k])
+            if fisher_step and self.tasks:
+                mpull = k_f * h["ewc_memory"] * abs(w) / (self.omega_max + 1e-12)
+                step = step - mpull * (self.omega[k] * p[k] - self.omega_theta[k])
             rows = step.reshape(self.v[k].shape[0], -1)
             sig = (w * gk).reshape(rows.shape)
             self.v[k] = b2 * self.v[k] + (1 - b2) * np.mean(sig * sig, axis=1, keepdims=True)

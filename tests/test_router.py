@@ -6,7 +6,7 @@ import pytest
 from policy_reference import PolicyReference
 
 import sona
-from sona.synthetic import RoutingTask
+from sona.synthetic import RoutingTask, run_sequential
 
 ROUTES = ["r0", "r1", "r2", "r3"]
 
@@ -47,6 +47,52 @@ def test_matches_reference_step_for_step(backend, hp):
     np.testing.assert_allclose(router.bias, p["bias"], atol=2e-4)
     assert router.bank.n_patterns == ref.n_patterns
     np.testing.assert_allclose(router.scores(X[0]), ref.scores(X[0]), atol=2e-3)
+
+
+@pytest.mark.parametrize("hp", [{}, {"ewc_memory": 4.0, "fisher_every": 1}])
+def test_task_memory_matches_reference_across_task_switches(backend, hp):
+    """Two switches of every best route: each inferred boundary folds the task of the last
+    stable anchor into the memory, which then pulls on every Fisher step."""
+    d = 64
+    router, ref = _twin(d=d, ewc_every=50, ewc_margin=0.05, **hp)
+    task = RoutingTask(dim=d, n_clusters=4, n_routes=4, seed=3)
+    rng = np.random.default_rng(5)
+    X, clusters = task.sample(1200, rng)
+    for t, (x, c) in enumerate(zip(X, clusters)):
+        if t in (400, 800):
+            task.change_best_routes(4)
+        dr, dn = router.route(x), ref.route(x)
+        assert dr.index == dn.index
+        r = float(task.reward(c, dr.index, rng))
+        router.feedback(dr, r)
+        ref.feedback(dn, r)
+    assert router.stats()["ewc_tasks"] == ref.tasks >= 2
+    for name in ("omega", "omega_theta", "fisher_ckpt"):
+        want = np.concatenate([a.ravel() for a in getattr(ref, name).values()])
+        np.testing.assert_allclose(getattr(router, name), want, rtol=1e-3, atol=1e-4, err_msg=name)
+    p = ref.p
+    np.testing.assert_allclose(router.micro.A, p["A_micro"], atol=2e-4)
+    np.testing.assert_allclose(router.base.B, p["B_base"].T, atol=2e-4)
+    np.testing.assert_allclose(router.keys, p["keys"], atol=2e-4)
+    np.testing.assert_allclose(router.bias, p["bias"], atol=2e-4)
+
+
+def test_task_memory_keeps_earlier_tasks_through_later_ones(backend):
+    """Three tasks in a row (disjoint cluster groups, 2000 feedbacks each, no announcement), the
+    adapter alone routing: with the memory of past tasks more of the first task survives the two
+    later ones than with EWC++ remembering only the last anchor, at no loss over all tasks."""
+    def runs(**hp):
+        def make(task, seed):
+            return sona.Router(ROUTES, hidden_dim=task.dim, seed=seed, use_prior=False, **hp)
+        out = [run_sequential(lambda task, s=s: make(task, s), s) for s in range(20)]
+        return (np.mean([o["first_keep"] for o in out]), np.mean([o["final_mean"] for o in out]),
+                np.mean([o["learnt"][0] for o in out]))
+
+    keep, mean, learnt = runs()
+    keep0, mean0, _ = runs(ewc_memory=0.0)
+    assert learnt >= 0.95                      # the first task was learnt before it was left
+    assert keep >= keep0 + 0.03, (keep, keep0)
+    assert mean >= mean0, (mean, mean0)
 
 
 def test_task_boundary_inferred_on_a_planted_switch_and_not_on_a_stationary_stream():

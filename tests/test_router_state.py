@@ -116,13 +116,13 @@ def test_file_layout(trained, saved):
     assert {k: a.shape for k, a in arrays.items()} == {
         "micro.A": (2, D), "micro.B": (D, 2), "base.A": (8, D), "base.B": (D, 8),
         "keys": (K, D), "bias": (K,), "rms": (2 * 2 + 2 * 8 + K + 1,), "fisher": (n,),
-        "anchor": (n,), "mu": (D,),
+        "anchor": (n,), "fisher_ckpt": (n,), "omega": (n,), "omega_theta": (n,), "mu": (D,),
         "bank.centroid": (cap, D), "bank.centroid_sum": (cap, D), "bank.hits": (cap,),
         "bank.route_n": (cap, K), "bank.route_s": (cap, K), "bank.baseline": (cap,),
     }  # fmt: skip
     assert all(a.dtype == np.float32 for a in arrays.values())
     assert meta["routes"] == ROUTES and meta["hidden_dim"] == D and meta["seed"] == 5
-    assert meta["sona_version"] == sona.__version__ and meta["router_state_version"] == 2
+    assert meta["sona_version"] == sona.__version__ and meta["router_state_version"] == 3
     assert meta["params"] == {**POLICY_DEFAULTS, **HP}
     assert meta["counters"] == trained._counters()
     assert (meta["decisions"], meta["feedbacks"]) == (600, 600)
@@ -191,7 +191,10 @@ def _bad_cases():
         "v1 rms length": (lambda a: _set(a, "rms", np.zeros(7, f32)),
                           lambda m: _set(m, "router_state_version", 1),
                           r"'rms' has shape \(7,\).* 25 weight rows"),
+        "omega length": (lambda a: _set(a, "omega", a["omega"][:-1].copy()), None,
+                         r"'omega' has shape .* parameters"),
         "missing array": (lambda a: _pop(a, "fisher"), None, r"missing \['fisher'\]"),
+        "v3 without memory": (lambda a: _pop(a, "omega"), None, r"missing \['omega'\]"),
         "unknown array": (lambda a: _set(a, "extra", np.zeros(1, f32)), None,
                           r"unknown \['extra'\]"),
         "float64 array": (lambda a: _set(a, "bias", a["bias"].astype(np.float64)), None,
@@ -218,9 +221,35 @@ def _bad_cases():
                             r"invalid router configuration: tau must be > 0"),
         "bad param type": (None, lambda m: _set(m["params"], "ewc", 1),
                            r"invalid router configuration: ewc must be a bool"),
-        "newer layout": (None, lambda m: _set(m, "router_state_version", 3),
+        "newer layout": (None, lambda m: _set(m, "router_state_version", 4),
                          r"newer than this sona"),
     }  # fmt: skip
+
+
+def _strip_v3(arrays, meta):
+    """What a version-2 file lacks: the task memory's arrays, parameter and counters."""
+    for name in ("fisher_ckpt", "omega", "omega_theta"):
+        del arrays[name]
+    del meta["params"]["ewc_memory"]
+    del meta["counters"]["omega_max"], meta["counters"]["tasks"]
+    meta["router_state_version"] = 2
+
+
+def test_version_2_file_loads_without_task_memory(trained, saved, tmp_path, task):
+    """Version 2 had no memory of past tasks: such a file loads with ewc_memory 0 and an empty
+    memory, and decides and learns exactly as the router that wrote it."""
+    assert trained.stats()["ewc_tasks"] == 0  # (the fixture's stream has no task switch)
+    held = {}
+    old = _rewrite(saved, tmp_path / "v2.sona", lambda a: held.setdefault("a", a),
+                   lambda m: _strip_v3(held["a"], m))
+    assert "omega" not in read_state(old)[0]
+    loaded = sona.Router.load(old)
+    assert loaded.params["ewc_memory"] == 0.0 and loaded.stats()["ewc_tasks"] == 0
+    for name in ("fisher_ckpt", "omega", "omega_theta"):
+        assert not getattr(loaded, name).any(), name
+    x = task.sample(1, np.random.default_rng(1))[0][0]
+    np.testing.assert_array_equal(loaded.scores(x), trained.scores(x))
+    loaded.feedback(loaded.route(x), 1.0)  # and it learns on
 
 
 def test_version_1_file_loads_with_row_moments(trained, saved, tmp_path, task):
@@ -230,10 +259,17 @@ def test_version_1_file_loads_with_row_moments(trained, saved, tmp_path, task):
     rng = np.random.default_rng(0)
     per_weight = rng.uniform(0.0, 1e-3, rows * D + K).astype(np.float32)
 
-    def as_v1(m):
+    held = {}
+
+    def as_v1(a):
+        a["rms"] = per_weight
+        held["a"] = a
+
+    def meta_v1(m):
+        _strip_v3(held["a"], m)
         m["router_state_version"] = 1
 
-    old = _rewrite(saved, tmp_path / "v1.sona", lambda a: _set(a, "rms", per_weight), as_v1)
+    old = _rewrite(saved, tmp_path / "v1.sona", as_v1, meta_v1)
     loaded = sona.Router.load(old)
     want = np.append(per_weight[:rows * D].reshape(rows, D).mean(axis=1),
                      per_weight[rows * D:].mean())

@@ -26,10 +26,10 @@
  *   (16) RMSprop with one second moment per row (the bias is one row): v_i = beta v_i +
  *        (1-beta) mean_j (w g_ij)², from w g alone (the intermittent pull must not inflate the
  *        normaliser); theta_i += lr s_i / sqrt(v_i / (1 - beta^t) + eps²), s = w g - pull F (theta
- *        - anchor) - mpull (omega theta - omega_theta) on Fisher steps, w g otherwise; weights clipped, keys renormalised. Each row's
- *        gradient is a scalar times a shared vector, so mean_j (w g_ij)² = (w coef_i)² |vec|² / n
- *        and a step without the Fisher is one axpy per row: no per-weight division or square root,
- *        and no per-weight optimiser state to stream.
+ *        - anchor) - mpull (omega theta - omega_theta) on Fisher steps, w g otherwise; weights
+ *        clipped, keys renormalised. Each row's gradient is a scalar times a shared vector, so
+ *        mean_j (w g_ij)² = (w coef_i)² |vec|² / n and a step without the Fisher is one axpy per
+ *        row: no per-weight division or square root, and no per-weight optimiser state to stream.
  *   (17) pattern statistics, global baseline, mu
  * Reductions for the softmax and the prior run in double; vectors in float32 kernels.
  */

@@ -115,13 +115,12 @@ _COUNTER_KEYS = {  # what RouterCore._counters() returns: name -> kind
     "fisher_max": "float", "has_anchor": "bool", "checkpoints": "u64",
     "task_boundaries": "u64", "drifting": "bool", "omega_max": "float", "tasks": "u64",
 }  # fmt: skip
-_POLICY_ARRAYS = ("keys", "bias", "rms", "fisher", "anchor", "fisher_ckpt", "omega", "omega_theta",
-                  "mu")
 # Added by router state version 3 (the task memory), with what an older file stands for: no
 # memory (ewc_memory 0, nothing remembered, no Fisher taken at the last checkpoint).
 _V3_PARAMS = {"ewc_memory": 0.0}
 _V3_COUNTERS = {"omega_max": 0.0, "tasks": 0}
 _V3_ARRAYS = ("fisher_ckpt", "omega", "omega_theta")
+_POLICY_ARRAYS = ("keys", "bias", "rms", "fisher", "anchor", *_V3_ARRAYS, "mu")
 _BANK_ARRAYS = ("centroid", "centroid_sum", "hits", "route_n", "route_s", "baseline")
 _U64 = 1 << 64
 

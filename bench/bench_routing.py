@@ -34,6 +34,7 @@ CONFIGS = {
     "EWC++ off": {"ewc": False},
     "no BaseLoRA": {"use_base": False},
     "no pattern prior (adapter only)": {"use_prior": False},
+    "adapter only, fixed memory lambda (ewc_novelty 0)": {"use_prior": False, "ewc_novelty": 0.0},
     "adapter only, no BaseLoRA, EWC off": {"use_prior": False, "use_base": False, "ewc": False},
     "adapter only, EWC off": {"use_prior": False, "ewc": False},
 }
@@ -47,6 +48,7 @@ BASELINES = {
 SEQUENTIAL_CONFIGS = {
     "sona.Router": {},
     "adapter only": {"use_prior": False},
+    "adapter only, fixed memory lambda (ewc_novelty 0)": {"use_prior": False, "ewc_novelty": 0.0},
     "adapter only, memory off (EWC++ keeps the last anchor only)": {"use_prior": False,
                                                                    "ewc_memory": 0.0},
     "adapter only, EWC off": {"use_prior": False, "ewc": False},

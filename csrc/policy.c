@@ -17,12 +17,19 @@
  *        (the decay of k per-feedback updates); anchor = weights every ewc_every feedbacks when the
  *        short reward EMA is not below the long one by more than the margin (stable); the first
  *        feedback that finds it below counts one inferred task boundary, and the old anchor is kept
- *        until a checkpoint is stable again; pull = k lambda
- *        |w| / max F (max F of the previous Fisher step, so one pass suffices). Task memory (when
- *        lambda_m > 0): a boundary folds the task that ended at the last stable checkpoint into
- *        omega += F^, omega_theta += F^ anchor (F^: the Fisher taken with that anchor, over its
- *        max); the past tasks' penalties sum_m F^_m (theta - anchor_m)² then pull with
- *        mpull (omega theta - omega_theta), mpull = k lambda_m |w| / max omega
+ *        until a checkpoint is stable again; pull = k lambda |w| / max F (max F of the previous
+ *        Fisher step, so one pass suffices). Novelty: nu_s, nu_l = 0.05 and 0.002 EMAs of "the
+ *        query matched no pattern or one created since the last stable checkpoint" (nu_s = nu_l
+ *        again at each stable checkpoint, which renews the familiar patterns); with
+ *        nu* = ewc_novelty > 0, a rise nu_s - nu_l >= nu* (once an anchor exists) is a boundary
+ *        too. Task memory (when lambda_m > 0): a boundary folds the task that ended at the last
+ *        stable checkpoint, with weight c = clip((nu_s - nu_l) / nu*, 0, 1) (1 when nu* = 0),
+ *        into omega += c F^, omega_theta += c F^ anchor (F^: the Fisher taken with that anchor,
+ *        over its max): the adaptive lambda of each remembered task. A boundary of new queries
+ *        keeps the old task; a drop on familiar queries (the same inputs now want another
+ *        route) keeps nothing of the mapping it contradicts. The past tasks' penalties
+ *        sum_m c_m F^_m (theta - anchor_m)² then pull with mpull (omega theta - omega_theta),
+ *        mpull = k lambda_m |w| / max omega
  *   (16) RMSprop with one second moment per row (the bias is one row): v_i = beta v_i +
  *        (1-beta) mean_j (w g_ij)², from w g alone (the intermittent pull must not inflate the
  *        normaliser); theta_i += lr s_i / sqrt(v_i / (1 - beta^t) + eps²), s = w g - pull F (theta
@@ -216,16 +223,16 @@ static void step_tier(state_cursor *c, float *A, float *Bt, size_t r, size_t d, 
 }
 
 /* Task memory: folds the task that ended at the last stable checkpoint (its anchor, and the
- * Fisher taken with it over that Fisher's max) into omega and omega_theta. Up to a constant the
- * tasks' penalties sum_m F^_m (theta - anchor_m)² are omega theta² - 2 omega_theta theta, so these
- * two arrays hold any number of tasks. */
-static void remember_task(sona_policy *p) {
+ * Fisher taken with it over that Fisher's max, times weight) into omega and omega_theta. Up to a
+ * constant the tasks' penalties sum_m c_m F^_m (theta - anchor_m)² are omega theta² - 2
+ * omega_theta theta, so these two arrays hold any number of tasks. */
+static void remember_task(sona_policy *p, float weight) {
     const size_t n = sona_policy_n_params(p->dim, p->n_routes, p->micro_rank, p->base_rank);
     float fmax = 0.0f, omax = 0.0f;
     for (size_t i = 0; i < n; ++i)
         if (p->fisher_ckpt[i] > fmax) fmax = p->fisher_ckpt[i];
     if (!(fmax > 0.0f)) return; /* no Fisher yet: nothing was learnt to remember */
-    const float inv = 1.0f / fmax;
+    const float inv = weight / fmax;
     for (size_t i = 0; i < n; ++i) {
         const float f = p->fisher_ckpt[i] * inv;
         p->omega[i] += f;
@@ -269,10 +276,16 @@ void sona_policy_feedback(sona_policy *p, const sona_policy_ctx *ctx, uint32_t a
         p->reward_long += 0.002f * (r - p->reward_long);
         const int checkpoint = hp->ewc_every && p->t % hp->ewc_every == 0;
         const int stable = p->reward_short >= p->reward_long - hp->ewc_margin;
-        if (!stable && !p->drifting) { /* rewards fell: an inferred task boundary */
+        const float novel = ctx->pattern < 0 || (uint32_t)j >= p->ckpt_patterns ? 1.0f : 0.0f;
+        p->novelty_short += 0.05f * (novel - p->novelty_short);
+        p->novelty_long += 0.002f * (novel - p->novelty_long);
+        const float rise = p->novelty_short - p->novelty_long, nu = hp->ewc_novelty;
+        const int novel_shift = nu > 0.0f && p->has_anchor && rise >= nu;
+        if ((!stable || novel_shift) && !p->drifting) { /* an inferred task boundary */
             p->task_boundaries += 1;
             p->drifting = 1;
-            if (hp->ewc_memory > 0.0f && p->has_anchor) remember_task(p);
+            const float weight = nu > 0.0f ? fminf(fmaxf(rise / nu, 0.0f), 1.0f) : 1.0f;
+            if (hp->ewc_memory > 0.0f && p->has_anchor && weight > 0.0f) remember_task(p, weight);
         }
         if (checkpoint && stable) {
             float *an = p->anchor;
@@ -286,6 +299,10 @@ void sona_policy_feedback(sona_policy *p, const sona_policy_ctx *ctx, uint32_t a
                 memcpy(p->fisher_ckpt, p->fisher,
                        sona_policy_n_params(p->dim, K, rm, rb) * sizeof(float));
             p->has_anchor = 1;
+            /* the bank's patterns are now the familiar ones: the short share restarts from the
+             * long-run level (it measured novelty against the previous checkpoint's patterns) */
+            p->ckpt_patterns = p->bank->n_patterns;
+            p->novelty_short = p->novelty_long;
             p->checkpoints += 1;
             p->drifting = 0;
         }

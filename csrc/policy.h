@@ -31,6 +31,8 @@ typedef struct sona_policy_hp {
     float global_rate;              /* global reward baseline EMA rate */
     float ewc_alpha, ewc_lambda, ewc_margin;
     float ewc_memory;               /* lambda of the task memory (0: no memory) */
+    float ewc_novelty;              /* novelty rise that is a task boundary and that remembers
+                                     * a task fully (0: reward drift only, every task fully) */
     uint32_t mean_window;           /* mu: cumulative mean, then EMA 1/window */
     uint32_t ewc_every;             /* checkpoint period (feedbacks) */
     uint32_t fisher_every;          /* Fisher update and EWC pull period (feedbacks) */
@@ -59,8 +61,14 @@ typedef struct sona_policy {
     float global_baseline, reward_short, reward_long, fisher_max;
     float omega_max;          /* max of omega (0 while no task is remembered) */
     uint64_t checkpoints;     /* EWC++ anchors taken */
-    uint64_t task_boundaries; /* times the reward started drifting down (rising edges) */
+    uint64_t task_boundaries; /* inferred task switches: reward drift or novelty rise edges */
     uint64_t tasks;           /* tasks folded into the memory */
+    /* share of feedbacks on novel queries (no pattern matched, or a pattern created since the
+     * last stable checkpoint): short (0.05) and long (0.002) EMAs. Pattern indices are the
+     * test, so a background refinement that moves rows can misfile a pattern as familiar or
+     * novel until the next checkpoint renews ckpt_patterns. */
+    float novelty_short, novelty_long;
+    uint32_t ckpt_patterns;   /* patterns in the bank at the last stable checkpoint */
     uint8_t has_anchor, drifting;
 } sona_policy;
 

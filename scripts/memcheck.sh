@@ -48,6 +48,8 @@ skip_under_valgrind=(
     --deselect tests/test_router.py::test_task_boundary_inferred_on_a_planted_switch_and_not_on_a_stationary_stream
     --deselect tests/test_router.py::test_ewc_penalty_pulls_towards_the_anchor
     --deselect tests/test_router.py::test_task_memory_keeps_earlier_tasks_through_later_ones
+    --deselect tests/test_router.py::test_adaptive_memory_keeps_new_query_tasks_and_drops_contradicted_ones
+    --deselect tests/test_router.py::test_adaptive_memory_retains_more_without_losing_rerouting
     # Loading a state file parses its metadata with json: CPython 3.11's never-written int digit
     # (see valgrind.supp) makes those ints "undefined" to memcheck, and it reports that where
     # sona's glue takes a reference to one. ASan runs these tests.

@@ -77,7 +77,7 @@ cdef extern from "policy.h" nogil:
     ctypedef struct sona_policy_hp:
         float micro_scale, base_scale, tau, tau_prior, ts_scale, explore, adv_clip
         float lr, rms_decay, rms_eps, weight_clip, global_rate
-        float ewc_alpha, ewc_lambda, ewc_margin, ewc_memory
+        float ewc_alpha, ewc_lambda, ewc_margin, ewc_memory, ewc_novelty
         uint32_t mean_window, ewc_every, fisher_every
         uint8_t use_micro, use_base, use_prior, learn_keys, learn_bias, unit_keys, ewc
 
@@ -103,6 +103,8 @@ cdef extern from "policy.h" nogil:
         uint64_t n_seen, t
         float global_baseline, reward_short, reward_long, fisher_max, omega_max
         uint64_t checkpoints, task_boundaries, tasks
+        float novelty_short, novelty_long
+        uint32_t ckpt_patterns
         uint8_t has_anchor, drifting
 
     ctypedef struct sona_policy_ctx:

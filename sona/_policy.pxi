@@ -109,7 +109,7 @@ cdef class RouterCore:
         h.lr, h.rms_decay, h.rms_eps = hp["lr"], hp["rms_decay"], hp["rms_eps"]
         h.weight_clip, h.global_rate = hp["weight_clip"], hp["global_rate"]
         h.ewc_alpha, h.ewc_lambda, h.ewc_margin = hp["ewc_alpha"], hp["ewc_lambda"], hp["ewc_margin"]
-        h.ewc_memory = hp["ewc_memory"]
+        h.ewc_memory, h.ewc_novelty = hp["ewc_memory"], hp["ewc_novelty"]
         h.mean_window, h.ewc_every = hp["mean_window"], hp["ewc_every"]
         h.fisher_every = hp["fisher_every"]
         h.use_micro, h.use_base, h.use_prior = hp["use_micro"], hp["use_base"], hp["use_prior"]
@@ -235,6 +235,8 @@ cdef class RouterCore:
         self.p.fisher_max, self.p.has_anchor = c["fisher_max"], c["has_anchor"]
         self.p.checkpoints, self.p.task_boundaries = c["checkpoints"], c["task_boundaries"]
         self.p.omega_max, self.p.tasks = c["omega_max"], c["tasks"]
+        self.p.novelty_short, self.p.novelty_long = c["novelty_short"], c["novelty_long"]
+        self.p.ckpt_patterns = c["ckpt_patterns"]
         self.p.drifting = c["drifting"]
         self.p.rng.state, self.p.rng.inc = c["rng_state"], c["rng_inc"]
 
@@ -247,5 +249,8 @@ cdef class RouterCore:
                 "checkpoints": int(self.p.checkpoints),
                 "task_boundaries": int(self.p.task_boundaries),
                 "omega_max": float(self.p.omega_max), "tasks": int(self.p.tasks),
+                "novelty_short": float(self.p.novelty_short),
+                "novelty_long": float(self.p.novelty_long),
+                "ckpt_patterns": int(self.p.ckpt_patterns),
                 "drifting": bool(self.p.drifting),
                 "rng_state": int(self.p.rng.state), "rng_inc": int(self.p.rng.inc)}

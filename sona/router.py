@@ -33,7 +33,7 @@ __all__ = ["Router", "POLICY_DEFAULTS", "ROUTER_STATE_VERSION"]
 PathLike = Union[str, "os.PathLike[str]"]
 
 #: Version of the router layout inside a state file (the container has its own format_version).
-ROUTER_STATE_VERSION = 3
+ROUTER_STATE_VERSION = 4
 
 #: Hyper-parameters of the router policy (see csrc/policy.c for where each enters).
 POLICY_DEFAULTS = {
@@ -47,6 +47,7 @@ POLICY_DEFAULTS = {
     "global_rate": 0.01,
     "ewc": True, "ewc_alpha": 0.01, "ewc_lambda": 2.0, "ewc_margin": 0.1, "ewc_every": 500,
     "ewc_memory": 1.0,         # lambda of the memory of past tasks (0: remember the last only)
+    "ewc_novelty": 0.5,        # novelty rise that marks a boundary and remembers a task fully
     "fisher_every": 4,         # Fisher update + EWC pull on every 4th feedback, 4x as strong
     "mean_window": 1000,
     "use_micro": True, "use_base": True, "use_prior": True,
@@ -81,7 +82,7 @@ def _check_hp(hp: dict) -> dict:
     for k in positive:
         if h[k] <= 0:
             raise ValueError(f"{k} must be > 0; got {h[k]}")
-    for k in ("explore", "global_rate", "ewc_alpha", "baseline_rate"):
+    for k in ("explore", "global_rate", "ewc_alpha", "baseline_rate", "ewc_novelty"):
         if not 0 <= h[k] <= 1:
             raise ValueError(f"{k} must be in [0, 1]; got {h[k]}")
     for k in ("rms_decay", "decay"):
@@ -114,12 +115,17 @@ _COUNTER_KEYS = {  # what RouterCore._counters() returns: name -> kind
     "global_baseline": "float", "reward_short": "float", "reward_long": "float",
     "fisher_max": "float", "has_anchor": "bool", "checkpoints": "u64",
     "task_boundaries": "u64", "drifting": "bool", "omega_max": "float", "tasks": "u64",
+    "novelty_short": "float", "novelty_long": "float", "ckpt_patterns": "u64",
 }  # fmt: skip
 # Added by router state version 3 (the task memory), with what an older file stands for: no
 # memory (ewc_memory 0, nothing remembered, no Fisher taken at the last checkpoint).
 _V3_PARAMS = {"ewc_memory": 0.0}
 _V3_COUNTERS = {"omega_max": 0.0, "tasks": 0}
 _V3_ARRAYS = ("fisher_ckpt", "omega", "omega_theta")
+# Added by version 4 (novelty: boundaries from new queries, memory weighted by novelty): an older
+# file stands for ewc_novelty 0, under which every boundary remembers its task fully.
+_V4_PARAMS = {"ewc_novelty": 0.0}
+_V4_COUNTERS = {"novelty_short": 0.0, "novelty_long": 0.0}  # + ckpt_patterns: the file's patterns
 _POLICY_ARRAYS = ("keys", "bias", "rms", "fisher", "anchor", *_V3_ARRAYS, "mu")
 _BANK_ARRAYS = ("centroid", "centroid_sum", "hits", "route_n", "route_s", "baseline")
 _U64 = 1 << 64
@@ -138,16 +144,21 @@ def _rms_rows_from_v1(v: np.ndarray, n_rows: int, d: int) -> np.ndarray:
                      v[full:].mean()).astype(np.float32)
 
 
-def _upgrade_v2(meta: Any, arrays: dict) -> None:
-    """Fills what router state version 3 added into an older file (in place; a malformed file is
-    left for the checks to refuse): no task memory."""
-    if not (isinstance(meta, dict) and _is_int(meta.get("router_state_version"))
-            and meta["router_state_version"] < 3):
+def _upgrade(meta: Any, arrays: dict) -> None:
+    """Fills what router state versions 3 and 4 added into an older file (in place; a malformed
+    file is left for the checks to refuse): no task memory (before 3), no novelty (before 4)."""
+    if not (isinstance(meta, dict) and _is_int(meta.get("router_state_version"))):
         return
-    for key, added in (("params", _V3_PARAMS), ("counters", _V3_COUNTERS)):
-        if isinstance(meta.get(key), dict):
-            meta[key] = {**added, **meta[key]}
-    if "fisher" in arrays:
+    version = meta["router_state_version"]
+    patterns = meta.get("n_patterns") if _is_int(meta.get("n_patterns")) else 0
+    v4_counters = {**_V4_COUNTERS, "ckpt_patterns": patterns}  # all of them familiar
+    for since, params, counters in ((3, _V3_PARAMS, _V3_COUNTERS), (4, _V4_PARAMS, v4_counters)):
+        if version >= since:
+            continue
+        for key, added in (("params", params), ("counters", counters)):
+            if isinstance(meta.get(key), dict):
+                meta[key] = {**added, **meta[key]}
+    if version < 3 and "fisher" in arrays:
         for name in _V3_ARRAYS:
             arrays.setdefault(name, np.zeros_like(arrays["fisher"]))
 
@@ -304,9 +315,13 @@ class Router(RouterCore):
         ``has_anchor`` (an EWC++ checkpoint exists), ``ewc_checkpoints`` (anchors taken),
         ``task_boundaries`` (times the fast reward mean fell below the slow one by more than
         ``ewc_margin``: inferred task switches, after which the previous anchor is kept until a
-        checkpoint finds the reward stable again), ``ewc_tasks`` (past tasks in the EWC++ memory:
-        each boundary with ``ewc_memory`` > 0 adds the task that ended at the last stable
-        checkpoint), ``backend``
+        checkpoint finds the reward stable again; also when ``novelty_short`` rose above
+        ``novelty_long`` by ``ewc_novelty``), ``novelty_short`` / ``novelty_long`` (fast and
+        slow shares of feedbacks on novel queries: none of the bank's patterns matched, or one
+        created since the last checkpoint), ``ewc_tasks`` (past tasks in the EWC++ memory: each
+        boundary with ``ewc_memory`` > 0 adds the task that ended at the last stable checkpoint,
+        weighted by the novelty rise over ``ewc_novelty``, capped at 1; a weight of 0, a drop in
+        reward on familiar queries only, adds nothing), ``backend``
         (``sona.get_backend()``, the kernels in use now), ``n_parameters`` (learned floats:
         adapters, keys, bias), ``seed`` and ``params`` (every hyper-parameter).
 
@@ -329,6 +344,8 @@ class Router(RouterCore):
             "has_anchor": bool(c["has_anchor"]),
             "ewc_checkpoints": int(c["checkpoints"]),
             "task_boundaries": int(c["task_boundaries"]),
+            "novelty_short": float(c["novelty_short"]),
+            "novelty_long": float(c["novelty_long"]),
             "ewc_tasks": int(c["tasks"]),
             "backend": get_backend(),
             "n_parameters": int(self.n_parameters),
@@ -373,9 +390,11 @@ class Router(RouterCore):
         and JSON metadata: ``router_state_version``, ``sona_version``, ``routes``, ``hidden_dim``,
         ``seed``, ``params`` (every hyper-parameter), ``counters`` (n_seen, t, global_baseline,
         reward_short, reward_long, fisher_max, has_anchor, checkpoints, task_boundaries,
-        drifting, omega_max, tasks, and the PCG32 generator's rng_state and rng_inc),
-        ``decisions``, ``feedbacks``, ``n_patterns``. Files of router state versions 1 and 2 (no
-        task memory) load with ``ewc_memory`` 0 and an empty memory.
+        drifting, omega_max, tasks, novelty_short, novelty_long, ckpt_patterns, and the PCG32
+        generator's rng_state and rng_inc), ``decisions``, ``feedbacks``, ``n_patterns``. Files
+        of router state versions 1 and 2 (no task memory) load with ``ewc_memory`` 0 and an empty
+        memory; files of versions 1 to 3 load with ``ewc_novelty`` 0 (boundaries from the reward
+        alone, every task remembered fully: how they were written).
 
         Not saved: decisions still waiting for feedback (a Decision belongs to the router that
         made it; the loaded router refuses it), and gradients accumulated on ``micro``/``base``
@@ -432,7 +451,7 @@ class Router(RouterCore):
         def fail(what: str):
             raise StateFileError(f"cannot load sona router state {src}: {what}")
 
-        _upgrade_v2(meta, arrays)
+        _upgrade(meta, arrays)
         _check_meta(fail, meta)
         routes, d, params = meta["routes"], meta["hidden_dim"], meta["params"]
         K = len(routes)
@@ -463,6 +482,13 @@ class Router(RouterCore):
                 fail(f"array {name!r} contains NaN or Inf")
         if meta["n_patterns"] > cap:
             fail(f"n_patterns={meta['n_patterns']} exceeds max_patterns={cap}")
+        counters = meta["counters"]
+        if counters["ckpt_patterns"] > cap:
+            fail(f"counters['ckpt_patterns']={counters['ckpt_patterns']} exceeds "
+                 f"max_patterns={cap}")
+        for key in ("novelty_short", "novelty_long"):
+            if not 0 <= counters[key] <= 1:
+                fail(f"counters[{key!r}] must be a share in [0, 1], got {counters[key]!r}")
 
         # Build a fresh router (sizes already match the arrays, so allocation is bounded by the
         # file), check what only it knows, then fill it. It is returned only if all succeeded.

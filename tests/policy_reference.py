@@ -84,6 +84,7 @@ DEFAULTS = {
     "ewc": True, "ewc_alpha": 0.01, "ewc_lambda": 2.0, "ewc_every": 500, "ewc_margin": 0.1,
     "fisher_every": 4,         # Fisher update and EWC pull on every 4th feedback, 4x as strong
     "ewc_memory": 1.0,         # lambda of the memory of past tasks (folded in at boundaries)
+    "ewc_novelty": 0.5,        # novelty rise that is a boundary and remembers a task fully
 }
 
 
@@ -122,6 +123,8 @@ class PolicyReference:
         self.omega_theta = {k: np.zeros_like(a) for k, a in p.items()}  # sum F^_m anchor_m
         self.omega_max = 0.0
         self.tasks = 0
+        self.novelty_short = self.novelty_long = 0.0  # shares of feedbacks on novel queries
+        self.ckpt_patterns = 0                    # patterns at the last stable checkpoint
         self.reward_short = self.reward_long = 0.5
         M = h["max_patterns"]
         self.centroid = np.zeros((M, d))          # unit rows
@@ -207,13 +210,13 @@ class PolicyReference:
             acc += q[a]
         return Decision(a, pi, (x, xt, um, ub, ny, yh, j, pi, q))
 
-    def _remember_task(self) -> None:
+    def _remember_task(self, weight: float) -> None:
         fmax = max(float(f.max()) for f in self.fisher_ckpt.values())
         if fmax <= 0:
             return
         for k, fc in self.fisher_ckpt.items():
-            self.omega[k] += fc / fmax
-            self.omega_theta[k] += fc / fmax * self.anchor[k]
+            self.omega[k] += weight * fc / fmax
+            self.omega_theta[k] += weight * fc / fmax * self.anchor[k]
         self.omega_max = max(float(o.max()) for o in self.omega.values())
         self.tasks += 1
 
@@ -228,9 +231,14 @@ class PolicyReference:
         (15) [EWC, every k = fisher_every feedbacks] F = (1-a) F + a g^2, a = 1-(1-alpha)^k;
              anchor every 500 steps if reward is stable; s = w g - k lambda |w| F/max(F) (theta -
              anchor) - k lambda_m |w| (omega theta - omega_theta) / max(omega) on those steps,
-             s = w g on the others. A boundary (the short reward EMA first falls below the long
-             one by the margin) adds the task of the last anchor to the memory: omega += F^,
-             omega_theta += F^ anchor, F^ = the Fisher at that anchor over its max
+             s = w g on the others. Novelty nu_s, nu_l: 0.05 and 0.002 EMAs of "x matched no
+             pattern, or one created since the last stable checkpoint"; nu_s = nu_l at each
+             stable checkpoint. A boundary (the short
+             reward EMA first falls below the long one by the margin, or, with an anchor,
+             nu_s - nu_l first reaches nu* = ewc_novelty > 0) adds the task of the last anchor
+             to the memory with weight c = clip((nu_s - nu_l) / nu*, 0, 1) (1 if nu* = 0):
+             omega += c F^, omega_theta += c F^ anchor, F^ = the Fisher at that anchor over its
+             max
         (16) RMSprop per row i: v_i = b v_i + (1-b) mean_j (w g_ij)^2;
              theta_i += lr s_i / sqrt(v_i/(1-b^t) + eps^2);
              theta = clip(theta, +-weight_clip); keys_j /= |keys_j| (bounded adapter logits)
@@ -242,6 +250,7 @@ class PolicyReference:
         h, p = self.h, self.p
         x, xt, um, ub, ny, yh, j, pi, q = decision.ctx
         a, r = decision.index, float(quality)
+        matched = j >= 0
         if j < 0:
             if self.n_patterns < h["max_patterns"]:
                 j = self.n_patterns
@@ -272,11 +281,19 @@ class PolicyReference:
             self.reward_short += 0.01 * (r - self.reward_short)
             self.reward_long += 0.002 * (r - self.reward_long)
             stable = self.reward_short >= self.reward_long - h["ewc_margin"]
-            if not stable and not self.drifting:
+            novel = 0.0 if matched and j < self.ckpt_patterns else 1.0
+            self.novelty_short += 0.05 * (novel - self.novelty_short)
+            self.novelty_long += 0.002 * (novel - self.novelty_long)
+            rise, nu = self.novelty_short - self.novelty_long, h["ewc_novelty"]
+            novel_shift = nu > 0 and self.anchor is not None and rise >= nu
+            if (not stable or novel_shift) and not self.drifting:
                 self.drifting = True
-                if h["ewc_memory"] > 0 and self.anchor is not None:
-                    self._remember_task()
+                weight = min(max(rise / nu, 0.0), 1.0) if nu > 0 else 1.0
+                if h["ewc_memory"] > 0 and self.anchor is not None and weight > 0:
+                    self._remember_task(weight)
             if self.t % h["ewc_every"] == 0 and stable:
+                self.ckpt_patterns = self.n_patterns
+                self.novelty_short = self.novelty_long
                 self.anchor = {k: v.copy() for k, v in p.items()}
                 self.fisher_ckpt = {k: v.copy() for k, v in self.fisher.items()}
                 self.drifting = False

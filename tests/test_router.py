@@ -6,7 +6,7 @@ import pytest
 from policy_reference import PolicyReference
 
 import sona
-from sona.synthetic import RoutingTask, run_sequential
+from sona.synthetic import RoutingTask, run_protocol, run_sequential
 
 ROUTES = ["r0", "r1", "r2", "r3"]
 
@@ -49,24 +49,36 @@ def test_matches_reference_step_for_step(backend, hp):
     np.testing.assert_allclose(router.scores(X[0]), ref.scores(X[0]), atol=2e-3)
 
 
-@pytest.mark.parametrize("hp", [{}, {"ewc_memory": 4.0, "fisher_every": 1}])
+@pytest.mark.parametrize("hp", [{}, {"ewc_memory": 4.0, "fisher_every": 1}, {"ewc_novelty": 0.0},
+                                {"ewc_novelty": 0.8}])
 def test_task_memory_matches_reference_across_task_switches(backend, hp):
-    """Two switches of every best route: each inferred boundary folds the task of the last
-    stable anchor into the memory, which then pulls on every Fisher step."""
+    """Task switches of both kinds, unannounced: every best route changes (the same queries now
+    want other routes: a reward boundary without novelty, remembered with weight 0 unless
+    ewc_novelty is 0), then new clusters arrive alone (a novelty boundary, the old task
+    remembered; with ewc_novelty 0.8 a reward boundary there remembers it partly), twice. The
+    memory pulls on every Fisher step; C and numpy agree throughout."""
     d = 64
     router, ref = _twin(d=d, ewc_every=50, ewc_margin=0.05, **hp)
-    task = RoutingTask(dim=d, n_clusters=4, n_routes=4, seed=3)
+    task = RoutingTask(dim=d, n_clusters=2, n_routes=4, seed=3)
     rng = np.random.default_rng(5)
-    X, clusters = task.sample(1200, rng)
-    for t, (x, c) in enumerate(zip(X, clusters)):
-        if t in (400, 800):
-            task.change_best_routes(4)
-        dr, dn = router.route(x), ref.route(x)
-        assert dr.index == dn.index
-        r = float(task.reward(c, dr.index, rng))
-        router.feedback(dr, r)
-        ref.feedback(dn, r)
-    assert router.stats()["ewc_tasks"] == ref.tasks >= 2
+    pool = [0, 1]
+    for phase in range(5):
+        if phase % 2 == 1:
+            task.change_best_routes(clusters=pool)
+        elif phase:
+            pool = task.add_clusters(3).tolist()
+        X, clusters = task.sample(300, rng, clusters=pool)
+        for x, c in zip(X, clusters):
+            dr, dn = router.route(x), ref.route(x)
+            assert dr.index == dn.index
+            r = float(task.reward(c, dr.index, rng))
+            router.feedback(dr, r)
+            ref.feedback(dn, r)
+    stats = router.stats()
+    assert stats["ewc_tasks"] == ref.tasks >= 1
+    assert stats["task_boundaries"] >= 2
+    assert stats["novelty_short"] == pytest.approx(ref.novelty_short, abs=1e-5)
+    assert stats["novelty_long"] == pytest.approx(ref.novelty_long, abs=1e-5)
     for name in ("omega", "omega_theta", "fisher_ckpt"):
         want = np.concatenate([a.ravel() for a in getattr(ref, name).values()])
         np.testing.assert_allclose(getattr(router, name), want, rtol=1e-3, atol=1e-4, err_msg=name)
@@ -116,6 +128,52 @@ def test_task_boundary_inferred_on_a_planted_switch_and_not_on_a_stationary_stre
     assert sona.Router(ROUTES, hidden_dim=8).engine.stats()["task_boundaries"] == 0
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_adaptive_memory_keeps_new_query_tasks_and_drops_contradicted_ones(backend, seed):
+    """The memory's lambda per task follows the kind of switch. Every best route changing on the
+    same queries is a reward boundary with no novelty: nothing is remembered, so the memory
+    cannot hold back the new answers. New clusters arriving alone is a novelty boundary (the
+    reward alone misses it): the task before is remembered fully. With ewc_novelty 0 (reward
+    boundaries only, every task fully) it is the other way round."""
+    def run(**hp):
+        task = RoutingTask(seed=seed)
+        router = sona.Router(ROUTES, hidden_dim=task.dim, seed=seed, **hp)
+        rng = np.random.default_rng(seed)
+        seen = []
+        for phase, n in (("learn", 2500), ("change", 1500), ("new", 1500)):
+            pool = task.add_clusters(4) if phase == "new" else None
+            if phase == "change":
+                task.change_best_routes(task.n_clusters)
+            X, c = task.sample(n, rng, clusters=pool)
+            for x, ci in zip(X, c):
+                d = router.route(x)
+                router.feedback(d, task.reward(int(ci), d.index, rng))
+            s = router.stats()
+            seen.append((s["task_boundaries"], s["ewc_tasks"], bool(router.omega.any())))
+        return seen
+
+    assert run() == [(0, 0, False), (1, 0, False), (2, 1, True)]
+    assert run(ewc_novelty=0.0) == [(0, 0, False), (1, 1, True), (1, 1, True)]
+
+
+def test_adaptive_memory_retains_more_without_losing_rerouting(backend):
+    """The routing benchmark's phases with the adapter alone routing, seeds 0-19: the memory
+    weighted by novelty keeps more of the old clusters through the new ones than a fixed lambda
+    (ewc_novelty 0), while re-routing the changed clusters no worse and learning the new ones
+    about as well."""
+    def means(**hp):
+        def make(task, seed):
+            return sona.Router(ROUTES, hidden_dim=task.dim, seed=seed, use_prior=False, **hp)
+        out = [run_protocol(lambda task, s=s: make(task, s), s) for s in range(20)]
+        return {k: float(np.mean([o[k] for o in out]))
+                for k in ("changed_acc", "old_keep", "new_acc")}
+
+    adaptive, fixed = means(), means(ewc_novelty=0.0)
+    assert adaptive["old_keep"] >= fixed["old_keep"] + 0.03, (adaptive, fixed)
+    assert adaptive["changed_acc"] >= fixed["changed_acc"], (adaptive, fixed)
+    assert adaptive["new_acc"] >= fixed["new_acc"] - 0.02, (adaptive, fixed)
+
+
 def test_fisher_lives_in_the_parameter_space():
     router = sona.Router(ROUTES, hidden_dim=32, seed=0)
     n = router.n_parameters
@@ -150,3 +208,18 @@ def test_ewc_penalty_pulls_towards_the_anchor():
         return float(np.linalg.norm(theta - router.anchor))
 
     assert drift(50.0) < 0.8 * drift(0.0)
+
+
+@pytest.mark.parametrize("hp, exc, match", [
+    ({"ewc_novelty": -0.1}, ValueError, r"ewc_novelty must be in \[0, 1\]; got -0.1"),
+    ({"ewc_novelty": 1.5}, ValueError, r"ewc_novelty must be in \[0, 1\]; got 1.5"),
+    ({"ewc_novelty": float("nan")}, ValueError, r"ewc_novelty must be a finite number"),
+    ({"ewc_memory": -1.0}, ValueError, r"ewc_memory"),
+    ({"tau": 0.0}, ValueError, r"tau must be > 0"),
+    ({"fisher_every": 0}, ValueError, r"fisher_every must be an integer >= 1"),
+    ({"ewc": 1}, TypeError, r"ewc must be a bool"),
+    ({"ewc_lambda2": 1.0}, ValueError, r"unknown router parameters \['ewc_lambda2'\]"),
+])
+def test_bad_hyperparameters_raise_naming_them(hp, exc, match):
+    with pytest.raises(exc, match=match):
+        sona.Router(ROUTES, hidden_dim=8, **hp)

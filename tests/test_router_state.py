@@ -122,7 +122,7 @@ def test_file_layout(trained, saved):
     }  # fmt: skip
     assert all(a.dtype == np.float32 for a in arrays.values())
     assert meta["routes"] == ROUTES and meta["hidden_dim"] == D and meta["seed"] == 5
-    assert meta["sona_version"] == sona.__version__ and meta["router_state_version"] == 3
+    assert meta["sona_version"] == sona.__version__ and meta["router_state_version"] == 4
     assert meta["params"] == {**POLICY_DEFAULTS, **HP}
     assert meta["counters"] == trained._counters()
     assert (meta["decisions"], meta["feedbacks"]) == (600, 600)
@@ -221,13 +221,27 @@ def _bad_cases():
                             r"invalid router configuration: tau must be > 0"),
         "bad param type": (None, lambda m: _set(m["params"], "ewc", 1),
                            r"invalid router configuration: ewc must be a bool"),
-        "newer layout": (None, lambda m: _set(m, "router_state_version", 4),
+        "ckpt_patterns": (None, lambda m: _set(m["counters"], "ckpt_patterns", 101),
+                          r"ckpt_patterns'\]=101 exceeds max_patterns"),
+        "novelty share": (None, lambda m: _set(m["counters"], "novelty_long", 1.5),
+                          r"novelty_long'\] must be a share in \[0, 1\]"),
+        "newer layout": (None, lambda m: _set(m, "router_state_version", 5),
                          r"newer than this sona"),
     }  # fmt: skip
 
 
+def _strip_v4(meta):
+    """What a version-3 file lacks: the novelty parameter and counters."""
+    del meta["params"]["ewc_novelty"]
+    for name in ("novelty_short", "novelty_long", "ckpt_patterns"):
+        del meta["counters"][name]
+    meta["router_state_version"] = 3
+
+
 def _strip_v3(arrays, meta):
-    """What a version-2 file lacks: the task memory's arrays, parameter and counters."""
+    """What a version-2 file lacks: the task memory's arrays, parameter and counters (and what
+    version 4 added)."""
+    _strip_v4(meta)
     for name in ("fisher_ckpt", "omega", "omega_theta"):
         del arrays[name]
     del meta["params"]["ewc_memory"]
@@ -249,6 +263,22 @@ def test_version_2_file_loads_without_task_memory(trained, saved, tmp_path, task
         assert not getattr(loaded, name).any(), name
     x = task.sample(1, np.random.default_rng(1))[0][0]
     np.testing.assert_array_equal(loaded.scores(x), trained.scores(x))
+    loaded.feedback(loaded.route(x), 1.0)  # and it learns on
+
+
+def test_version_3_file_loads_without_novelty(trained, saved, tmp_path, task):
+    """Version 3 inferred boundaries from the reward alone and remembered every task fully: such
+    a file loads with ewc_novelty 0, which is exactly that, and decides and learns on."""
+    old = _rewrite(saved, tmp_path / "v3.sona", None, _strip_v4)
+    assert "ewc_novelty" not in read_state(old)[1]["params"]
+    loaded = sona.Router.load(old)
+    assert loaded.params["ewc_novelty"] == 0.0
+    assert loaded.stats()["novelty_short"] == loaded.stats()["novelty_long"] == 0.0
+    for name in ("fisher", "anchor", "omega", "omega_theta", "keys"):
+        assert np.array_equal(getattr(loaded, name), getattr(trained, name)), name
+    x = task.sample(1, np.random.default_rng(1))[0][0]
+    np.testing.assert_array_equal(loaded.scores(x), trained.scores(x))
+    assert loaded._counters()["ckpt_patterns"] == trained.bank.n_patterns  # all familiar
     loaded.feedback(loaded.route(x), 1.0)  # and it learns on
 
 

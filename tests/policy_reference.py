@@ -233,12 +233,11 @@ class PolicyReference:
              anchor) - k lambda_m |w| (omega theta - omega_theta) / max(omega) on those steps,
              s = w g on the others. Novelty nu_s, nu_l: 0.05 and 0.002 EMAs of "x matched no
              pattern, or one created since the last stable checkpoint"; nu_s = nu_l at each
-             stable checkpoint. A boundary (the short
-             reward EMA first falls below the long one by the margin, or, with an anchor,
-             nu_s - nu_l first reaches nu* = ewc_novelty > 0) adds the task of the last anchor
-             to the memory with weight c = clip((nu_s - nu_l) / nu*, 0, 1) (1 if nu* = 0):
-             omega += c F^, omega_theta += c F^ anchor, F^ = the Fisher at that anchor over its
-             max
+             stable checkpoint. A boundary (the short reward EMA first falls below the long one
+             by the margin, or, with an anchor, nu_s - nu_l first reaches nu* = ewc_novelty > 0)
+             adds the task of the last anchor to the memory with weight
+             c = clip((nu_s - nu_l) / nu*, 0, 1) (1 if nu* = 0): omega += c F^,
+             omega_theta += c F^ anchor, F^ = the Fisher at that anchor over its max
         (16) RMSprop per row i: v_i = b v_i + (1-b) mean_j (w g_ij)^2;
              theta_i += lr s_i / sqrt(v_i/(1-b^t) + eps^2);
              theta = clip(theta, +-weight_clip); keys_j /= |keys_j| (bounded adapter logits)

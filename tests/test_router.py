@@ -89,14 +89,19 @@ def test_task_memory_matches_reference_across_task_switches(backend, hp):
     np.testing.assert_allclose(router.bias, p["bias"], atol=2e-4)
 
 
+def _adapter_only_runs(protocol, **hp):
+    """protocol(make_router, seed) for seeds 0-19, the adapter alone routing (no pattern prior)."""
+    def make(task, seed):
+        return sona.Router(ROUTES, hidden_dim=task.dim, seed=seed, use_prior=False, **hp)
+    return [protocol(lambda task, s=s: make(task, s), s) for s in range(20)]
+
+
 def test_task_memory_keeps_earlier_tasks_through_later_ones(backend):
     """Three tasks in a row (disjoint cluster groups, 2000 feedbacks each, no announcement), the
     adapter alone routing: with the memory of past tasks more of the first task survives the two
     later ones than with EWC++ remembering only the last anchor, at no loss over all tasks."""
     def runs(**hp):
-        def make(task, seed):
-            return sona.Router(ROUTES, hidden_dim=task.dim, seed=seed, use_prior=False, **hp)
-        out = [run_sequential(lambda task, s=s: make(task, s), s) for s in range(20)]
+        out = _adapter_only_runs(run_sequential, **hp)
         return (np.mean([o["first_keep"] for o in out]), np.mean([o["final_mean"] for o in out]),
                 np.mean([o["learnt"][0] for o in out]))
 
@@ -162,9 +167,7 @@ def test_adaptive_memory_retains_more_without_losing_rerouting(backend):
     (ewc_novelty 0), while re-routing the changed clusters no worse and learning the new ones
     about as well."""
     def means(**hp):
-        def make(task, seed):
-            return sona.Router(ROUTES, hidden_dim=task.dim, seed=seed, use_prior=False, **hp)
-        out = [run_protocol(lambda task, s=s: make(task, s), s) for s in range(20)]
+        out = _adapter_only_runs(run_protocol, **hp)
         return {k: float(np.mean([o[k] for o in out]))
                 for k in ("changed_acc", "old_keep", "new_acc")}
 

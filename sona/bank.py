@@ -24,7 +24,9 @@ __all__ = ["BANK_DEFAULTS", "REFINE_DEFAULTS", "Pattern", "PatternStore", "new_b
 #: Online clustering and statistics parameters (see csrc/bank.h). new_pattern_cos = 0.45 suits
 #: sentence embeddings whose same-topic cosine is ~0.5 and cross-topic ~0.3 (the routing
 #: benchmark's geometry); set it midway between those two medians for other embedding models.
-BANK_DEFAULTS = {"new_pattern_cos": 0.45, "decay": 0.995, "prior_count": 1.0,
+#: prior_count is the pseudo-count of traffic-wide evidence each pattern starts from per route:
+#: a new kind of query is routed as the whole traffic says until its own outcomes outweigh that.
+BANK_DEFAULTS = {"new_pattern_cos": 0.45, "decay": 0.995, "prior_count": 10.0,
                  "baseline_rate": 0.05}
 
 

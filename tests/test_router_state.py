@@ -119,10 +119,12 @@ def test_file_layout(trained, saved):
         "anchor": (n,), "fisher_ckpt": (n,), "omega": (n,), "omega_theta": (n,), "mu": (D,),
         "bank.centroid": (cap, D), "bank.centroid_sum": (cap, D), "bank.hits": (cap,),
         "bank.route_n": (cap, K), "bank.route_s": (cap, K), "bank.baseline": (cap,),
+        "global_n": (K,), "global_s": (K,), "global_q": (K,), "route_cost": (K,),
+        "cost_n": (K,), "shrink": (K,),
     }  # fmt: skip
     assert all(a.dtype == np.float32 for a in arrays.values())
     assert meta["routes"] == ROUTES and meta["hidden_dim"] == D and meta["seed"] == 5
-    assert meta["sona_version"] == sona.__version__ and meta["router_state_version"] == 4
+    assert meta["sona_version"] == sona.__version__ and meta["router_state_version"] == 5
     assert meta["params"] == {**POLICY_DEFAULTS, **HP}
     assert meta["counters"] == trained._counters()
     assert (meta["decisions"], meta["feedbacks"]) == (600, 600)
@@ -225,7 +227,11 @@ def _bad_cases():
                           r"ckpt_patterns'\]=101 exceeds max_patterns"),
         "novelty share": (None, lambda m: _set(m["counters"], "novelty_long", 1.5),
                           r"novelty_long'\] must be a share in \[0, 1\]"),
-        "newer layout": (None, lambda m: _set(m, "router_state_version", 5),
+        "negative count": (lambda a: _set(a, "global_n", -np.ones(K, f32)), None,
+                           r"'global_n' holds a negative value"),
+        "sum above count": (lambda a: _set(a, "global_s", a["global_n"] + 1), None,
+                            r"'global_s' exceeds 'global_n'"),
+        "newer layout": (None, lambda m: _set(m, "router_state_version", 6),
                          r"newer than this sona"),
     }  # fmt: skip
 
@@ -280,6 +286,30 @@ def test_version_3_file_loads_without_novelty(trained, saved, tmp_path, task):
     np.testing.assert_array_equal(loaded.scores(x), trained.scores(x))
     assert loaded._counters()["ckpt_patterns"] == trained.bank.n_patterns  # all familiar
     loaded.feedback(loaded.route(x), 1.0)  # and it learns on
+
+
+def test_version_4_file_loads_without_traffic_wide_statistics(trained, saved, tmp_path, task):
+    """Version 4 had no traffic-wide route statistics and no costs: such a file loads with them
+    empty (the prior starts from Beta(1, 1) and unknown costs) and learns on."""
+    def strip(a):
+        for name in ("global_n", "global_s", "global_q", "route_cost", "cost_n", "shrink"):
+            del a[name]
+
+    def meta_v4(m):
+        del m["params"]["prior_window"]
+        m["router_state_version"] = 4
+
+    old = _rewrite(saved, tmp_path / "v4.sona", strip, meta_v4)
+    assert "global_n" not in read_state(old)[0]
+    loaded = sona.Router.load(old)
+    assert loaded.params["prior_window"] == POLICY_DEFAULTS["prior_window"]
+    for name in ("global_n", "global_s", "route_cost", "cost_n"):
+        assert not getattr(loaded, name).any(), name
+    assert np.array_equal(loaded.keys, trained.keys)
+    assert (loaded.shrink == loaded.params["prior_count"]).all()
+    x = task.sample(1, np.random.default_rng(1))[0][0]
+    loaded.feedback(loaded.route(x), 1.0)  # and it learns on
+    assert loaded.global_n.sum() == 1.0
 
 
 def test_version_1_file_loads_with_row_moments(trained, saved, tmp_path, task):

@@ -22,6 +22,7 @@ from ._core import (
 from .config import SonaConfig
 from .engine import CycleResult, SonaEngine
 from .lora import BaseLoRA, MicroLoRA
+from .outcome import Outcome, OutcomeError
 from .router import Router
 from .signal import LearningSignal
 from .state import StateFileError
@@ -44,6 +45,8 @@ __all__ = [
     "TrajectoryStore",
     "UnknownTrajectoryError",
     "LearningSignal",
+    "Outcome",
+    "OutcomeError",
     "Router",
     "SonaConfig",
     "StateFileError",

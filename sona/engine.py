@@ -17,6 +17,7 @@ import threading
 import time
 import weakref
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -24,7 +25,7 @@ from ._core import EngineCore, TrajectoryBuffer, TrajectoryStore, get_backend
 from .bank import REFINE_DEFAULTS, new_bank, refine_bank
 from .config import SonaConfig
 from .lora import BaseLoRA, MicroLoRA
-from .state import StateFileError, read_state, write_state
+from .state import StateFileError, decode_state, encode_state, read_state, write_state
 
 __all__ = ["SonaEngine", "CycleResult", "ENGINE_STATE_VERSION"]
 
@@ -294,6 +295,11 @@ class SonaEngine(EngineCore):
         and the late-feedback window are not saved: they are in-flight requests, not knowledge.
         The previous file is untouched if the save fails.
         """
+        write_state(path, *self._state(), "engine")
+
+    def _state(self) -> tuple[dict, dict]:
+        """(arrays, metadata) of the state file, snapshotted under the cycle lock (copies, so
+        the file is written outside it while learning goes on)."""
         from . import __version__
 
         with self._cycle_lock:
@@ -305,8 +311,41 @@ class SonaEngine(EngineCore):
                     "micro_scale": float(self.micro.scale), "base_scale": float(self.base.scale),
                     "counters": self._counters(), "counts": dict(self._counts),
                     "n_patterns": int(self.bank.n_patterns)}
-            write_state(path, {k: np.ascontiguousarray(v) for k, v in arrays.items()}, meta,
-                        "engine")
+            return {k: np.array(v, order="C", copy=True) for k, v in arrays.items()}, meta
+
+    def to_bytes(self) -> bytes:
+        """The engine's learned state as bytes: exactly the file :meth:`save` writes.
+
+        :meth:`from_bytes` restores it; pickling uses the same pair. Routers attached to the
+        engine, open trajectories and the background coordinator are not part of it (as for
+        save()).
+
+        >>> import sona
+        >>> engine = sona.SonaEngine(hidden_dim=8)
+        >>> sona.SonaEngine.from_bytes(engine.to_bytes()).config.hidden_dim
+        8
+        """
+        return encode_state(*self._state(), "engine")
+
+    @classmethod
+    def from_bytes(cls, data: bytes | bytearray | memoryview) -> SonaEngine:
+        """An engine restored from :meth:`to_bytes` (or a state file's contents), checked as
+        :meth:`load` checks a file.
+
+        Raises TypeError when ``data`` is not bytes-like, StateFileError for truncated,
+        corrupted, foreign, newer or inconsistent bytes, or a router's state.
+
+        >>> import sona
+        >>> data = sona.SonaEngine(hidden_dim=8).to_bytes()
+        >>> sona.SonaEngine.from_bytes(data).bank.n_patterns
+        0
+        """
+        arrays, meta = decode_state(data, kind="engine", source="from bytes")
+        return cls._from_state(arrays, meta, "<bytes>")
+
+    def __reduce__(self) -> tuple:
+        # The state file is the one serialised form: pickle carries its bytes.
+        return (type(self).from_bytes, (self.to_bytes(),))
 
     @classmethod
     def load(cls, path) -> SonaEngine:
@@ -316,9 +355,15 @@ class SonaEngine(EngineCore):
         (never a half-built engine) and FileNotFoundError when there is no file.
         """
         arrays, meta = read_state(path, "engine")
+        return cls._from_state(arrays, meta, str(path))
+
+    @classmethod
+    def _from_state(cls, arrays: dict, meta: Any, src: str) -> SonaEngine:
+        """The engine held by decoded state: every check of load()/from_bytes(); ``src`` names
+        the origin in error messages."""
 
         def fail(why: str):
-            raise StateFileError(f"{path}: not a usable sona engine state: {why}")
+            raise StateFileError(f"{src}: not a usable sona engine state: {why}")
 
         want = {"engine_state_version", "sona_version", "config", "bank_params", "micro_scale",
                 "base_scale", "counters", "counts", "n_patterns"}

@@ -28,7 +28,7 @@ from .bank import BANK_DEFAULTS
 from .config import SonaConfig
 from .engine import SonaEngine
 from .outcome import Outcome
-from .state import StateFileError, read_state, write_state
+from .state import StateFileError, decode_state, encode_state, read_state, write_state
 
 __all__ = ["Router", "POLICY_DEFAULTS", "ROUTER_STATE_VERSION"]
 
@@ -548,6 +548,10 @@ class Router(RouterCore):
         >>> bool(np.array_equal(sona.Router.load(path).scores(x), router.scores(x)))
         True
         """
+        write_state(path, *self._state(), "router")
+
+    def _state(self) -> tuple[dict, dict]:
+        """(arrays, metadata) of the state file: what save() writes and to_bytes() returns."""
         from . import __version__
 
         arrays = self._state_arrays()
@@ -563,7 +567,46 @@ class Router(RouterCore):
             "feedbacks": int(self.feedbacks),
             "n_patterns": int(self.bank.n_patterns),
         }
-        write_state(path, arrays, meta, "router")
+        return arrays, meta
+
+    def to_bytes(self) -> bytes:
+        """The router's complete learning state as bytes: exactly the file :meth:`save` writes.
+
+        For shipping a router to another process or keeping it in a database;
+        :meth:`from_bytes` restores it (pickling uses the same pair). Equal states give equal
+        bytes. What is and is not included is described in :meth:`save`.
+
+        >>> import numpy as np, sona
+        >>> router = sona.Router(["small", "large"], hidden_dim=8, seed=0)
+        >>> copy = sona.Router.from_bytes(router.to_bytes())
+        >>> copy.to_bytes() == router.to_bytes()
+        True
+        """
+        return encode_state(*self._state(), "router")
+
+    @classmethod
+    def from_bytes(cls, data: bytes | bytearray | memoryview) -> Router:
+        """A router restored from :meth:`to_bytes` (or a state file's contents).
+
+        Checked exactly as :meth:`load` checks a file, and as strictly.
+
+        Raises
+        ------
+        TypeError : ``data`` is not bytes-like.
+        StateFileError : truncated, corrupted, foreign or newer bytes; an engine's state;
+            inconsistent or invalid contents. No router is returned.
+
+        >>> import sona
+        >>> data = sona.Router(["a", "b"], hidden_dim=8, seed=1).to_bytes()
+        >>> sona.Router.from_bytes(data).routes
+        ('a', 'b')
+        """
+        arrays, meta = decode_state(data, kind="router", source="from bytes")
+        return cls._from_state(arrays, meta, "from bytes")
+
+    def __reduce__(self) -> tuple:
+        # The state file is the one serialised form: pickle carries its bytes.
+        return (type(self).from_bytes, (self.to_bytes(),))
 
     @classmethod
     def load(cls, path: PathLike) -> Router:
@@ -582,7 +625,14 @@ class Router(RouterCore):
             keys; invalid values. No router is returned, partially built or otherwise.
         """
         arrays, meta = read_state(path, kind="router")
-        src = f"file {os.fspath(path)!r}"
+        return cls._from_state(arrays, meta, f"file {os.fspath(path)!r}")
+
+    @classmethod
+    def _from_state(cls, arrays: dict, meta: Any, src: str) -> Router:
+        """The router held by decoded state (arrays, meta): every check of load()/from_bytes().
+
+        ``src`` names the origin in error messages (a file, or "from bytes").
+        """
 
         def fail(what: str):
             raise StateFileError(f"cannot load sona router state {src}: {what}")

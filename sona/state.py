@@ -421,7 +421,7 @@ def read_state(path: PathLike, kind: str | None = None) -> tuple[dict[str, np.nd
 
 
 def decode_state(
-    data: bytes, kind: str | None = None, source: str = "data"
+    data: bytes | bytearray | memoryview, kind: str | None = None, source: str = "data"
 ) -> tuple[dict[str, np.ndarray], Any]:
     """Like :func:`read_state` for the bytes of a state file (e.g. kept in a database).
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from ._core import EngineCore, TrajectoryBuffer, TrajectoryStore, get_backend
 from .bank import REFINE_DEFAULTS, new_bank, refine_bank
-from .config import SonaConfig
+from .config import REMOVED_FIELDS, SonaConfig
 from .lora import BaseLoRA, MicroLoRA
 from .state import StateFileError, read_state, write_state
 
@@ -89,9 +89,6 @@ class SonaEngine(EngineCore):
             raise TypeError(f"config must be a SonaConfig; got {type(config).__name__}")
         else:
             cfg = config.replace(**overrides) if overrides else config
-        if cfg.embedding_dim != cfg.hidden_dim:
-            raise ValueError(f"embedding_dim ({cfg.embedding_dim}) must equal hidden_dim "
-                             f"({cfg.hidden_dim}): the adapters map embeddings to embeddings")
         d = cfg.hidden_dim
         micro = MicroLoRA(d, cfg.micro_lora_rank, scale=micro_scale, seed=cfg.seed)
         base = BaseLoRA(d, cfg.base_lora_rank, scale=base_scale, seed=(cfg.seed + 1) % 2**64)
@@ -328,8 +325,13 @@ class SonaEngine(EngineCore):
         if meta["engine_state_version"] != ENGINE_STATE_VERSION:
             fail(f"engine state layout {meta['engine_state_version']!r}; this sona reads "
                  f"{ENGINE_STATE_VERSION}")
+        saved = meta["config"]
+        if isinstance(saved, dict):
+            # written before REMOVED_FIELDS went: their values never had an effect, so the
+            # engine without them is the one that was saved
+            saved = {k: v for k, v in saved.items() if k not in REMOVED_FIELDS}
         try:
-            cfg = SonaConfig.from_dict(meta["config"])
+            cfg = SonaConfig.from_dict(saved)
             engine = cls(cfg, bank_params=meta["bank_params"], micro_scale=meta["micro_scale"],
                          base_scale=meta["base_scale"])
         except (TypeError, ValueError) as exc:

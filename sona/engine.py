@@ -13,20 +13,25 @@ this module builds the parts from a SonaConfig and runs the background loop.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import weakref
 from dataclasses import asdict, dataclass
+from typing import Any, NoReturn
 
 import numpy as np
+import numpy.typing as npt
 
-from ._core import EngineCore, TrajectoryBuffer, TrajectoryStore, get_backend
+from ._core import EngineCore, Pattern, TrajectoryBuffer, TrajectoryStore, get_backend
 from .bank import REFINE_DEFAULTS, new_bank, refine_bank
 from .config import REMOVED_FIELDS, SonaConfig
 from .lora import BaseLoRA, MicroLoRA
-from .state import StateFileError, read_state, write_state
+from .state import PathLike, StateFileError, read_state, write_state
 
 __all__ = ["SonaEngine", "CycleResult", "ENGINE_STATE_VERSION"]
+
+_log = logging.getLogger(__name__)
 
 #: Layout version of the arrays and metadata inside an engine state file.
 ENGINE_STATE_VERSION = 1
@@ -59,7 +64,7 @@ class CycleResult:
     patterns_pruned: int = 0
     refine_seconds: float = 0.0
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -81,8 +86,9 @@ class SonaEngine(EngineCore):
     1
     """
 
-    def __init__(self, config: SonaConfig | None = None, *, bank_params: dict | None = None,
-                 micro_scale: float = 1.0, base_scale: float = 1.0, **overrides) -> None:
+    def __init__(self, config: SonaConfig | None = None, *,
+                 bank_params: dict[str, float] | None = None, micro_scale: float = 1.0,
+                 base_scale: float = 1.0, **overrides: Any) -> None:
         if config is None:
             cfg = SonaConfig(**overrides)
         elif not isinstance(config, SonaConfig):
@@ -147,7 +153,9 @@ class SonaEngine(EngineCore):
                                  patterns=self.bank.n_patterns, seconds=time.perf_counter() - t0,
                                  **refined)
             self._last_cycle = result
-            return result
+        _log.debug("background cycle: %d trajectories drained, %d patterns, consolidated %s, "
+                   "%.2f ms", drained, result.patterns, consolidated, 1e3 * result.seconds)
+        return result
 
     def _refine(self, embs: list, quals: list) -> dict:
         """Refines the bank with the queued queries, or defers them while they are too few."""
@@ -203,8 +211,9 @@ class SonaEngine(EngineCore):
         return True
 
     # -- coordinator -----------------------------------------------------------------------------
-    def start_background(self, interval_s: float | None = None, *, every_n_trajectories=None,
-                         checkpoint_path=None) -> None:
+    def start_background(self, interval_s: float | None = None, *,
+                         every_n_trajectories: int | None = None,
+                         checkpoint_path: PathLike | None = None) -> None:
         """Run run_background_cycle() in a daemon thread until stop_background() or close():
         every interval_s seconds (default: the config's), and also as soon as
         every_n_trajectories records wait in the ring, when given; with checkpoint_path, save()
@@ -239,6 +248,10 @@ class SonaEngine(EngineCore):
 
         self._thread = threading.Thread(target=loop, name="sona-background", daemon=True)
         self._thread.start()
+        _log.info("background coordinator started: a cycle every %g s%s%s", interval,
+                  "" if every_n_trajectories is None
+                  else f" or every {every_n_trajectories} trajectories",
+                  "" if checkpoint_path is None else f", checkpoint to {checkpoint_path}")
 
     def stop_background(self, timeout: float | None = 10.0) -> None:
         """Stop the coordinator thread (no-op when it is not running) and wait for it."""
@@ -246,13 +259,14 @@ class SonaEngine(EngineCore):
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+            _log.info("background coordinator stopped")
 
     # -- queries and reporting -------------------------------------------------------------------
-    def query_patterns(self, x, k: int = 5):
+    def query_patterns(self, x: npt.ArrayLike, k: int = 5) -> list[Pattern]:
         """The k stored patterns most similar to x (cosine), most similar first."""
         return self.bank.query(x, k)
 
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, Any]:
         """A plain, JSON-serialisable snapshot of counters and sizes."""
         st = self.store.stats()
         buf = self.store.buffer
@@ -281,7 +295,7 @@ class SonaEngine(EngineCore):
         }
 
     # -- state files -----------------------------------------------------------------------------
-    def save(self, path) -> None:
+    def save(self, path: PathLike) -> None:
         """Write the engine's learned state to ``path`` atomically (see sona.state: kind "engine").
 
         Arrays: ``micro.A``, ``micro.B``, ``base.A``, ``base.B`` and the whole pattern bank
@@ -306,7 +320,7 @@ class SonaEngine(EngineCore):
                         "engine")
 
     @classmethod
-    def load(cls, path) -> SonaEngine:
+    def load(cls, path: PathLike) -> SonaEngine:
         """An engine with the state saved in ``path``: the same adapters, patterns and counters.
 
         Raises StateFileError for a corrupted, truncated, foreign, newer or inconsistent file
@@ -314,7 +328,7 @@ class SonaEngine(EngineCore):
         """
         arrays, meta = read_state(path, "engine")
 
-        def fail(why: str):
+        def fail(why: str) -> NoReturn:
             raise StateFileError(f"{path}: not a usable sona engine state: {why}")
 
         want = {"engine_state_version", "sona_version", "config", "bank_params", "micro_scale",
@@ -374,7 +388,7 @@ class SonaEngine(EngineCore):
     def __enter__(self) -> SonaEngine:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self) -> str:

@@ -139,44 +139,48 @@ class StatsCollector(Collector):
                 raise TypeError(f"{type(source).__name__}.stats() returned "
                                 f"{type(stats).__name__}, expected a dict")
             const = {} if self._label is None else {self._label: name}
-            for metric, labels, value, counter in self._samples(stats):
+            for metric, path, labels, value, counter in self._samples(stats):
                 family = families.get(metric)
                 if family is None:
-                    doc = f"{type(source).__name__}.stats(): {metric}"
+                    doc = f"{type(source).__name__}.stats(){path}"
                     family = (CounterMetricFamily if counter else GaugeMetricFamily)(
                         metric, doc, labels=[*const, *labels])
                     families[metric] = family
                 family.add_metric([*const.values(), *labels.values()], value)
         yield from families.values()
 
-    def _samples(self, stats: Mapping[str, Any]) -> Iterator[tuple[str, dict, float, bool]]:
-        """(metric name, labels, value, is a counter) for each number in a stats() snapshot."""
+    def _samples(self, stats: Mapping[str, Any]) -> Iterator[tuple[str, str, dict, float, bool]]:
+        """(metric name, where in stats() it comes from, labels, value, is a counter) for each
+        number in a stats() snapshot."""
         routes = stats.get("routes")
         routes = list(routes) if isinstance(routes, (list, tuple)) else []
         info = {k: v for k, v in stats.items() if isinstance(v, str)}
         if info:
-            yield f"{self._prefix}_info", {_metric_name(k): v for k, v in info.items()}, 1.0, False
+            labels = {_metric_name(k): v for k, v in info.items()}
+            yield f"{self._prefix}_info", f": {', '.join(info)}", labels, 1.0, False
         for key, value in stats.items():
-            yield from self._flatten(f"{self._prefix}_{_metric_name(key)}", key, value, routes)
+            yield from self._flatten(f"{self._prefix}_{_metric_name(key)}", f"[{key!r}]", key,
+                                     value, routes)
 
-    def _flatten(self, metric: str, key: str, value: Any,
-                 routes: list) -> Iterator[tuple[str, dict, float, bool]]:
+    def _flatten(self, metric: str, path: str, key: str, value: Any,
+                 routes: list) -> Iterator[tuple[str, str, dict, float, bool]]:
         counter = key in COUNTERS
         if isinstance(value, bool):
-            yield metric, {}, float(value), False
+            yield metric, path, {}, float(value), False
         elif _is_number(value):
-            yield metric, {}, float(value), counter
+            yield metric, path, {}, float(value), counter
         elif isinstance(value, Mapping) and value and routes and set(value) <= set(routes):
             for route, v in value.items():
                 if _is_number(v) or isinstance(v, bool):
-                    yield metric, {"route": route}, float(v), counter
+                    yield metric, f"{path}[route]", {"route": route}, float(v), counter
         elif isinstance(value, Mapping):
             for sub, v in value.items():
-                yield from self._flatten(f"{metric}_{_metric_name(str(sub))}", str(sub), v, [])
+                yield from self._flatten(f"{metric}_{_metric_name(str(sub))}",
+                                         f"{path}[{sub!r}]", str(sub), v, [])
         elif (isinstance(value, (list, tuple)) and routes and len(value) == len(routes)
               and all(_is_number(v) or isinstance(v, bool) for v in value)):
             for route, v in zip(routes, value):
-                yield metric, {"route": route}, float(v), counter
+                yield metric, f"{path}[route]", {"route": route}, float(v), counter
 
 
 def register(sources: Sources, registry: CollectorRegistry = REGISTRY,

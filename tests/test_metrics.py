@@ -185,3 +185,13 @@ def test_docstring_examples_run():
 
     failures, tried = doctest.testmod(sona.metrics, verbose=False)
     assert tried >= 4 and failures == 0
+
+
+def test_help_text_says_where_in_stats_the_value_comes_from():
+    registry = CollectorRegistry()
+    register(_trained_router(2), registry)
+    families = {f.name: f for f in
+                text_string_to_metric_families(generate_latest(registry).decode())}
+    assert families["sona_router_decisions"].documentation == "Router.stats()['decisions']"
+    assert families["sona_router_params_tau"].documentation == "Router.stats()['params']['tau']"
+    assert families["sona_router_info"].documentation == "Router.stats(): backend"

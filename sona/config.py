@@ -82,7 +82,7 @@ class SonaConfig:
     Immutable and validated on construction: a bad value raises ``ValueError`` naming the field,
     the allowed range and the value received; a value of the wrong type, or a name that is not a
     field (``ewc_lambda`` and ``base_lora_lr`` were removed), raises ``TypeError`` saying what to
-    use instead.
+    use instead. Only ``hidden_dim`` may be given by position.
     Use :meth:`replace` to derive a changed copy (re-validated), :meth:`to_dict` /
     :meth:`from_dict` to serialise, and the preset classmethods for common deployments.
 
@@ -158,6 +158,12 @@ class SonaConfig:
         # Runs before the generated __init__, whose own TypeError for an unknown keyword could
         # not say what to use instead of a removed or reference-only name.
         _check_field_names(kwargs, "SonaConfig()", TypeError)
+        if len(args) > 1:
+            # removing two fields shifted every later position: refuse rather than misassign
+            raise TypeError(
+                "SonaConfig() takes only hidden_dim by position; give the other fields by "
+                f"keyword (got {len(args)} positional arguments: {args!r})"
+            )
         return super().__new__(cls)
 
     # ------------------------------------------------------------------ validation

@@ -217,6 +217,12 @@ def test_unknown_keyword_is_a_type_error_naming_the_valid_fields():
         SonaConfig(enable_simd=True)  # type: ignore[call-arg]
 
 
+def test_only_hidden_dim_is_positional():
+    assert SonaConfig(64, base_lora_rank=4).hidden_dim == 64
+    with pytest.raises(TypeError, match=r"only hidden_dim by position.*got 3 positional"):
+        SonaConfig(64, None, 2)
+
+
 # Both were validated and never read (the engine's output was the same for any value): asking
 # for them is an error that says where the concept lives instead.
 REMOVED = [("ewc_lambda", 2.0, r"sona\.Router\(\.\.\., ewc_lambda=\.\.\.\)"),

@@ -1,5 +1,5 @@
 # The C API of csrc/ as seen from Cython: one extern block per header (sona.h, bank.h, policy.h,
-# ring.h, kmeans.h), each mirroring its header.
+# ring.h, kmeans.h), each mirroring its header; and sona_build_info.h, which setup.py generates.
 from libc.stddef cimport ptrdiff_t
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
@@ -16,6 +16,7 @@ cdef extern from "sona.h" nogil:
 
     unsigned sona_cpu_features()
     int sona_backends(const char **names, int cap)
+    int sona_compiled_backends(const char **names, int cap)
     int sona_set_backend(const char *name)
     const sona_kernels_t *sona_kernels()
 
@@ -248,3 +249,8 @@ cdef extern from "kmeans.h" nogil:
                         uint32_t max_iter, uint32_t trials, uint32_t n_init, uint64_t seed,
                         float *centroids, float *sums, float *weight, uint32_t *count,
                         int32_t *labels, float *work, sona_kmeans_info *info)
+
+
+cdef extern from "sona_build_info.h":
+    # JSON: the compile command and versions this build was made with (setup.py writes it)
+    const char *SONA_BUILD_INFO

@@ -6,29 +6,36 @@ import argparse
 import json
 import sys
 
-from . import __version__, backends, cpu_features, demo, get_backend
+from . import __version__, backends, build_info, cpu_features, demo, get_backend
 
 
 def _info(args: argparse.Namespace) -> int:
-    import sysconfig
+    import platform
+    import shlex
 
     import numpy
 
+    build = build_info()
     info = {
         "version": __version__,
         "backend": get_backend(),
         "backends": backends(),
+        "compiled_backends": build["compiled_backends"],
         "cpu_features": cpu_features(),
         "python": sys.version.split()[0],
         "numpy": numpy.__version__,
-        "platform": sysconfig.get_platform(),
-        "compiler_flags": sysconfig.get_config_var("CFLAGS") or "",
+        "platform": f"{sys.platform}-{platform.machine()}",
+        # how sona._core was compiled, recorded by setup.py (not the interpreter's CFLAGS)
+        "compile_command": " ".join(shlex.quote(a) for a in build["compile_command"]),
+        "sona_compile_args": " ".join(shlex.quote(a) for a in build["extra_compile_args"]),
+        "built_with": f"{build['compiler']} compiler, Cython {build['cython']}, "
+        f"numpy {build['numpy']}, Python {build['python']} on {build['platform']}",
     }
     if args.json:
         print(json.dumps(info, indent=2))
     else:
         for key, value in info.items():
-            print(f"{key:14} {value}")
+            print(f"{key:18} {value}")
     return 0
 
 
@@ -113,7 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save", metavar="PATH", help="save the trained router (router.save)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=_demo)
-    p = sub.add_parser("info", help="version, active backend, CPU features, build flags")
+    p = sub.add_parser(
+        "info", help="version, backends, CPU features, and the compile flags of this build"
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_info)
     p = sub.add_parser("bench", help="performance table against the targets, numpy alongside")

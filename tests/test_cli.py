@@ -43,6 +43,8 @@ def _sona(args: list[str], cwd: Path, via: str = "module") -> subprocess.Complet
         if script is None:
             pytest.skip("the `sona` console script is not installed (pip install .)")
         return _run([script, *args], cwd)
+    if via == "package":  # python -m sona
+        return _run([sys.executable, "-m", "sona", *args], cwd)
     return _run([sys.executable, "-m", "sona.cli", *args], cwd)
 
 
@@ -116,12 +118,29 @@ def test_demo_save(tmp_path):
 
 
 # -- the other subcommands -------------------------------------------------------------------------
-def test_info_runs(tmp_path):
-    proc = _sona(["info", "--json"], tmp_path)
+@pytest.mark.parametrize("via", ["module", "package"])
+def test_info_reports_the_build_flags_not_pythons(tmp_path, via):
+    import shlex
+
+    proc = _sona(["info", "--json"], tmp_path, via)
     assert proc.returncode == 0, proc.stderr
     info = json.loads(proc.stdout)
     assert info["version"] == sona.__version__
     assert info["backend"] in info["backends"]
+    build = sona.build_info()
+    assert info["compiled_backends"] == build["compiled_backends"]
+    assert shlex.split(info["compile_command"]) == build["compile_command"]
+    assert shlex.split(info["sona_compile_args"]) == build["extra_compile_args"]
+    assert build["cython"] in info["built_with"]
+    text = _sona(["info"], tmp_path, via)
+    assert text.returncode == 0, text.stderr
+    assert "sona_compile_args  " + info["sona_compile_args"] in text.stdout
+
+
+def test_python_dash_m_sona_without_a_command_exits_2_with_usage(tmp_path):
+    proc = _sona([], tmp_path, "package")
+    assert proc.returncode == 2
+    assert "usage: sona" in proc.stderr
 
 
 def test_bench_quick_runs(tmp_path):

@@ -319,6 +319,23 @@ def test_from_bytes_rejects_router_and_broken_bytes():
         SonaEngine.from_bytes("engine")
 
 
+def test_load_reads_a_config_saved_with_the_removed_fields(tmp_path, rng):
+    # engine files written while SonaConfig still had ewc_lambda and base_lora_lr carry them in
+    # their config; those values never changed the engine, so the file loads as it was saved
+    from sona.state import read_state, write_state
+
+    engine = SonaEngine(hidden_dim=D)
+    _train(engine, _groups(rng), [0.9, 0.1, 0.8, 0.2], 20, rng)
+    engine.save(tmp_path / "new.sona")
+    arrays, meta = read_state(tmp_path / "new.sona", "engine")
+    meta["config"].update(ewc_lambda=50.0, base_lora_lr=1.0)
+    write_state(tmp_path / "old.sona", arrays, meta, "engine")
+    loaded = SonaEngine.load(tmp_path / "old.sona")
+    assert loaded.config == engine.config
+    X = rng.standard_normal((5, D)).astype(np.float32)
+    assert np.array_equal(loaded.apply_lora(X), engine.apply_lora(X))
+
+
 def test_load_rejects_router_and_broken_files(tmp_path):
     router = sona.Router(["a", "b"], hidden_dim=8)
     router.save(tmp_path / "r.sona")

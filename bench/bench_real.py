@@ -13,11 +13,12 @@ cross-validation), and the reference of the issue: Thompson sampling told each q
     python bench/bench_real.py --plot curve.png   # the quality-cost curves (needs sona[plot])
 
 Each cell: worst seed / mean. "vs best" columns are quality points (x100) against always sending
-the same queries to the best single model (by mean train quality). LinUCB, epsilon-greedy and Vowpal Wabbit
-see the embedding projected on its 64 leading principal components of the train queries (no labels
-used): at full dimension one run of each took 10-30 s here (O(d^2) per feedback at d=384 for the
-ridge regressions, text parsing of 384 features for VW). Vowpal Wabbit (``--cb_explore_adf --squarecb``) runs when the
-``vowpalwabbit`` package is importable; its row is left out otherwise.
+the same queries to the best single model (by mean train quality). LinUCB, epsilon-greedy and
+Vowpal Wabbit see the embedding projected on its 64 leading principal components of the train
+queries (no labels used): at full dimension one run of each took 10-30 s here (O(d^2) per feedback
+at d=384 for the ridge regressions, text parsing of 384 features for VW). Vowpal Wabbit
+(``--cb_explore_adf --squarecb``) runs when the ``vowpalwabbit`` package is importable; its row is
+left out otherwise.
 """
 
 from __future__ import annotations

@@ -95,9 +95,9 @@ class SonaPolicy:
     Raises ValueError from ``learn`` when no decision is pending or the index is not the one routed.
 
     >>> import numpy as np, sona
-    >>> p = SonaPolicy(sona.Router(["a", "b"], hidden_dim=4, seed=0))
-    >>> i = p.route(np.ones(4, np.float32), 0)
-    >>> p.learn(np.ones(4, np.float32), 0, i, 1.0, 0.001)
+    >>> p = SonaPolicy(sona.Router(["a", "b"], hidden_dim=16, seed=0))
+    >>> i = p.route(np.ones(16, np.float32), 0)
+    >>> p.learn(np.ones(16, np.float32), 0, i, 1.0, 0.001)
     """
 
     def __init__(self, router: Router) -> None:
@@ -306,6 +306,10 @@ def query_oracle(data: RoutingData, cost_weight: float = 0.0) -> np.ndarray:
     return _best_with_cheaper_ties(q - cost_weight * c, c)
 
 
+#: Candidate neighbour counts of the offline kNN (cross-validation picks one).
+KNN_KS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
 class KNN:
     """Offline k-nearest-neighbour router with full information: a query's estimate of each route
     is the mean quality (and cost) of that route on its k most cosine-similar train queries; ties
@@ -320,8 +324,8 @@ class KNN:
     >>> choices = knn.choose(data.X[~data.is_train])
     """
 
-    def __init__(self, train: RoutingData, ks: Sequence[int] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
-                 folds: int = 5, seed: int = 0) -> None:
+    def __init__(self, train: RoutingData, ks: Sequence[int] = KNN_KS, folds: int = 5,
+                 seed: int = 0) -> None:
         ks = sorted({int(k) for k in ks})
         if not ks or ks[0] < 1:
             raise ValueError(f"ks must be a non-empty list of integers >= 1; got {ks!r}")

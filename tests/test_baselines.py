@@ -42,12 +42,10 @@ def test_untried_routes_count_as_the_dearest_seen():
 
 
 def test_random_policy_is_uniform_and_seeded():
-    a = [baselines.RandomPolicy(4, seed=3).route(None, 0) for _ in range(1)]
     p, q = baselines.RandomPolicy(4, seed=3), baselines.RandomPolicy(4, seed=3)
     draws = [p.route(None, 0) for _ in range(400)]
     assert draws == [q.route(None, 0) for _ in range(400)]
-    assert a[0] == draws[0]
-    assert set(np.bincount(draws, minlength=4) > 60) == {True}
+    assert (np.bincount(draws, minlength=4) > 60).all()
 
 
 def test_task_thompson_starts_each_task_from_the_global_statistics():

@@ -273,19 +273,23 @@ def format_table(result: dict) -> str:
 
 # -- progress --------------------------------------------------------------------------------------
 class Progress:
-    """A ``\\r`` progress bar on a terminal; a plain line every 10% otherwise (CI logs)."""
+    """A ``\\r`` progress bar on a terminal; a plain line every 10% otherwise (CI logs).
 
-    def __init__(self, stream: TextIO, width: int = 30) -> None:
+    ``value``, when set, is shown after the count as ``label value``.
+    """
+
+    def __init__(self, stream: TextIO, width: int = 30, label: str = "accuracy") -> None:
         self.stream = stream
         self.tty = bool(getattr(stream, "isatty", lambda: False)())
         self.width = width
-        self.accuracy: float | None = None
+        self.label = label
+        self.value: float | None = None
         self._next_line = 0.1
         self._shown = False
 
     def step(self, done: int, total: int) -> None:
         frac = done / total
-        acc = "" if self.accuracy is None else f"  accuracy {self.accuracy:.3f}"
+        acc = "" if self.value is None else f"  {self.label} {self.value:.3f}"
         if self.tty:
             fill = int(round(frac * self.width))
             bar = "#" * fill + "-" * (self.width - fill)
@@ -415,7 +419,7 @@ def main(
     progress = Progress(err)
 
     def on_window(row: dict) -> None:
-        progress.accuracy = row["accuracy"]
+        progress.value = row["accuracy"]
         if not as_json:
             progress.clear()
             print(format_row(row), file=out, flush=True)

@@ -29,7 +29,8 @@ from ._core import get_backend
 from .router import Router
 from .synthetic import FixedRouter, RoutingTask, heldout_accuracy
 
-__all__ = ["ROUTES", "N_CLUSTERS", "MIN_DIM", "run", "format_table", "plot", "main"]
+__all__ = ["ROUTES", "N_CLUSTERS", "MIN_DIM", "run", "format_table", "plot", "main", "present",
+           "check_outputs", "Progress", "DemoError"]
 
 #: The simulated models the demo routes between.
 ROUTES = ("gpt-small", "gpt-medium", "gpt-large", "code-expert")
@@ -407,34 +408,49 @@ def main(
     try:  # everything that can refuse is checked before the run, not after it
         _require(queries >= 1 and window >= 1, "--queries and --window must be >= 1")
         _require(dim >= MIN_DIM, f"--dim must be >= {MIN_DIM} for {N_CLUSTERS} clusters")
-        if plot_path is not None:
-            _figure_class()
-            _check_parent(plot_path, "--plot")
-        if save_path is not None:
-            _check_parent(save_path, "--save")
+        check_outputs(plot_path, save_path)
     except DemoError as exc:
         print(f"sona demo: error: {exc}", file=err)
         return 2
 
-    progress = Progress(err)
+    return present(
+        lambda on_step, on_window: run(queries, seed=seed, dim=dim, window=window, drift=drift,
+                                       on_step=on_step, on_window=on_window),
+        header=format_header({"queries": queries, "seed": seed, "dim": dim}),
+        format_row=format_row, format_summary=format_summary, plot=plot,
+        value=("accuracy", "accuracy"),
+        as_json=as_json, plot_path=plot_path, save_path=save_path, out=out, err=err)
+
+
+def check_outputs(plot_path: str | None, save_path: str | None) -> None:
+    """Refuse (DemoError) a --plot without matplotlib or into a missing directory, and a --save
+    into a missing directory: before the run, not after it."""
+    if plot_path is not None:
+        _figure_class()
+        _check_parent(plot_path, "--plot")
+    if save_path is not None:
+        _check_parent(save_path, "--save")
+
+
+def present(run_demo: Callable, *, header: str, format_row: Callable[[dict], str],
+            format_summary: Callable[[dict], str], plot: Callable[[dict, str], None],
+            value: tuple[str, str], as_json: bool, plot_path: str | None,
+            save_path: str | None, out: TextIO, err: TextIO) -> int:
+    """Run a demo with live progress on ``err`` and its table (or JSON) on ``out``, then plot and
+    save. ``run_demo(on_step, on_window) -> (result, router)``; ``value`` is (row key, label) of
+    the number shown beside the progress bar. Returns 0."""
+    key, label = value
+    progress = Progress(err, label=label)
 
     def on_window(row: dict) -> None:
-        progress.value = row["accuracy"]
+        progress.value = row[key]
         if not as_json:
             progress.clear()
             print(format_row(row), file=out, flush=True)
 
     if not as_json:
-        print(format_header({"queries": queries, "seed": seed, "dim": dim}), file=out, flush=True)
-    result, router = run(
-        queries,
-        seed=seed,
-        dim=dim,
-        window=window,
-        drift=drift,
-        on_step=progress.step,
-        on_window=on_window,
-    )
+        print(header, file=out, flush=True)
+    result, router = run_demo(progress.step, on_window)
     progress.clear()
     if as_json:
         print(json.dumps(result, indent=2), file=out)

@@ -18,7 +18,6 @@ Nothing is downloaded; the default run takes about a second.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ import numpy as np
 from . import evaluation
 from ._core import get_backend
 from .data import EMBEDDINGS, load_routerbench
-from .demo import DemoError, Progress, _check_parent, _figure_class, _require
+from .demo import DemoError, _figure_class, _require, check_outputs, present
 from .router import Router
 
 __all__ = ["run", "format_table", "plot", "main", "DEFAULT_COST_WEIGHT"]
@@ -269,38 +268,16 @@ def main(
             probe = Router(["a", "b"], hidden_dim=EMBEDDINGS[embedding][1])
             _require(evaluation.cost_aware(probe),
                      "--cost-weight needs a cost-aware sona.Router (scores(x, cost_weight=...))")
-        if plot_path is not None:
-            _figure_class()
-            _check_parent(plot_path, "--plot")
-        if save_path is not None:
-            _check_parent(save_path, "--save")
+        check_outputs(plot_path, save_path)
     except DemoError as exc:
         print(f"sona demo: error: {exc}", file=err)
         return 2
 
-    progress = Progress(err, label="quality")
-
-    def on_window(row: dict) -> None:
-        progress.value = row["quality"]
-        if not as_json:
-            progress.clear()
-            print(format_row(row), file=out, flush=True)
-
-    if not as_json:
-        print(format_header({"queries": queries, "seed": seed, "embedding": embedding}),
-              file=out, flush=True)
-    result, router = run(queries, seed=seed, embedding=embedding, window=window,
-                         cost_weight=DEFAULT_COST_WEIGHT if cost_weight is None else cost_weight,
-                         on_step=progress.step, on_window=on_window)
-    progress.clear()
-    if as_json:
-        print(json.dumps(result, indent=2), file=out)
-    else:
-        print("\n" + format_summary(result), file=out)
-    if plot_path is not None:
-        plot(result, plot_path)
-        print(f"sona demo: learning curve written to {plot_path}", file=err)
-    if save_path is not None:
-        router.save(save_path)
-        print(f"sona demo: router state saved to {save_path}", file=err)
-    return 0
+    weight = DEFAULT_COST_WEIGHT if cost_weight is None else cost_weight
+    return present(
+        lambda on_step, on_window: run(queries, seed=seed, embedding=embedding, window=window,
+                                       cost_weight=weight, on_step=on_step, on_window=on_window),
+        header=format_header({"queries": queries, "seed": seed, "embedding": embedding}),
+        format_row=format_row, format_summary=format_summary, plot=plot,
+        value=("quality", "quality"), as_json=as_json, plot_path=plot_path,
+        save_path=save_path, out=out, err=err)

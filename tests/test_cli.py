@@ -226,22 +226,6 @@ def test_real_demo_run_rejects_bad_arguments():
         demo_real.run(10, cost_weight=-1.0)
 
 
-@pytest.mark.parametrize(
-    "argv, message",
-    [
-        (["demo", "--cost-weight", "-1"], "--cost-weight: must be a finite number >= 0"),
-        (["demo", "--cost-weight", "x"], "--cost-weight: expected a number"),
-        (["demo", "--embedding", "bert"], "--embedding: invalid choice"),
-        (["demo", "--data", "fake"], "--data: invalid choice"),
-    ],
-)
-def test_real_demo_bad_options_exit_2(argv, message, capsys):
-    with pytest.raises(SystemExit) as exc:
-        cli.main(argv)
-    assert exc.value.code == 2
-    assert message in capsys.readouterr().err
-
-
 # -- the other subcommands -------------------------------------------------------------------------
 def test_info_runs(tmp_path):
     proc = _sona(["info", "--json"], tmp_path)
@@ -312,6 +296,10 @@ def test_json_output_is_the_result():
         (["demo", "--window", "x"], "--window: expected an integer"),
         (["demo", "--dim", str(demo.MIN_DIM - 1)], f"--dim: must be >= {demo.MIN_DIM}"),
         (["demo", "--seed", "-1"], "--seed: must be >= 0"),
+        (["demo", "--cost-weight", "-1"], "--cost-weight: must be a finite number >= 0"),
+        (["demo", "--cost-weight", "x"], "--cost-weight: expected a number"),
+        (["demo", "--embedding", "bert"], "--embedding: invalid choice"),
+        (["demo", "--data", "fake"], "--data: invalid choice"),
     ],
 )
 def test_bad_options_exit_2(argv, message, capsys):

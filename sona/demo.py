@@ -1,4 +1,7 @@
-"""`sona demo`: an adaptive sona.Router learns on a simulated stream of queries to several models.
+"""`sona demo --data synthetic`: an adaptive sona.Router learns on a simulated query stream.
+
+(`sona demo` alone runs on real data: :mod:`sona.demo_real`; this module also holds the progress
+bar, the output checks and :func:`present`, which both demos share.)
 
 The stream comes from :class:`sona.synthetic.RoutingTask` (clustered query embeddings, hidden
 per-cluster success probabilities, Bernoulli quality scores): each query is routed, its outcome

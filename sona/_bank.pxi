@@ -24,14 +24,22 @@ cdef class Pattern:
     cdef PatternStore _store
     cdef object _centroid, _route_stats
 
+    cdef int _check(self) except -1:
+        if self._store is None:
+            raise ValueError("this Pattern was not returned by query_patterns(): it refers to no "
+                             "pattern bank")
+        return 0
+
     @property
     def centroid(self):
+        self._check()
         if self._centroid is None:
             self._centroid = np.array(self._store.centroid[self.id])
         return self._centroid
 
     @property
     def route_stats(self):
+        self._check()
         if self._route_stats is None:
             n = self._store.route_n[self.id]
             s = self._store.route_s[self.id]
@@ -57,15 +65,21 @@ cdef class PatternStore:
     cdef object _touched, _refine_scratch, _km_work
     cdef bint _refining
 
-    def __init__(self, Py_ssize_t dim, Py_ssize_t n_routes, Py_ssize_t capacity, double new_cos=0.45,
-                 double decay=0.995, double prior_count=1.0, double baseline_rate=0.05):
+    def __init__(self, Py_ssize_t dim, Py_ssize_t n_routes, Py_ssize_t capacity, new_cos=0.45,
+                 decay=0.995, prior_count=1.0, baseline_rate=0.05):
+        if self.b.centroid != NULL:  # routers and engines point at this bank: never reallocate
+            raise RuntimeError("PatternStore is already initialised; create a new one")
+        new_cos, decay = _real(new_cos, "new_pattern_cos"), _real(decay, "decay")
+        prior_count = _real(prior_count, "prior_count")
+        baseline_rate = _real(baseline_rate, "baseline_rate")
         if dim < 1 or capacity < 1 or n_routes < 0 or n_routes > SONA_MAX_ROUTES:
             raise ValueError(f"need dim >= 1, capacity >= 1 and 0 <= n_routes <= {SONA_MAX_ROUTES}; "
                              f"got dim={dim}, capacity={capacity}, n_routes={n_routes}")
-        if not (-1.0 <= new_cos <= 1.0 and 0.0 < decay <= 1.0 and prior_count > 0
+        if not (-1.0 <= new_cos <= 1.0 and 0.0 < decay <= 1.0 and 0 < prior_count <= 1e6
                 and 0.0 < baseline_rate <= 1.0):
-            raise ValueError("need new_cos in [-1, 1], decay in (0, 1], prior_count > 0 and "
-                             "baseline_rate in (0, 1]")
+            raise ValueError("need new_pattern_cos in [-1, 1], decay in (0, 1], prior_count in "
+                             "(0, 1e6] and baseline_rate in (0, 1]; got "
+                             f"{new_cos}, {decay}, {prior_count}, {baseline_rate}")
         self.centroid = np.zeros((capacity, dim), np.float32)
         self.centroid_sum = np.zeros((capacity, dim), np.float32)
         self.hits = np.zeros(capacity, np.float32)
@@ -86,6 +100,15 @@ cdef class PatternStore:
         self.b.route_n = _fptr(self.route_n)
         self.b.route_s = _fptr(self.route_s)
         self.b.baseline = _fptr(self.baseline)
+
+    cdef int _ready(self) except -1:
+        if self.b.centroid == NULL:
+            raise RuntimeError("PatternStore was not initialised (its __init__ did not run)")
+        return 0
+
+    def __reduce__(self):
+        raise TypeError("a PatternStore cannot be pickled; save the engine or router that owns "
+                        "it")
 
     @property
     def dim(self):
@@ -112,12 +135,14 @@ cdef class PatternStore:
 
     def _set_n_patterns(self, Py_ssize_t n):
         """Used by state loading and background refinement after they rewrote the arrays."""
+        self._ready()
         if not 0 <= n <= self.b.capacity:
             raise ValueError(f"n_patterns must be in 0..{self.b.capacity}; got {n}")
         self.b.n_patterns = n
 
     def nearest(self, x):
         """(index, cosine) of the pattern nearest to x, or (-1, -inf) when the bank is empty."""
+        self._ready()
         cdef cnp.ndarray v = _vector(x, self.b.dim, "x")
         cdef cnp.ndarray xhat = np.empty(self.b.dim, np.float32)
         cdef float cos
@@ -128,6 +153,7 @@ cdef class PatternStore:
     def query(self, x, Py_ssize_t k=5):
         """The k stored patterns most similar (cosine) to x, most similar first, as Pattern
         objects; counts one use of each. Fewer than k when fewer are stored."""
+        self._ready()
         cdef cnp.ndarray v = _vector(x, self.b.dim, "x")
         if k < 0:
             raise ValueError(f"k must be >= 0; got {k}")
@@ -194,6 +220,7 @@ cdef class PatternStore:
         Raises TypeError/ValueError for bad input (nothing changed), RuntimeError when another
         thread is refining this bank.
         """
+        self._ready()
         cdef cnp.ndarray X = _as_f32(embeddings, "embeddings")
         if cnp.PyArray_NDIM(X) != 2 or cnp.PyArray_DIM(X, 1) != self.b.dim:
             raise ValueError(f"embeddings must have shape (n, {self.b.dim}); got {_shape_str(X)}")

@@ -18,9 +18,17 @@ cdef cnp.ndarray _kmeans_weights(object weights, Py_ssize_t n):
     cdef cnp.ndarray w = _vector(weights, n, "weights")
     if n and float(np.min(w)) < 0.0:
         raise ValueError(f"weights must be >= 0; got a minimum of {float(np.min(w))}")
-    if not float(np.sum(w, dtype=np.float64)) > 0.0:
+    cdef double total = float(np.sum(w, dtype=np.float64))
+    if not total > 0.0:
         raise ValueError("weights must have a positive sum; got all zeros")
+    # a cluster's weighted sum of unit rows and its inertia (<= 4 x weight) stay in float32
+    if total > _MAX_TOTAL_WEIGHT:
+        raise ValueError(f"weights must sum to at most {_MAX_TOTAL_WEIGHT:g}; got {total:g} "
+                         "(only their ratios matter: scale them down)")
     return w
+
+
+cdef double _MAX_TOTAL_WEIGHT = 1e37
 
 
 cdef class _KMeansRun:

@@ -3,8 +3,9 @@ cimport cython
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 
 
+# Not no_gc: a Decision refers to its router, and a router that keeps decisions (a dict of
+# pending ones) would otherwise form a cycle the collector cannot see.
 @cython.freelist(64)
-@cython.no_gc
 cdef class Decision:
     """One routing decision: the route taken and what is needed to learn from its outcome.
 
@@ -19,16 +20,19 @@ cdef class Decision:
     cdef Py_ssize_t n_routes
     cdef object owner
     cdef bint done
+    cdef Py_ssize_t _probs_at  # where the probabilities start in ctx.buf
 
     def __dealloc__(self):
         PyMem_Free(self.ctx.buf)
 
     @property
     def probs(self):
+        if self.ctx.buf == NULL:
+            raise ValueError("this Decision was not made by Router.route(): it holds no "
+                             "probabilities")
         cdef cnp.npy_intp k = self.n_routes
         cdef cnp.ndarray out = cnp.PyArray_EMPTY(1, &k, cnp.NPY_FLOAT32, 0)
-        cdef const float *pi = self.ctx.buf + 3 * (<RouterCore>self.owner).p.dim
-        memcpy(_fptr(out), pi, k * sizeof(float))
+        memcpy(_fptr(out), self.ctx.buf + self._probs_at, k * sizeof(float))
         return out
 
     @property
@@ -40,6 +44,10 @@ cdef class Decision:
     def consumed(self):
         """True once feedback was given."""
         return bool(self.done)
+
+    def __reduce__(self):
+        raise TypeError("a Decision belongs to the live router that made it and cannot be "
+                        "pickled; give feedback in this process")
 
     def __repr__(self):
         return (f"Decision(route={self.route!r}, index={self.index}, "
@@ -61,6 +69,14 @@ cdef class RouterCore:
 
     def __init__(self, tuple routes, LoRAAdapter micro, LoRAAdapter base, PatternStore bank, keys,
                  dict hp, unsigned long long seed, TrajectoryStore store=None):
+        if self.p.dim != 0:  # decisions and the engine point into this router's C state
+            raise RuntimeError(f"{type(self).__name__} is already initialised; create a new one")
+        if micro is None or base is None or bank is None:
+            raise TypeError("micro, base and bank must be a LoRAAdapter, a LoRAAdapter and a "
+                            "PatternStore")
+        micro._ready()
+        base._ready()
+        bank._ready()
         cdef Py_ssize_t K = len(routes), d = micro.dim
         if not 2 <= K <= SONA_MAX_ROUTES:
             raise ValueError(f"a router needs 2..{SONA_MAX_ROUTES} routes; got {K}")
@@ -124,6 +140,7 @@ cdef class RouterCore:
         calls may differ; use scores() for the greedy view. Raises ValueError/TypeError for a bad
         embedding, changing nothing.
         """
+        self._ready()
         cdef cnp.ndarray v = (<cnp.ndarray>x if _is_f32_vector(x, self.p.dim)
                               else _as_f32(x, "x"))
         if cnp.PyArray_NDIM(v) != 1 or cnp.PyArray_DIM(v, 0) != self.p.dim:
@@ -142,6 +159,7 @@ cdef class RouterCore:
         dec.index = a
         dec.route = self.routes[a]
         dec.n_routes = self.p.n_routes
+        dec._probs_at = 3 * self.p.dim
         dec.owner = self
         self.decisions += 1
         return dec
@@ -154,15 +172,11 @@ cdef class RouterCore:
         """
         if decision is None:
             raise TypeError("decision must be a Decision returned by route()")
-        if decision.owner is not self:
+        if decision.owner is not self or decision.ctx.buf == NULL:
             raise ValueError("this decision was made by another router")
-        cdef double q
-        try:
-            q = quality
-        except TypeError as exc:
-            raise TypeError(f"quality must be a number in [0, 1]; got {type(quality).__name__}") from exc
-        if not 0.0 <= q <= 1.0:
-            raise ValueError(f"quality must be in [0, 1]; got {q}")
+        cdef double q = _check_quality(quality)
+        if self._store is not None:
+            self._store._check()
         if decision.done:
             raise ValueError(f"feedback was already given for this decision (route "
                              f"{decision.route!r}, trajectory {decision.trajectory_id})")
@@ -178,12 +192,27 @@ cdef class RouterCore:
 
     def scores(self, x, out=None):
         """Greedy route probabilities for x (float32 (n_routes,)); no side effects, no exploration."""
+        self._ready()
         cdef cnp.ndarray v = _vector(x, self.p.dim, "x")
         _check_embedding(v, "x", INFINITY)
         cdef cnp.npy_intp k = self.p.n_routes
-        cdef cnp.ndarray o = _output(out, 1, &k, "out")
+        cdef cnp.ndarray o = _output(out, 1, &k, "out", v)
         sona_policy_scores(&self.p, _fptr(v), _fptr(o))
         return o
+
+    cdef int _ready(self, bint store=True) except -1:
+        """The C state exists (a half-constructed router has none) and, with store, the
+        trajectory store it records into is still open."""
+        if self.p.dim == 0:
+            raise RuntimeError(f"{type(self).__name__} was not initialised (its __init__ did "
+                               "not run)")
+        if store and self._store is not None:
+            self._store._check()
+        return 0
+
+    def __reduce__(self):
+        raise TypeError(f"a {type(self).__name__} cannot be pickled; save it with "
+                        "router.save(path) and restore it with Router.load(path)")
 
     @property
     def n_parameters(self):
@@ -198,6 +227,7 @@ cdef class RouterCore:
         if name not in ("keys", "bias", "rms", "fisher", "anchor", "fisher_ckpt", "omega",
                         "omega_theta", "mu"):
             raise ValueError(f"unknown router array {name!r}")
+        self._ready(False)
         cdef cnp.ndarray dst = getattr(self, name)
         cdef cnp.ndarray src = _as_f32(np.ascontiguousarray(value), name)
         if (<object>src).shape != (<object>dst).shape:
@@ -210,6 +240,7 @@ cdef class RouterCore:
         Fisher and task-memory entries describe the old coordinates, so they restart from zero
         (the memory keeps the keys and the bias), and the EWC++ anchor takes the new weights (the
         function the adapters compute is unchanged)."""
+        self._ready(False)
         cdef size_t d = self.p.dim, rm = self.p.micro_rank, rb = self.p.base_rank
         cdef size_t n_adapt = 2 * (rm + rb) * d
         memset(_fptr(self.rms), 0, 2 * (rm + rb) * sizeof(float))

@@ -1,4 +1,5 @@
 # Scores of one vector against the rows of a matrix, and top-k selection.
+from libc.math cimport sqrt
 from libc.stdint cimport int64_t
 
 # Above this many multiply-adds a call releases the GIL (below it, releasing costs more than the math).
@@ -12,11 +13,13 @@ cdef tuple _matrix_and_query(object M, object x):
 
 
 def dot_scores(M, x, out=None):
-    """out[i] = M[i] · x for a row matrix M (n, d) and a vector x (d,). Returns float32 (n,)."""
+    """out[i] = M[i] · x for a row matrix M (n, d) and a vector x (d,). Returns float32 (n,).
+
+    out must not overlap M or x; a result beyond float32's range raises ValueError."""
     cdef cnp.ndarray m, v, o
     m, v = _matrix_and_query(M, x)
     cdef size_t n = cnp.PyArray_DIM(m, 0), d = cnp.PyArray_DIM(m, 1)
-    o = _output(out, 1, cnp.PyArray_DIMS(m), "out")
+    o = _output(out, 1, cnp.PyArray_DIMS(m), "out", m, v)
     cdef const float *pm = _fptr(m)
     cdef const float *pv = _fptr(v)
     cdef float *po = _fptr(o)
@@ -25,6 +28,7 @@ def dot_scores(M, x, out=None):
             sona_dot_rows_f32(pm, n, d, pv, po)
     else:
         sona_dot_rows_f32(pm, n, d, pv, po)
+    _check_result(o, "M or x")
     return o
 
 
@@ -68,11 +72,13 @@ def cosine_scores(M, x, out=None):
 
 
 def sqdist_scores(M, x, out=None):
-    """out[i] = |M[i] - x|² . Returns float32 (n,)."""
+    """out[i] = |M[i] - x|² . Returns float32 (n,).
+
+    out must not overlap M or x; a result beyond float32's range raises ValueError."""
     cdef cnp.ndarray m, v, o
     m, v = _matrix_and_query(M, x)
     cdef size_t n = cnp.PyArray_DIM(m, 0), d = cnp.PyArray_DIM(m, 1)
-    o = _output(out, 1, cnp.PyArray_DIMS(m), "out")
+    o = _output(out, 1, cnp.PyArray_DIMS(m), "out", m, v)
     cdef const float *pm = _fptr(m)
     cdef const float *pv = _fptr(v)
     cdef float *po = _fptr(o)
@@ -81,15 +87,25 @@ def sqdist_scores(M, x, out=None):
             sona_sqdist_rows_f32(pm, n, d, pv, po)
     else:
         sona_sqdist_rows_f32(pm, n, d, pv, po)
+    _check_result(o, "M or x")
     return o
 
 
 def row_norms(M, out=None):
-    """out[i] = |M[i]| (Euclidean). Returns float32 (n,)."""
+    """out[i] = |M[i]| (Euclidean). Returns float32 (n,).
+
+    out must not overlap M; a norm beyond float32's range raises ValueError."""
     cdef cnp.ndarray m = _rows(M, "M")
     cdef size_t n = cnp.PyArray_DIM(m, 0), d = cnp.PyArray_DIM(m, 1)
-    cdef cnp.ndarray o = _output(out, 1, cnp.PyArray_DIMS(m), "out")
-    sona_norm_rows_f32(_fptr(m), n, d, _fptr(o))
+    cdef cnp.ndarray o = _output(out, 1, cnp.PyArray_DIMS(m), "out", m)
+    cdef const float *pm = _fptr(m)
+    cdef float *po = _fptr(o)
+    cdef size_t i
+    sona_norm_rows_f32(pm, n, d, po)
+    for i in range(n):  # squares past float32 while the norm is not: again in double
+        if not po[i] < INFINITY:
+            po[i] = <float>sqrt(_sumsq(pm + i * d, d))
+    _check_result(o, "M")
     return o
 
 

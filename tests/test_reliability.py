@@ -15,8 +15,8 @@ import pytest
 
 import sona
 from sona import kernels
-from sona._core import LoRAAdapter, PatternStore, TrajectoryBuffer, TrajectoryStore
-from sona.state import StateFileError, decode_state, encode_state
+from sona._core import PatternStore, TrajectoryBuffer, TrajectoryStore
+from sona.state import StateFileError, decode_state
 
 D = 8
 
@@ -48,11 +48,11 @@ def test_closed_buffer_is_an_error_for_every_user_of_the_store():
 
 def test_classes_built_without_init_raise_instead_of_crashing():
     with pytest.raises(ValueError, match="query_patterns"):
-        sona.Pattern().centroid
+        _ = sona.Pattern().centroid
     with pytest.raises(ValueError, match="query_patterns"):
-        sona.Pattern().route_stats
+        _ = sona.Pattern().route_stats
     with pytest.raises(ValueError, match="route"):
-        sona.Decision().probs
+        _ = sona.Decision().probs
     store = TrajectoryStore.__new__(TrajectoryStore)
     assert repr(store) == "TrajectoryStore(uninitialised)"
     for call in (lambda: len(store), lambda: store.cancel(1), lambda: store.start(np.ones(4)),
@@ -202,11 +202,12 @@ def test_scribbled_shared_header_raises_on_use():
             hdr = np.ndarray(80, np.uint8, block.buf)
             saved = hdr[offset:offset + 8].copy()
             hdr[offset:offset + 8] = np.frombuffer(struct.pack("<Q", value), np.uint8)
-            for call in (lambda: buf.drain(), lambda: len(buf),
-                         lambda: buf.record(np.ones(D, np.float32), quality=0.5),
-                         lambda: TrajectoryStore(buf)):
-                with pytest.raises(ValueError, match="overwritten|inconsistent"):
-                    call()
+            for call, args in ((TrajectoryBuffer.drain, ()), (len, ()),
+                               (TrajectoryStore, ()), (TrajectoryBuffer.new_id, ())):
+                with pytest.raises(ValueError, match="overwritten"):
+                    call(buf, *args)
+            with pytest.raises(ValueError, match="overwritten"):
+                buf.record(np.ones(D, np.float32), quality=0.5)
             with pytest.raises(ValueError):
                 TrajectoryBuffer.attach(block)
             hdr[offset:offset + 8] = saved
@@ -248,3 +249,317 @@ def test_stuck_slots_are_skipped_and_counted():
         buf.close()
         block.close()
         block.unlink()
+
+
+# ---- 2: save while other threads learn --------------------------------------------------------
+
+def test_engine_and_router_saves_under_concurrent_learning_always_load(tmp_path):
+    e = sona.SonaEngine(hidden_dim=16, trajectory_capacity=256)
+    r = sona.Router(["s", "m", "l"], engine=e, seed=0)
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((64, 16)).astype(np.float32)
+    stop = threading.Event()
+
+    def learn():
+        i = 0
+        while not stop.is_set():
+            tid = e.start_trajectory(X[i % 64])
+            e.end_trajectory(tid, float(i % 5) / 4)
+            r.feedback(r.route(X[(i * 7) % 64]), float(i % 3) / 2)
+            i += 1
+
+    threads = [threading.Thread(target=learn) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(15):
+            e.save(tmp_path / "e.sona")
+            sona.SonaEngine.load(tmp_path / "e.sona")
+            r.save(tmp_path / "r.sona")
+            sona.Router.load(tmp_path / "r.sona")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert r.feedbacks > 0
+
+
+# ---- 3: a router on an engine with more bank routes -------------------------------------------
+
+def test_router_on_an_engine_saves_a_file_it_loads(tmp_path):
+    e = sona.SonaEngine(hidden_dim=16, bank_params={"decay": 0.99})
+    r = sona.Router(["small", "large"], engine=e)
+    x = np.random.default_rng(2).standard_normal(16).astype(np.float32)
+    for q in (1.0, 0.0, 1.0):
+        r.feedback(r.route(x), q)
+    r.save(tmp_path / "r.sona")
+    loaded = sona.Router.load(tmp_path / "r.sona")
+    assert np.array_equal(loaded.scores(x), r.scores(x))
+    assert loaded.bank.params == r.bank.params
+    with pytest.raises(ValueError, match="differ"):
+        sona.Router(["a", "b"], engine=e, decay=0.5)
+
+
+# ---- 6, 7, 17: the background coordinator --------------------------------------------------------
+
+@pytest.mark.parametrize("interval, err", [("1", TypeError), (True, TypeError),
+                                           (1e300, ValueError), (0.0, ValueError),
+                                           (float("nan"), ValueError)])
+def test_start_background_checks_the_interval(interval, err):
+    e = sona.SonaEngine(hidden_dim=D)
+    with pytest.raises(err, match="interval_s"):
+        e.start_background(interval)
+    assert not e.stats()["background_running"]
+
+
+def test_start_background_checks_the_checkpoint_path(tmp_path):
+    e = sona.SonaEngine(hidden_dim=D)
+    with pytest.raises(ValueError, match="existing directory"):
+        e.start_background(1.0, checkpoint_path=tmp_path / "missing" / "e.sona")
+    with pytest.raises(ValueError, match="existing directory"):
+        e.start_background(1.0, checkpoint_path=tmp_path)
+    with pytest.raises(TypeError, match="checkpoint_path"):
+        e.start_background(1.0, checkpoint_path=3.5)
+
+
+def _feed(e, n, rng):
+    for _ in range(n):
+        tid = e.start_trajectory(rng.standard_normal(e.config.hidden_dim).astype(np.float32))
+        e.end_trajectory(tid, 0.9)
+
+
+def test_failed_cycle_keeps_drained_records_and_reports(monkeypatch, caplog):
+    rng = np.random.default_rng(3)
+    e = sona.SonaEngine(hidden_dim=D)
+    _feed(e, 50, rng)
+    e.refine_params["max_iter"] = -1  # refused before anything is drained
+    with pytest.raises(ValueError, match="max_iter"):
+        e.run_background_cycle()
+    assert len(e.store.buffer) == 50
+    e.refine_params["max_iter"] = 2
+
+    import sona.engine as engine_mod
+
+    real = engine_mod.refine_bank
+
+    def broken(bank, X, q, **kwargs):  # the check of the settings passes, the work fails
+        if len(X):
+            raise RuntimeError("disk on fire")
+        return real(bank, X, q, **kwargs)
+
+    monkeypatch.setattr(engine_mod, "refine_bank", broken)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        e.run_background_cycle()
+    assert len(e.store.buffer) == 0 and e.stats()["trajectories_deferred"] == 50
+    monkeypatch.undo()
+    assert e.run_background_cycle().refined == 50
+    assert e.stats()["trajectories_deferred"] == 0
+
+    # in the coordinator: logged on "sona", counted, and the thread keeps running
+    e.refine_params["merge_cos"] = 7.0
+    _feed(e, 40, rng)
+    stopped = threading.Event()
+    with caplog.at_level(logging.ERROR, logger="sona"):
+        e.start_background(0.01)
+        for _ in range(500):
+            if e.stats()["background_errors"] >= 2:
+                break
+            stopped.wait(0.01)
+        st = e.stats()
+        assert st["background_running"] and st["background_errors"] >= 2
+        assert "merge_cos" in st["last_background_error"]
+        e.refine_params["merge_cos"] = 0.9
+        for _ in range(500):
+            if len(e.store.buffer) == 0 and e.stats()["trajectories_deferred"] == 0:
+                break
+            stopped.wait(0.01)
+        e.stop_background()
+    assert any("background cycle failed" in rec.message for rec in caplog.records)
+    assert len(e.store.buffer) == 0 and e.stats()["trajectories_deferred"] == 0
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_fork_while_the_coordinator_runs_leaves_a_usable_child():
+    rng = np.random.default_rng(4)
+    e = sona.SonaEngine(hidden_dim=D)
+    e.refine_params["min_records"] = 1
+    e.start_background(0.001)
+    try:
+        for _ in range(8):
+            _feed(e, 20, rng)
+            pid = os.fork()
+            if pid == 0:  # child: everything must work, nothing may hang
+                code = 1
+                try:
+                    _feed(e, 5, rng)
+                    e.run_background_cycle()
+                    e.start_background(0.01)
+                    e.stop_background()
+                    code = 0 if not e.stats()["background_running"] else 2
+                finally:
+                    os._exit(code)
+            for _ in range(1000):  # a deadlocked child would never exit
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    break
+                threading.Event().wait(0.01)
+            else:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                pytest.fail("the forked child hung")
+            assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        e.stop_background()
+
+
+# ---- 8, 12, 20: state files ------------------------------------------------------------------
+
+def test_deeply_nested_json_is_a_state_file_error():
+    deep = "[" * 100000 + "]" * 100000
+    header = json.dumps({"__metadata__": {"format": "sona"}})[:-1] + ', "x": ' + deep + "}"
+    raw = header.encode()
+    with pytest.raises(StateFileError, match="nested too deeply"):
+        decode_state(struct.pack("<Q", len(raw)) + raw)
+
+
+def _resave(path, edit):
+    arrays, meta = sona.state.read_state(path)
+    edit(arrays, meta)
+    kind = "router" if "routes" in meta else "engine"
+    sona.state.write_state(path, arrays, meta, kind)
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda a, m: a["bank.hits"].__setitem__(0, -3.0), "bank.hits"),
+    (lambda a, m: a["bank.route_n"].__setitem__((0, 0), -1.0), "bank.route_n"),
+    (lambda a, m: a["micro.B"].__setitem__((0, 0), 3e38), "micro.B"),
+    (lambda a, m: a["bank.baseline"].__setitem__(0, 7.0), "bank.baseline"),
+    (lambda a, m: a["bank.centroid"].__setitem__(0, 1.0), "centroid"),
+    (lambda a, m: m["counters"].__setitem__("global_baseline", 1e39), "global_baseline"),
+    (lambda a, m: m["counters"].__setitem__("n_seen", "many"), "n_seen"),
+    (lambda a, m: m["counters"].__setitem__("n_seen", 2**64 - 1), "n_seen"),
+])
+@pytest.mark.parametrize("kind", ["engine", "router"])
+def test_absurd_values_in_a_valid_file_are_refused(tmp_path, kind, edit, match):
+    path = tmp_path / "s.sona"
+    r = _router()
+    x = np.ones(D, np.float32)
+    r.feedback(r.route(x), 1.0)
+    (r.engine if kind == "engine" else r).save(path)
+    _resave(path, edit)
+    with pytest.raises(StateFileError, match=match):
+        (sona.SonaEngine if kind == "engine" else sona.Router).load(path)
+
+
+def test_router_file_counters_and_moments_are_checked(tmp_path):
+    path = tmp_path / "r.sona"
+    r = _router()
+    for edit, match in (
+            (lambda a, m: a["rms"].__setitem__(0, -1.0), "rms"),
+            (lambda a, m: a["keys"].__setitem__((0, 0), 2e6), "keys"),
+            (lambda a, m: m["counters"].__setitem__("reward_long", -0.5), "reward_long"),
+            (lambda a, m: m.__setitem__("feedbacks", 2**63), "feedbacks")):
+        r.save(path)
+        _resave(path, edit)
+        with pytest.raises(StateFileError, match=match):
+            sona.Router.load(path)
+
+
+def test_orphan_temp_files_of_dead_writers_are_removed(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "r.sona"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    orphan = tmp_path / f".r.sona.{int(dead.stdout)}.abc123.tmp"
+    orphan.write_bytes(b"x" * 1000)
+    mine = tmp_path / f".r.sona.{os.getpid()}.zzz.tmp"  # ours, and no save is writing it
+    mine.write_bytes(b"y")
+    other = tmp_path / ".other.sona.1.x.tmp"
+    other.write_bytes(b"z")
+    _router().save(path)
+    assert not orphan.exists() and not mine.exists() and other.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.sona.1.x.tmp", "r.sona"]
+
+
+# ---- 11: hyper-parameters that would overflow float32 --------------------------------------
+
+@pytest.mark.parametrize("hp", [{"rms_eps": 1e-300}, {"tau": 1e-46}, {"lr": 1e39},
+                                {"micro_scale": 1e39}, {"tau_prior": 1e-40},
+                                {"weight_clip": 1e30}, {"ewc_lambda": 1e39}])
+def test_hyperparameters_beyond_float32_safety_are_refused(hp):
+    name = next(iter(hp))
+    with pytest.raises(ValueError, match=rf"{name} must be in [\[(]"):
+        _router(**hp)
+
+
+def test_engine_scales_beyond_float32_safety_are_refused():
+    with pytest.raises(ValueError, match="scale must be a number in"):
+        sona.SonaEngine(hidden_dim=D, micro_scale=1e39)
+    with pytest.raises(ValueError, match="prior_count"):
+        sona.SonaEngine(hidden_dim=D, bank_params={"prior_count": 1e39})
+
+
+# ---- 14: clear errors ---------------------------------------------------------------------------
+
+def test_errors_name_the_parameter_and_the_value(tmp_path):
+    r = _router()
+    e = r.engine
+    with pytest.raises(ValueError, match="magnitude 1e\\+300, beyond float32"):
+        r.route(np.full(D, 1e300))
+    with pytest.raises(ValueError, match="mean_window must be an integer in"):
+        _router(mean_window=2**40)
+    tid = e.start_trajectory(np.ones(D, np.float32))
+    with pytest.raises(TypeError, match="score must be a real number; got str"):
+        e.record_step(tid, 0, "high", 1.0)
+    with pytest.raises(TypeError, match="latency_us must be a real number"):
+        e.store.record_step(tid, 0, 0.5, "slow")
+    with pytest.raises(TypeError, match="signal must be a sona.LearningSignal"):
+        e.learn_from_feedback(None)
+    with pytest.raises(TypeError, match="lr must be a real number"):
+        r.micro.apply_accumulated("0.1")
+    r.save(os.fsencode(tmp_path / "bytes.sona"))
+    assert sona.Router.load(os.fsencode(tmp_path / "bytes.sona")).routes == ("a", "b")
+    for obj, hint in ((r, "save"), (e, "save"), (r.micro, "set_weights"), (r.bank, "save"),
+                      (e.store, "buffer"), (r.route(np.ones(D, np.float32)), "feedback")):
+        with pytest.raises(TypeError, match=hint):
+            pickle.dumps(obj)
+
+
+# ---- 15: overflow is an error, not a silent Inf -----------------------------------------------
+
+def test_results_beyond_float32_raise_and_steps_stay_finite():
+    lora = sona.MicroLoRA(D, 2, seed=0)
+    lora.set_weights(lora.A, np.ones((D, 2), np.float32))
+    with pytest.raises(ValueError, match="overflows float32"):
+        lora.forward(np.full(D, 3.4e38, np.float32))
+    M = np.full((3, D), 3e38, np.float32)
+    with pytest.raises(ValueError, match="overflows float32"):
+        kernels.sqdist_scores(M, -M[0])
+    norms = kernels.row_norms(np.full((2, D), 1e20, np.float32))
+    np.testing.assert_allclose(norms, 1e20 * np.sqrt(D), rtol=1e-5)
+    with pytest.raises(ValueError, match="overflows float32"):
+        kernels.row_norms(M)
+    theta, m, v = np.ones(D, np.float32), np.zeros(D, np.float32), np.zeros(D, np.float32)
+    with pytest.raises(ValueError, match="past float32's range"):
+        kernels.adam_step(theta, m, v, np.ones(D, np.float32), 1, lr=1e38, eps=1e-30)
+    assert np.array_equal(theta, np.ones(D)) and not m.any() and not v.any()
+    with pytest.raises(ValueError, match="weights must sum to at most"):
+        sona.spherical_kmeans(np.eye(4, dtype=np.float32), 2, weights=[1e38] * 4)
+    lora.accumulate_gradient(np.ones(D, np.float32), np.ones(D, np.float32))
+    before = lora.B.copy()
+    step = lora.apply_accumulated(1e308)
+    assert step == pytest.approx(lora.max_step) and not np.array_equal(lora.B, before)
+    assert np.isfinite(lora.B).all()
+
+
+# ---- 16: route names ------------------------------------------------------------------------
+
+def test_route_names_are_a_list_of_savable_strings(tmp_path):
+    with pytest.raises(TypeError, match="not one str"):
+        sona.Router("ab", hidden_dim=D)
+    with pytest.raises(ValueError, match="surrogate"):
+        sona.Router(["a", "b\udc80"], hidden_dim=D)
+    sona.Router(["é", "模型"], hidden_dim=D).save(tmp_path / "u.sona")
+    assert sona.Router.load(tmp_path / "u.sona").routes == ("é", "模型")

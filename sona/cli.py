@@ -53,7 +53,7 @@ def _demo(args: argparse.Namespace) -> int:
     )
 
 
-def _int_at_least(lo: int):
+def _int_at_least(lo: int, hi: int | None = None):
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -61,6 +61,8 @@ def _int_at_least(lo: int):
             raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
         if value < lo:
             raise argparse.ArgumentTypeError(f"must be >= {lo}, got {value}")
+        if hi is not None and value > hi:
+            raise argparse.ArgumentTypeError(f"must be <= {hi}, got {value}")
         return value
 
     return parse
@@ -93,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--dim",
-        type=_int_at_least(demo.MIN_DIM),
+        type=_int_at_least(demo.MIN_DIM, demo.MAX_DIM),
         default=256,
         metavar="D",
         help="embedding dimension (default 256)",

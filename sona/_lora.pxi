@@ -45,13 +45,19 @@ cdef class LoRAAdapter:
     cdef float *pgBt
     cdef double _grad_bound     # bound on |element| of the accumulators since the last apply
 
-    def __init__(self, Py_ssize_t dim, Py_ssize_t rank, scale, max_step, Py_ssize_t max_rank,
-                 str kind):
+    def __init__(self, dim, rank, scale, max_step, Py_ssize_t max_rank, str kind):
         if self.pA != NULL:  # routers and engines point at these weights: never reallocate
             raise RuntimeError(f"{type(self).__name__} is already initialised; create a new one")
+        if isinstance(dim, (bool, np.bool_)) or not hasattr(dim, "__index__"):
+            raise TypeError(f"{kind} dim must be an integer; got {type(dim).__name__}")
+        if isinstance(rank, (bool, np.bool_)) or not hasattr(rank, "__index__"):
+            raise TypeError(f"{kind} rank must be an integer; got {type(rank).__name__}")
         if dim < 1:
             raise ValueError(f"{kind} dim must be >= 1; got {dim}")
-        cdef Py_ssize_t hi = min(max_rank, dim)
+        if dim > SONA_RING_MAX_DIM:
+            raise ValueError(f"{kind} dim must be <= {SONA_RING_MAX_DIM}; got {dim}")
+        cdef Py_ssize_t d = dim
+        cdef Py_ssize_t hi = min(max_rank, d)
         if not 1 <= rank <= hi:
             raise ValueError(f"{kind} rank must be in 1..{hi} (at most {max_rank} and at most "
                              f"dim={dim}); got {rank}")
@@ -62,7 +68,7 @@ cdef class LoRAAdapter:
         if not (isfinite(ms) and 0 < ms <= _MAX_SCALE):
             raise ValueError(f"{kind} max_step must be a number in (0, {_MAX_SCALE:g}]; got "
                              f"{max_step}")
-        self.dim, self.rank, self.scale, self.max_step = dim, rank, sc, ms
+        self.dim, self.rank, self.scale, self.max_step = d, rank, sc, ms
         self._A = np.zeros((rank, dim), np.float32)
         self._Bt = np.zeros((rank, dim), np.float32)
         self._gA = np.zeros((rank, dim), np.float32)

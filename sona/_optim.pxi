@@ -16,7 +16,7 @@ cdef cnp.ndarray _inout(object a, Py_ssize_t n, str name):
     return o
 
 
-def adam_step(theta, m, v, g, int t, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, gscale=1.0,
+def adam_step(theta, m, v, g, t, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, gscale=1.0,
               fisher=None, anchor=None, lam=0.0):
     """One Adam descent step, in place: theta, m, v are float32 arrays updated where they are.
 
@@ -35,8 +35,7 @@ def adam_step(theta, m, v, g, int t, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, 
     if cnp.PyArray_SIZE(gg) != n:
         raise ValueError(f"g must have {n} elements like theta; got {cnp.PyArray_SIZE(gg)}")
     _check_finite(gg, "g")
-    if t < 1:
-        raise ValueError(f"t must be >= 1; got {t}")
+    t = _int_in(t, "t", 1, 0xFFFFFFFF)
     for name, val in (("lr", lr), ("eps", eps), ("gscale", gscale), ("lam", lam)):
         if not isfinite(val):
             raise ValueError(f"{name} must be finite; got {val}")

@@ -109,7 +109,7 @@ def row_norms(M, out=None):
     return o
 
 
-def topk(scores, Py_ssize_t k):
+def topk(scores, k):
     """Indices (int64) and values (float32) of the k largest scores, largest first.
 
     Ties go to the lower index; NaN ranks last. k is clipped to len(scores); k < 0 is an error.
@@ -117,21 +117,18 @@ def topk(scores, Py_ssize_t k):
     cdef cnp.ndarray s = _as_f32(scores, "scores")
     if cnp.PyArray_NDIM(s) != 1:
         raise ValueError(f"scores must be 1-D; got shape {_shape_str(s)}")
-    if k < 0:
-        raise ValueError(f"k must be >= 0; got {k}")
     cdef Py_ssize_t n = cnp.PyArray_DIM(s, 0)
-    cdef cnp.npy_intp kk = min(k, n)
+    cdef cnp.npy_intp kk = <cnp.npy_intp>min(_int_in(k, "k", 0, _U64_MAX), <uint64_t>n)
     cdef cnp.ndarray idx = cnp.PyArray_EMPTY(1, &kk, cnp.NPY_INT64, 0)
     cdef cnp.ndarray val = cnp.PyArray_EMPTY(1, &kk, cnp.NPY_FLOAT32, 0)
     sona_topk_f32(_fptr(s), n, kk, <int64_t *>cnp.PyArray_DATA(idx), _fptr(val))
     return idx, val
 
 
-def cosine_topk(M, x, Py_ssize_t k):
+def cosine_topk(M, x, k):
     """Indices (int64) and cosine scores (float32) of the k rows of M most similar to x, most
     similar first; ties go to the lower index. k is clipped to len(M); k < 0 is an error."""
-    if k < 0:
-        raise ValueError(f"k must be >= 0; got {k}")
+    cdef uint64_t kk64 = _int_in(k, "k", 0, _U64_MAX)
     cdef cnp.ndarray m = _rows(M, "M", False)
     cdef size_t n = cnp.PyArray_DIM(m, 0)
     cdef float small[1024]  # scores and scratch; a heap buffer for more than 512 rows
@@ -141,7 +138,7 @@ def cosine_topk(M, x, Py_ssize_t k):
         big = np.empty(2 * n, np.float32)
         res = _fptr(big)
     _cosine_into(m, x, res)
-    cdef cnp.npy_intp kk = min(<size_t>k, n)
+    cdef cnp.npy_intp kk = <cnp.npy_intp>min(kk64, <uint64_t>n)
     cdef cnp.ndarray idx = cnp.PyArray_EMPTY(1, &kk, cnp.NPY_INT64, 0)
     cdef cnp.ndarray val = cnp.PyArray_EMPTY(1, &kk, cnp.NPY_FLOAT32, 0)
     sona_topk_f32(res, n, kk, <int64_t *>cnp.PyArray_DATA(idx), _fptr(val))

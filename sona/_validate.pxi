@@ -10,6 +10,7 @@ import numbers
 
 import numpy as np
 from libc.math cimport INFINITY, isfinite
+from libc.stdint cimport uint64_t
 
 cdef float _F16_MAX = 65504.0
 cdef float _F32_MAX = 3.4028234663852886e38
@@ -206,6 +207,17 @@ cpdef double _check_quality(object value, str name="quality") except? -1.0:
     if not 0.0 <= q <= 1.0:
         raise ValueError(f"{name} must be in [0, 1]; got {q!r}")
     return q
+
+
+cdef uint64_t _int_in(object x, str what, uint64_t lo, uint64_t hi) except? 0xFFFFFFFFFFFFFFFF:
+    """x as an integer in lo..hi (ints, numpy integers; bool is refused: a flag is not a count),
+    TypeError/ValueError naming `what` (never a nameless OverflowError)."""
+    if isinstance(x, (bool, np.bool_)) or not hasattr(x, "__index__"):
+        raise TypeError(f"{what} must be an integer; got {type(x).__name__}")
+    v = x.__index__()
+    if not lo <= v <= hi:
+        raise ValueError(f"{what} must be an integer in {lo}..{hi}; got {v}")
+    return <uint64_t>v
 
 
 cdef double _real(object value, str name) except? -1.0:

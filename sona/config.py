@@ -36,6 +36,9 @@ MAX_OPEN_TRAJECTORIES = 1 << 24
 MAX_ROUTES = 1024
 MAX_PATTERNS = 1_000_000
 MAX_INTERVAL_S = 7 * 24 * 3600.0  # also keeps us below threading.TIMEOUT_MAX everywhere
+# Every float field is bounded so that the float32 arithmetic it enters cannot overflow (a
+# finite 1e39 would become Inf in the kernels): lrs <= 1, thresholds in [0, 1], and this.
+MAX_EWC_LAMBDA = 1e6
 EMBEDDING_DTYPES = ("float32", "float16")
 MAX_SEED = 2**64 - 1
 
@@ -77,7 +80,7 @@ class SonaConfig:
         capacity to separate several routes; use at least the number of routes.
     micro_lora_lr, base_lora_lr : float, (0, 1]
         Step sizes of the two tiers (Adam-style steps, so they bound the per-step move).
-    ewc_lambda : float, >= 0
+    ewc_lambda : float, [0, 1e6]
         Strength of the EWC++ penalty towards the last stable checkpoint. The Fisher
         estimate is normalised by its maximum, so the value is scale-free; 0 disables EWC.
     pattern_clusters : int, >= 1
@@ -155,7 +158,7 @@ class SonaConfig:
 
         self._real("micro_lora_lr", 0.0, 1.0, low_open=True)
         self._real("base_lora_lr", 0.0, 1.0, low_open=True)
-        self._real("ewc_lambda", 0.0, math.inf)
+        self._real("ewc_lambda", 0.0, MAX_EWC_LAMBDA)
         self._real("open_trajectory_timeout_s", 0.0, MAX_INTERVAL_S, low_open=True)
         self._real("quality_threshold", 0.0, 1.0)
         self._real("background_interval_s", 0.0, MAX_INTERVAL_S, low_open=True)

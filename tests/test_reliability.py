@@ -2,12 +2,14 @@
 and drives the class-level guard through the public API. Crashes here would take the interpreter
 down, so scripts/sanitize.sh runs this file under ASan+UBSan too."""
 
+import faulthandler
 import gc
 import json
 import logging
 import os
 import pickle
 import struct
+import sys
 import threading
 
 import numpy as np
@@ -390,6 +392,8 @@ def test_fork_while_the_coordinator_runs_leaves_a_usable_child():
             pid = os.fork()
             if pid == 0:  # child: everything must work, nothing may hang
                 code = 1
+                # a hang becomes exit code 1 with every thread's stack on stderr
+                faulthandler.dump_traceback_later(20, exit=True, file=sys.__stderr__)
                 try:
                     _feed(e, 5, rng)
                     e.run_background_cycle()
@@ -398,7 +402,7 @@ def test_fork_while_the_coordinator_runs_leaves_a_usable_child():
                     code = 0 if not e.stats()["background_running"] else 2
                 finally:
                     os._exit(code)
-            for _ in range(1000):  # a deadlocked child would never exit
+            for _ in range(3000):  # a deadlocked child would never exit
                 done, status = os.waitpid(pid, os.WNOHANG)
                 if done:
                     break

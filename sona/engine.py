@@ -30,10 +30,9 @@ from .config import MAX_INTERVAL_S, SonaConfig
 from .lora import BaseLoRA, MicroLoRA
 from .state import (
     MAX_COUNT,
-    MAX_WEIGHT_ABS,
     StateFileError,
     check_number,
-    check_values,
+    check_weights,
     read_state,
     write_state,
 )
@@ -456,8 +455,7 @@ class SonaEngine(EngineCore):
             a = arrays[name]
             if a.shape != ref.shape or a.dtype != ref.dtype:
                 fail(f"{name} is {a.dtype}{a.shape}, expected {ref.dtype}{ref.shape}")
-        for name in ("micro.A", "micro.B", "base.A", "base.B"):
-            check_values(fail, name, arrays[name], -MAX_WEIGHT_ABS, MAX_WEIGHT_ABS)
+        check_weights(fail, arrays, ("micro.A", "micro.B", "base.A", "base.B"))
         check_bank_arrays(fail, arrays)
         counters, n = meta["counters"], meta["n_patterns"]
         if not isinstance(counters, dict) or set(counters) != set(_COUNTERS):

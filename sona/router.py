@@ -30,10 +30,10 @@ from .engine import SonaEngine
 from .state import (
     F32_MAX,
     MAX_COUNT,
-    MAX_WEIGHT_ABS,
     StateFileError,
     check_number,
     check_values,
+    check_weights,
     read_state,
     write_state,
 )
@@ -269,8 +269,8 @@ def _check_loaded_values(fail, meta: dict, arrays: dict) -> None:
             check_number(fail, f"counters[{key!r}]", counters[key], 0, MAX_COUNT, integer=True)
     for key in ("decisions", "feedbacks"):
         check_number(fail, key, meta[key], 0, MAX_COUNT, integer=True)
-    for name in ("micro.A", "micro.B", "base.A", "base.B", "keys", "bias", "anchor", "mu"):
-        check_values(fail, name, arrays[name], -MAX_WEIGHT_ABS, MAX_WEIGHT_ABS)
+    check_weights(fail, arrays, ("micro.A", "micro.B", "base.A", "base.B", "keys", "bias",
+                                 "anchor", "mu"))
     for name in ("rms", "fisher", "fisher_ckpt", "omega"):
         check_values(fail, name, arrays[name], 0.0)
     check_bank_arrays(fail, arrays)

@@ -52,6 +52,7 @@ __all__ = [
     "StateFileError",
     "check_number",
     "check_values",
+    "check_weights",
     "decode_state",
     "encode_state",
     "read_state",
@@ -387,6 +388,12 @@ def check_values(fail, name: str, a: np.ndarray, lo: float = -F32_MAX,
     low, high = float(a.min()), float(a.max())
     if low < lo or high > hi:
         fail(f"array {name!r} holds values in [{low:g}, {high:g}]; expected [{lo:g}, {hi:g}]")
+
+
+def check_weights(fail, arrays: Mapping[str, np.ndarray], names) -> None:
+    """Calls fail(msg) unless every array named holds finite weights within +-MAX_WEIGHT_ABS."""
+    for name in names:
+        check_values(fail, name, arrays[name], -MAX_WEIGHT_ABS, MAX_WEIGHT_ABS)
 
 
 def check_number(fail, name: str, v: Any, lo: float, hi: float, integer: bool = False) -> None:

@@ -278,14 +278,15 @@ cdef inline object _lora_forward(LoRAAdapter self, object x, object out):
     cdef float u[SONA_MAX_RANK]
     cdef cnp.npy_intp dim = self.dim
     cdef ptrdiff_t bad
+    cdef int rc
     if _is_f32_vector(x, dim) and (out is None or (
             _is_f32_vector(out, dim) and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>out)
             and (out is x or not _overlap(<cnp.ndarray>out, <cnp.ndarray>x)))):
         o = cnp.PyArray_EMPTY(1, &dim, cnp.NPY_FLOAT32, 0) if out is None else <cnp.ndarray>out
-        if sona_lora_fwd_f32(_fptr(<cnp.ndarray>x), self.pA, self.pBt, dim, self.rank,
-                             self.scale, _fptr(o), u):
-            raise ValueError("x contains NaN or Inf")
-        _check_result(o, "x")
+        rc = sona_lora_fwd_f32(_fptr(<cnp.ndarray>x), self.pA, self.pBt, dim, self.rank,
+                               self.scale, _fptr(o), u)
+        if rc:
+            _forward_failed(rc == -2, "x")
         return o
     a = _vector_or_rows(x, self.dim, "x", False)
     o = _output(out, cnp.PyArray_NDIM(a), cnp.PyArray_DIMS(a), "out", a, None, True)
@@ -300,7 +301,13 @@ cdef inline object _lora_forward(LoRAAdapter self, object x, object out):
     else:
         bad = sona_lora_fwd_batch_f32(px, n, self.pA, self.pBt, d, r, s, po, NULL)
     if bad >= 0:
-        raise ValueError(("x" if cnp.PyArray_NDIM(a) == 1 else f"x[{bad}]")
-                         + " contains NaN or Inf")
-    _check_result(o, "x")
+        _forward_failed(sona_maxabs_f32(px + bad * d, d) < INFINITY,
+                        "x" if cnp.PyArray_NDIM(a) == 1 else f"x[{bad}]")
     return o
+
+
+cdef int _forward_failed(bint overflow, str what) except -1:
+    if overflow:
+        raise ValueError(f"the result overflows float32 (beyond +-{_F32_MAX:.4g}): {what} too "
+                         "large in magnitude for these weights; scale it down")
+    raise ValueError(f"{what} contains NaN or Inf")

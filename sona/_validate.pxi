@@ -197,7 +197,7 @@ cpdef double _check_quality(object value, str name="quality") except? -1.0:
     [0, 1]; TypeError or ValueError naming `name` otherwise. The one check every learning entry
     point uses."""
     cdef double q
-    if type(value) is float:  # the common case, without the ABC check below
+    if type(value) is float or type(value) is int:  # the common case, without the ABC check
         q = value
     elif isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number in [0, 1]; got {type(value).__name__} "
@@ -223,6 +223,8 @@ cdef uint64_t _int_in(object x, str what, uint64_t lo, uint64_t hi) except? 0xFF
 cdef double _real(object value, str name) except? -1.0:
     """value as a real number (int, float, numpy scalar; not bool, not str), for parameters the
     C side takes as double: TypeError naming the parameter instead of Cython's generic one."""
+    if type(value) is float or type(value) is int:  # the hot paths' case, without the ABC check
+        return value
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number; got {type(value).__name__} {value!r}")
     return value

@@ -336,8 +336,9 @@ def _remove_orphans(directory: str, prefix: str) -> None:
     for name in names:
         if not (name.startswith(prefix) and name.endswith(".tmp")):
             continue
-        pid_s = name[len(prefix):].split(".", 1)[0]
-        if not pid_s.isdigit():
+        # exactly <pid>.<random>: a longer name belongs to another target ("x.sona.1", ...)
+        pid_s, dot, rand = name[len(prefix):-len(".tmp")].partition(".")
+        if not (pid_s.isdigit() and dot and rand and "." not in rand):
             continue
         full = os.path.join(directory, name)
         pid = int(pid_s)

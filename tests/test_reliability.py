@@ -482,9 +482,12 @@ def test_orphan_temp_files_of_dead_writers_are_removed(tmp_path):
     mine.write_bytes(b"y")
     other = tmp_path / ".other.sona.1.x.tmp"
     other.write_bytes(b"z")
+    longer = tmp_path / f".r.sona.7.{int(dead.stdout)}.abc.tmp"  # a save of "r.sona.7"
+    longer.write_bytes(b"w")
     _router().save(path)
-    assert not orphan.exists() and not mine.exists() and other.exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.sona.1.x.tmp", "r.sona"]
+    assert not orphan.exists() and not mine.exists() and other.exists() and longer.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.sona.1.x.tmp", longer.name,
+                                                          "r.sona"]
 
 
 # ---- 11: hyper-parameters that would overflow float32 --------------------------------------

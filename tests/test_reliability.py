@@ -253,6 +253,29 @@ def test_stuck_slots_are_skipped_and_counted():
         block.unlink()
 
 
+def test_slot_of_a_consumer_killed_mid_drain_is_freed_for_producers():
+    block, buf = _shared(capacity=4)
+    try:
+        words = np.ndarray(block.size // 8, np.uint64, block.buf)
+        x = np.ones(D, np.float32)
+        for q in (0.1, 0.2, 0.3, 0.4):
+            assert buf.record(x, quality=q)
+        words[256 // 8] += 1  # a consumer claimed record 0 and died before freeing its slot
+        assert len(buf.drain()) == 3
+        assert not buf.record(x, quality=0.5)  # the ring looks full to producers
+        buf.stuck_timeout_s = 0.0
+        buf.drain()
+        buf.drain()
+        assert buf.skipped_count == 1
+        assert buf.record(x, quality=0.6)
+        assert [round(float(q), 1) for q in buf.drain().qualities] == [0.6]
+        del words
+    finally:
+        buf.close()
+        block.close()
+        block.unlink()
+
+
 # ---- 2: save while other threads learn --------------------------------------------------------
 
 def test_engine_and_router_saves_under_concurrent_learning_always_load(tmp_path):

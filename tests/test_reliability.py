@@ -2,6 +2,7 @@
 and drives the class-level guard through the public API. Crashes here would take the interpreter
 down, so scripts/sanitize.sh runs this file under ASan+UBSan too."""
 
+import contextlib
 import faulthandler
 import gc
 import json
@@ -188,56 +189,61 @@ def test_quality_is_checked_alike_everywhere(q):
 
 # ---- 18: shared ring: scribbled header, stuck slots ---------------------------------------------
 
+@contextlib.contextmanager
 def _shared(capacity=8):
+    """(block, buffer, the block's 64-bit words): a ring in shared memory the test may scribble
+    on, closed and unlinked afterwards."""
     from multiprocessing import shared_memory
 
     block = shared_memory.SharedMemory(create=True, size=TrajectoryBuffer.nbytes_for(
         capacity, D, max_steps=2))
-    return block, TrajectoryBuffer(capacity, D, max_steps=2, shared_memory=block)
+    buf = TrajectoryBuffer(capacity, D, max_steps=2, shared_memory=block)
+    words = np.ndarray(block.size // 8, np.uint64, block.buf)
+    try:
+        yield block, buf, words
+    finally:
+        del words
+        buf.close()
+        block.close()
+        block.unlink()
 
 
 def test_scribbled_shared_header_raises_on_use():
-    for offset, value in ((16, 1 << 30), (20, 9999), (56, 12345), (40, 77)):
-        block, buf = _shared()
-        try:
+    # header words: dim, max_steps (with dim), slots_offset, slot_size
+    for word, value in ((2, 1 << 30), (2, 9999 << 32), (7, 12345), (5, 77)):
+        with _shared() as (block, buf, words):
             buf.record(np.ones(D, np.float32), quality=0.5)
-            hdr = np.ndarray(80, np.uint8, block.buf)
-            saved = hdr[offset:offset + 8].copy()
-            hdr[offset:offset + 8] = np.frombuffer(struct.pack("<Q", value), np.uint8)
-            for call, args in ((TrajectoryBuffer.drain, ()), (len, ()),
-                               (TrajectoryStore, ()), (TrajectoryBuffer.new_id, ())):
+            saved = int(words[word])
+            words[word] = value
+            for call in (TrajectoryBuffer.drain, len, TrajectoryStore, TrajectoryBuffer.new_id):
                 with pytest.raises(ValueError, match="overwritten"):
-                    call(buf, *args)
+                    call(buf)
             with pytest.raises(ValueError, match="overwritten"):
                 buf.record(np.ones(D, np.float32), quality=0.5)
             with pytest.raises(ValueError):
                 TrajectoryBuffer.attach(block)
-            hdr[offset:offset + 8] = saved
+            words[word] = saved
             assert len(buf.drain()) == 1
-            del hdr
-        finally:
-            buf.close()
-            block.close()
-            block.unlink()
+
+
+def _qualities(buf):
+    return [round(float(q), 1) for q in buf.drain().qualities]
 
 
 def test_stuck_slots_are_skipped_and_counted():
-    block, buf = _shared(capacity=4)
-    try:
-        words = np.ndarray(block.size // 8, np.uint64, block.buf)
-        slot = buf.bytes_per_record // 8
+    with _shared(capacity=4) as (_, buf, words):
         x = np.ones(D, np.float32)
         assert buf.record(x, quality=0.1)
         words[128 // 8] += 1  # a producer claimed slot 1 and died before publishing it
         for q in (0.2, 0.3):
             assert buf.record(x, quality=q)
-        assert [round(float(q), 1) for q in buf.drain().qualities] == [0.1]
+        assert _qualities(buf) == [0.1]
         buf.stuck_timeout_s = 0.0
         assert len(buf.drain()) == 0  # the same slot still stuck: skipped now
         assert buf.skipped_count == 1
-        assert [round(float(q), 1) for q in buf.drain().qualities] == [0.2, 0.3]
-        # a scribbled sequence number makes neither side spin
-        words[640 // 8 + 0 * slot] = 2**63 + 5
+        assert _qualities(buf) == [0.2, 0.3]
+        # a scribbled sequence number (slot 0's) makes neither side spin
+        words[640 // 8] = 2**63 + 5
         assert buf.record(x, quality=0.4) in (True, False)
         buf.drain()
         buf.drain()
@@ -245,18 +251,11 @@ def test_stuck_slots_are_skipped_and_counted():
         for _ in range(10):
             buf.record(x, quality=0.5)
             assert len(buf.drain()) <= 1
-        assert buf.record(x, quality=0.6) and float(buf.drain().qualities[-1]) == pytest.approx(0.6)
-        del words
-    finally:
-        buf.close()
-        block.close()
-        block.unlink()
+        assert buf.record(x, quality=0.6) and _qualities(buf)[-1] == 0.6
 
 
 def test_slot_of_a_consumer_killed_mid_drain_is_freed_for_producers():
-    block, buf = _shared(capacity=4)
-    try:
-        words = np.ndarray(block.size // 8, np.uint64, block.buf)
+    with _shared(capacity=4) as (_, buf, words):
         x = np.ones(D, np.float32)
         for q in (0.1, 0.2, 0.3, 0.4):
             assert buf.record(x, quality=q)
@@ -268,12 +267,7 @@ def test_slot_of_a_consumer_killed_mid_drain_is_freed_for_producers():
         buf.drain()
         assert buf.skipped_count == 1
         assert buf.record(x, quality=0.6)
-        assert [round(float(q), 1) for q in buf.drain().qualities] == [0.6]
-        del words
-    finally:
-        buf.close()
-        block.close()
-        block.unlink()
+        assert _qualities(buf) == [0.6]
 
 
 # ---- 2: save while other threads learn --------------------------------------------------------

@@ -152,6 +152,11 @@ cdef class TrajectoryBuffer:
     pickled, e.g. as a ``multiprocessing.Process`` argument, which attaches by name); attached
     buffers never unlink. The creator should outlive the users or call ``close()`` last.
 
+    A shared header is re-checked before every use (another process may have overwritten it:
+    ValueError, never a crash). A slot left half-written by a process killed mid-push (or
+    half-read by one killed mid-drain) is skipped by ``drain()`` once it has stayed stuck for
+    ``stuck_timeout_s`` seconds (default 5), and counted in ``skipped_count``.
+
     Raises
     ------
     ValueError

@@ -13,8 +13,9 @@ cdef Py_ssize_t _LEARNT_WINDOW = 1 << 16
 cdef class RouterCore
 
 
+# Not no_gc: a Decision refers to its router, and a router that keeps decisions (a dict of
+# pending ones) would otherwise form a cycle the collector cannot see.
 @cython.freelist(64)
-@cython.no_gc
 cdef class Decision:
     """One routing decision: the route taken and what is needed to learn from its outcome.
 
@@ -22,9 +23,8 @@ cdef class Decision:
     drawn: exploration, cost trade-off and allowed routes included), probs (that whole
     distribution, float32, 0 for routes that were not allowed), decision_id (unique across
     routers and processes), trajectory_id (the engine trajectory recording it once learnt from,
-    or None). Learn
-    from it exactly once: Router.feedback(decision, quality), or Router.learn(decision.outcome(
-    quality, cost=...)).
+    or None). Learn from it exactly once: Router.feedback(decision, quality), or
+    Router.learn(decision.outcome(quality, cost=...)).
     """
     cdef readonly str route
     cdef readonly Py_ssize_t index
@@ -86,6 +86,11 @@ cdef class Decision:
         self._check_built()
         return self.owner._make_outcome(self, quality, cost, latency_ms)
 
+    def __reduce__(self):
+        raise TypeError("a Decision belongs to the live router that made it and cannot be "
+                        "pickled; ship decision.outcome(quality) (a sona.Outcome: pickles, "
+                        "to_bytes) and learn it with router.learn() wherever the router is")
+
     def __repr__(self):
         return (f"Decision(route={self.route!r}, index={self.index}, prob={self.prob:.4g}, "
                 f"trajectory_id={self.trajectory_id})")
@@ -110,6 +115,14 @@ cdef class RouterCore:
 
     def __init__(self, tuple routes, LoRAAdapter micro, LoRAAdapter base, PatternStore bank, keys,
                  dict hp, unsigned long long seed, TrajectoryStore store=None, costs=None):
+        if self.p.dim != 0:  # decisions and the engine point into this router's C state
+            raise RuntimeError(f"{type(self).__name__} is already initialised; create a new one")
+        if micro is None or base is None or bank is None:
+            raise TypeError("micro, base and bank must be a LoRAAdapter, a LoRAAdapter and a "
+                            "PatternStore")
+        micro._ready()
+        base._ready()
+        bank._ready()
         cdef Py_ssize_t K = len(routes), d = micro.dim
         if not 2 <= K <= SONA_MAX_ROUTES:
             raise ValueError(f"a router needs 2..{SONA_MAX_ROUTES} routes; got {K}")
@@ -233,6 +246,7 @@ cdef class RouterCore:
         the chosen route was drawn. Raises ValueError/TypeError for a bad embedding, cost_weight
         or allowed, changing nothing.
         """
+        self._ready()
         cdef cnp.ndarray v = (<cnp.ndarray>x if _is_f32_vector(x, self.p.dim)
                               else _as_f32(x, "x"))
         if cnp.PyArray_NDIM(v) != 1 or cnp.PyArray_DIM(v, 0) != self.p.dim:
@@ -290,9 +304,11 @@ cdef class RouterCore:
         """
         if decision is None:
             raise TypeError("decision must be a Decision returned by route()")
-        if decision.owner is not self:
+        if decision.owner is not self or decision.ctx.buf == NULL:
             raise ValueError("this decision was made by another router")
-        cdef float q = _quality(quality)
+        cdef float q = <float>_check_quality(quality)
+        if self._store is not None:
+            self._store._check()
         if decision.done or decision.serial in self._learnt:
             raise ValueError(f"this decision was already learnt from (route "
                              f"{decision.route!r}, decision {decision.decision_id})")
@@ -312,9 +328,10 @@ cdef class RouterCore:
         route index, the probability it was chosen with, quality, cost (NaN: not reported), and
         the decision key (a serial of this router, a foreign decision id, or None) for the
         at-most-once rule. Raises ValueError for a key already learnt; nothing changes then."""
+        self._ready()
         cdef cnp.ndarray v = _vector(x, self.p.dim, "embedding")
         _check_embedding(v, "embedding", _MAX_EMBEDDING_ABS)
-        cdef float q = _quality(quality)
+        cdef float q = <float>_check_quality(quality)
         if not 0 <= index < self.p.n_routes:
             raise ValueError(f"route index must be in 0..{self.p.n_routes - 1}; got {index}")
         if not (0.0 < prob <= 1.0):
@@ -334,6 +351,7 @@ cdef class RouterCore:
         """Greedy route probabilities for x: (dim,) -> (n_routes,), or a batch (n, dim) ->
         (n, n_routes); float32. No side effects, no exploration. cost_weight and allowed as in
         route(): ranked by quality - cost_weight * cost, routes not allowed get 0."""
+        self._ready()
         cdef cnp.ndarray v = _vector_or_rows(x, self.p.dim, "x")
         _check_embedding(v, "x", INFINITY)
         cdef float w = self._cost_weight(cost_weight)
@@ -344,15 +362,29 @@ cdef class RouterCore:
         cdef cnp.ndarray o
         if cnp.PyArray_NDIM(v) == 1:
             dims[0] = K
-            o = _output(out, 1, dims, "out")
+            o = _output(out, 1, dims, "out", v)
             sona_policy_scores(&self.p, _fptr(v), w, mask, _fptr(o))
             return o
         n = cnp.PyArray_DIM(v, 0)
         dims[0], dims[1] = n, K
-        o = _output(out, 2, dims, "out")
+        o = _output(out, 2, dims, "out", v)
         for i in range(n):
             sona_policy_scores(&self.p, _fptr(v) + i * d, w, mask, _fptr(o) + i * K)
         return o
+
+    cdef int _ready(self, bint store=True) except -1:
+        """The C state exists (a half-constructed router has none) and, with store, the
+        trajectory store it records into is still open."""
+        if self.p.dim == 0:
+            raise RuntimeError(f"{type(self).__name__} was not initialised (its __init__ did "
+                               "not run)")
+        if store and self._store is not None:
+            self._store._check()
+        return 0
+
+    def __reduce__(self):
+        raise TypeError(f"a {type(self).__name__} cannot be pickled; save it with "
+                        "router.save(path) and restore it with Router.load(path)")
 
     @property
     def n_parameters(self):
@@ -369,6 +401,7 @@ cdef class RouterCore:
                         "omega_theta", "mu", "global_n", "global_s", "global_q", "route_cost",
                         "cost_n", "shrink"):
             raise ValueError(f"unknown router array {name!r}")
+        self._ready(False)
         cdef cnp.ndarray dst = getattr(self, name)
         cdef cnp.ndarray src = _as_f32(np.ascontiguousarray(value), name)
         if (<object>src).shape != (<object>dst).shape:
@@ -382,6 +415,7 @@ cdef class RouterCore:
         Fisher and task-memory entries describe the old coordinates, so they restart from zero
         (the memory keeps the keys and the bias), and the EWC++ anchor takes the new weights (the
         function the adapters compute is unchanged)."""
+        self._ready(False)
         cdef size_t d = self.p.dim, rm = self.p.micro_rank, rb = self.p.base_rank
         cdef size_t n_adapt = 2 * (rm + rb) * d
         global _state_epoch

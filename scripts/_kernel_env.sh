@@ -44,7 +44,7 @@ kernel_tests() {
         for t in tests/test_kernels.py tests/test_lora.py tests/test_dispatch.py \
             tests/test_optim.py tests/test_trajectory*.py tests/test_ring*.py tests/test_bank.py \
             tests/test_kmeans.py tests/test_router.py tests/test_engine.py tests/test_fuzz.py \
-            tests/test_reliability.py; do
+            tests/test_reliability.py tests/test_router_outcomes.py; do
             if [ -f "$t" ]; then echo "$t"; fi
         done
     )

@@ -301,7 +301,8 @@ def main(argv: list[str] | None = None) -> None:
           flush=True)
     t0 = time.perf_counter()
     if args.warm_start:
-        print("\n| data | offline kNN | sona fit (worst / mean) | then 1000 online (worst / mean) |")
+        print("\n| data | offline kNN | sona fit (worst / mean) "
+              "| then 1000 online (worst / mean) |")
         print("|---|---|---|---|")
         for emb in embeddings:
             full = load_routerbench(emb)

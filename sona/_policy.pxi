@@ -5,9 +5,11 @@ from libc.math cimport NAN, isfinite
 
 import os
 from collections import deque as _deque
+from weakref import WeakValueDictionary as _WeakValueDictionary
 
-# Decision ids (own serials and outcome ids) a router remembers having learnt from, to refuse a
-# second learning from the same decision through any path.
+# Outcome decision ids a router remembers having learnt (learn()), to refuse a second learning
+# from the same outcome; a live Decision carries its own flag (feedback(), or learn() of its
+# outcome()).
 cdef Py_ssize_t _LEARNT_WINDOW = 1 << 16
 
 cdef class RouterCore
@@ -34,6 +36,7 @@ cdef class Decision:
     cdef Py_ssize_t n_routes, dim, x_off
     cdef RouterCore owner
     cdef bint done
+    cdef object __weakref__  # the router's map of decisions whose outcome() was taken
     cdef unsigned long long serial, epoch_t, epoch_m
 
     def __dealloc__(self):
@@ -75,7 +78,7 @@ cdef class Decision:
     @property
     def consumed(self):
         """True once the router learnt from this decision (feedback or learn)."""
-        return bool(self.done) or (self.owner is not None and self.owner._was_learnt(self.serial))
+        return bool(self.done)
 
     def outcome(self, quality, cost=None, latency_ms=None):
         """The outcome of this decision as a sona.Outcome (plain data: embedding, route, prob,
@@ -84,7 +87,9 @@ cdef class Decision:
 
         Raises ValueError/TypeError for a bad quality, cost or latency (see sona.Outcome)."""
         self._check_built()
-        return self.owner._make_outcome(self, quality, cost, latency_ms)
+        outcome = self.owner._make_outcome(self, quality, cost, latency_ms)
+        self.owner._issued[self.serial] = self  # learn(outcome) marks this decision learnt
+        return outcome
 
     def __reduce__(self):
         raise TypeError("a Decision belongs to the live router that made it and cannot be "
@@ -111,7 +116,8 @@ cdef class RouterCore:
     cdef float *_lctx  # prepared context for learning from an outcome (no Decision)
     cdef readonly unsigned long long decisions, feedbacks
     cdef readonly unsigned long long _nonce
-    cdef object _learnt, _learnt_order  # set and FIFO of decision ids learnt (bounded)
+    cdef object _learnt, _learnt_order  # set and FIFO of outcome decision ids learnt (bounded)
+    cdef readonly object _issued  # serial -> live Decision whose outcome() was taken (weak)
 
     def __init__(self, tuple routes, LoRAAdapter micro, LoRAAdapter base, PatternStore bank, keys,
                  dict hp, unsigned long long seed, TrajectoryStore store=None, costs=None):
@@ -186,6 +192,7 @@ cdef class RouterCore:
         sona_pcg32_seed(&self.p.rng, seed, 2)
         self._nonce = int.from_bytes(os.urandom(8), "little")
         self._learnt, self._learnt_order = set(), _deque()
+        self._issued = _WeakValueDictionary()
 
     def __dealloc__(self):
         PyMem_Free(self._lctx)
@@ -286,9 +293,6 @@ cdef class RouterCore:
         sona_store_end(self._store._s, tid, q)
         return tid
 
-    def _was_learnt(self, key):
-        return key in self._learnt
-
     cdef _remember(self, object key):
         self._learnt.add(key)
         self._learnt_order.append(key)
@@ -309,7 +313,7 @@ cdef class RouterCore:
         cdef float q = <float>_check_quality(quality)
         if self._store is not None:
             self._store._check()
-        if decision.done or decision.serial in self._learnt:
+        if decision.done:
             raise ValueError(f"this decision was already learnt from (route "
                              f"{decision.route!r}, decision {decision.decision_id})")
         if decision.epoch_t != self.p.t or decision.epoch_m != _state_epoch:
@@ -320,7 +324,6 @@ cdef class RouterCore:
         decision.trajectory_id = self._record(decision.ctx.buf + decision.x_off, decision.index,
                                               decision.prob, q)
         decision.done = True
-        self._remember(decision.serial)
         self.feedbacks += 1
 
     def _learn_raw(self, x, Py_ssize_t index, double prob, quality, double cost, key):
@@ -338,11 +341,16 @@ cdef class RouterCore:
             raise ValueError(f"prob must be in (0, 1]; got {prob}")
         if key is not None and key in self._learnt:
             raise ValueError(f"decision {key!r} was already learnt from")
+        cdef Decision own = self._issued.get(key) if isinstance(key, int) else None
+        if own is not None and own.done:
+            raise ValueError(f"decision {own.decision_id} was already learnt from (feedback)")
         cdef sona_policy_ctx ctx
         ctx.buf = self._lctx
         sona_policy_prepare(&self.p, _fptr(v), &ctx)
         sona_policy_learn(&self.p, &ctx, <uint32_t>index, <float>prob, q, <float>cost)
         self._record(_fptr(v), <uint32_t>index, <float>prob, q)
+        if own is not None:
+            own.done = True
         if key is not None:
             self._remember(key)
         self.feedbacks += 1

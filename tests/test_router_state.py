@@ -492,18 +492,27 @@ def test_copies_are_independent(trained, task):
     assert copy.copy(trained).to_bytes() == trained.to_bytes()
 
 
-def _scores_on(backend, router, X):
-    sona.set_backend(backend)  # a spawned child starts on the default backend
-    return np.stack([router.scores(x) for x in X])
+_CHILD = """
+import pickle, sys
+import numpy as np, sona
+backend, router, X = pickle.loads(sys.stdin.buffer.read())
+sona.set_backend(backend)  # a new process starts on the default backend
+sys.stdout.buffer.write(pickle.dumps(np.stack([router.scores(x) for x in X])))
+"""
 
 
 def test_router_ships_to_another_process(trained, task, backend):
-    import multiprocessing
+    # a child process outside the repository (its source tree would shadow the installed sona)
+    import subprocess
+    import sys
+
+    from helpers import OUTSIDE, subprocess_env
 
     X = task.sample(20, np.random.default_rng(4))[0]
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        got = pool.apply(_scores_on, (backend, trained, X))
-    assert np.array_equal(got, _scores_on(backend, trained, X))
+    done = subprocess.run([sys.executable, "-c", _CHILD], input=pickle.dumps((backend, trained, X)),
+                          capture_output=True, cwd=OUTSIDE, env=subprocess_env(), timeout=120)
+    assert done.returncode == 0, done.stderr.decode()
+    assert np.array_equal(pickle.loads(done.stdout), np.stack([trained.scores(x) for x in X]))
 
 
 def test_pending_decisions_do_not_travel(trained, task):

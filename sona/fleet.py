@@ -184,7 +184,7 @@ class FleetRouter:
 
     def __init__(self, router: Any, url: Any = "redis://localhost:6379/0",
                  stream: str = "sona:outcomes", *, snapshot_every: int = 1000,
-                 keep_snapshots: int = 2, buffer_size: int = 100_000, batch: int = 256,
+                 keep_snapshots: int = 3, buffer_size: int = 100_000, batch: int = 256,
                  block_ms: int = 100,
                  on_apply: Callable[[str, Outcome], None] | None = None) -> None:
         for name in ("learn", "to_bytes", "route", "routes"):

@@ -12,6 +12,7 @@ import uuid
 
 import numpy as np
 import pytest
+from fleet_replica import Fleet, single_run, state
 from redis_server import REQUIRE_ENV, RedisServer, missing_reason
 
 import sona
@@ -86,14 +87,6 @@ def outcomes(n, seed=0, dim=DIM):
     return [Outcome(X[i], ROUTES[i % len(ROUTES)], 0.5, float(rng.random())) for i in range(n)]
 
 
-def state(router) -> dict:
-    """Everything learning writes, bit for bit; not the routing draws' generator and the count of
-    decisions, which each replica's own routing advances."""
-    counters = {k: v for k, v in router._counters().items() if not k.startswith("rng_")}
-    arrays = {k: v.tobytes() for k, v in router._state_arrays().items()}
-    return {"counters": counters, "arrays": arrays, "feedbacks": router.feedbacks}
-
-
 def replay(initial: bytes, url: str, stream: str):
     """A standalone router that learns the stream's events in stream order, from `initial`."""
     router = sona.Router.from_bytes(initial)
@@ -121,6 +114,73 @@ def test_two_replicas_reach_the_state_of_one_router_fed_everything(redis_server,
     assert state(a.router) != initial
     assert a.stats()["published"] + b.stats()["published"] == 60
     assert a.stats()["behind"] == 0 and a.stats()["buffered"] == 0
+
+
+@pytest.mark.parametrize("kind, n", [("synthetic", 800), ("real", 600)])
+def test_four_replica_processes_end_bit_identical_to_one_router(redis_server, stream, kind, n):
+    fleet = Fleet(redis_server.url, stream, kind, n, seed=0)
+    try:
+        fleet.wait_for("ready")
+        fleet.go.set()
+        published = fleet.wait_for("published")
+        fleet.done.set()
+        states = fleet.wait_for("state")
+    finally:
+        fleet.close()
+    assert sum(s[0]["published"] for s in published.values()) == n
+    assert all(s[1]["applied"] == n and s[1]["malformed"] == 0 for s in states.values())
+    assert all(s[0] == states[0][0] for s in states.values())
+    # the same state as one router learning the stream's events in stream order from genesis
+    client = redis.Redis.from_url(redis_server.url)
+    genesis = client.hget(f"{stream}:snapshots", "state:0-0")
+    assert state(replay(genesis, redis_server.url, stream)) == states[0][0]
+
+
+def test_a_replica_killed_mid_stream_catches_up_bit_identical(redis_server, stream):
+    fleet = Fleet(redis_server.url, stream, "synthetic", 1200, seed=1,
+                  fleet_kwargs={"snapshot_every": 100})
+    try:
+        fleet.wait_for("ready")
+        fleet.go.set()
+        deadline = time.monotonic() + 60
+        while fleet.progress[2] < 100 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        fleet.procs[2].kill()  # SIGKILL
+        fleet.procs[2].join(10)
+        assert fleet.procs[2].exitcode == -9 and fleet.progress[2] < 300
+        fleet.procs[2] = fleet.start(2, route=False)  # restarts with its routed share lost
+        published = fleet.wait_for("published")
+        fleet.done.set()
+        states = fleet.wait_for("state")
+    finally:
+        fleet.close()
+    assert all(s[0] == states[0][0] for s in states.values())
+    assert len({s[1]["last_id"] for s in states.values()}) == 1
+    restarted = states[2][1]
+    assert restarted["snapshot_id"] != "0-0"  # it started from a snapshot, then the tail
+    assert restarted["applied"] < states[0][1]["applied"]
+    assert published[2][0]["published"] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind, n", [("synthetic", 2000), ("real", 2205)])
+def test_the_fleet_learns_as_well_as_one_router_fed_everything(redis_server, kind, n):
+    fleet_scores, single_scores = [], []
+    for seed in range(3):
+        fleet = Fleet(redis_server.url, f"test:{uuid.uuid4().hex}", kind, n, seed)
+        try:
+            fleet.wait_for("ready")
+            fleet.go.set()
+            fleet.wait_for("published")
+            fleet.done.set()
+            states = fleet.wait_for("state")
+        finally:
+            fleet.close()
+        fleet_scores.append(states[0][2])
+        single_scores.append(single_run(kind, n, seed)[1])
+    noise = max(float(np.std(single_scores)), 0.02)
+    assert np.mean(fleet_scores) >= np.mean(single_scores) - 2 * noise, (fleet_scores,
+                                                                         single_scores)
 
 
 def test_snapshot_then_replay_of_the_tail_applies_nothing_twice(redis_server, stream, replicas):

@@ -1,0 +1,158 @@
+"""Fleet replicas in their own processes, for tests/test_fleet.py and bench/bench_fleet.py.
+
+A query stream (the synthetic clustered task, or the packaged RouterBench queries) is dealt out
+round-robin: replica `shard` of `n_shards` routes queries shard, shard + n_shards, ... and feeds
+each outcome to the fleet. Every replica reports what it earned per query, then, once the parent
+says every replica has published, syncs and reports its learned state. `single_run` is the
+reference: one router receiving the whole stream.
+
+Replicas are started with multiprocessing's "spawn" (a fresh interpreter: no threads or sockets
+inherited from the test process); `run_replica` is the process target.
+"""
+
+from __future__ import annotations
+
+import collections
+import multiprocessing as mp
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+import sona
+from sona.data import load_routerbench
+from sona.synthetic import RoutingTask
+
+
+def state(router) -> dict:
+    """Everything learning writes, bit for bit; not the routing draws' generator and the count of
+    decisions, which each replica's own routing advances."""
+    counters = {k: v for k, v in router._counters().items() if not k.startswith("rng_")}
+    arrays = {k: v.tobytes() for k, v in router._state_arrays().items()}
+    return {"counters": counters, "arrays": arrays, "feedbacks": int(router.feedbacks)}
+
+
+@dataclass
+class Stream:
+    """A routing stream: queries X, the quality every route would earn on each (`quality`, for
+    synthetic queries the success probability; `reward` draws the observed one), held-out
+    queries with their best routes."""
+
+    kind: str
+    X: np.ndarray
+    quality: np.ndarray
+    X_test: np.ndarray
+    quality_test: np.ndarray
+    routes: tuple
+    seed: int
+
+    def reward(self, i: int, k: int) -> float:
+        if self.kind == "real":
+            return float(self.quality[i, k])
+        # a Bernoulli draw fixed by (seed, query, route): the same whichever process routes it
+        return float(np.random.default_rng([self.seed, i, k]).random() < self.quality[i, k])
+
+    def heldout(self, router) -> float:
+        """Mean quality of the router's greedy choices on the held-out queries, over the
+        oracle's (1.0: always a best route)."""
+        chosen = np.array([int(np.argmax(router.scores(x))) for x in self.X_test])
+        got = self.quality_test[np.arange(len(chosen)), chosen].sum()
+        return float(got / self.quality_test.max(axis=1).sum())
+
+
+def make_stream(kind: str, n: int, seed: int) -> Stream:
+    if kind == "synthetic":
+        task = RoutingTask(seed=seed)
+        X, c = task.sample(n, np.random.default_rng([seed, 1]))
+        Xt, ct = task.sample(400, np.random.default_rng([seed, 2]))
+        names = tuple(f"route{k}" for k in range(task.n_routes))
+        return Stream(kind, X, task.P[c], Xt, task.P[ct], names, seed)
+    if kind == "real":
+        data = load_routerbench("minilm")
+        train, test = data.subset(data.is_train), data.subset(~data.is_train)
+        order = np.random.default_rng(seed).permutation(train.n_queries)[:n]
+        return Stream(kind, train.X[order], train.quality[order], test.X, test.quality,
+                      data.routes, seed)
+    raise ValueError(f"kind must be 'synthetic' or 'real'; got {kind!r}")
+
+
+def new_router(stream: Stream, seed: int = 0) -> sona.Router:
+    return sona.Router(list(stream.routes), hidden_dim=stream.X.shape[1], seed=seed)
+
+
+def run_replica(url, name, kind, n, seed, shard, n_shards, go, done, results, progress,
+                route=True, fleet_kwargs=None):
+    """Process target: join the fleet on stream `name`, route this shard (if `route`; the count
+    so far in the shared `progress[shard]`, which a kill -9 cannot leave half-written), report
+    ("earned", shard, [(i, quality of the chosen route)]) and ("published", shard, stats), then
+    after `done` is set ("state", shard, state, stats, held-out score)."""
+    from sona.fleet import FleetRouter
+
+    stream = make_stream(kind, n, seed)
+    fleet = FleetRouter(new_router(stream, seed=100 + shard), url, name, **(fleet_kwargs or {}))
+    results.put(("ready", shard))
+    go.wait()
+    earned = []
+    if route:
+        for i in range(shard, n, n_shards):
+            d = fleet.route(stream.X[i])
+            fleet.feedback(d, stream.reward(i, d.index))
+            earned.append((i, float(stream.quality[i, d.index])))
+            progress[shard] = len(earned)
+            if len(earned) % 50 == 0:
+                time.sleep(0.001)  # let the other replicas' outcomes arrive in between
+        fleet.flush(60)
+    results.put(("earned", shard, earned))
+    results.put(("published", shard, fleet.stats()))
+    done.wait()
+    fleet.sync(120)
+    results.put(("state", shard, state(fleet.router), fleet.stats(), stream.heldout(fleet.router)))
+    fleet.close()
+
+
+def single_run(kind: str, n: int, seed: int):
+    """One router receiving the whole stream: (per-query quality earned, held-out score)."""
+    stream = make_stream(kind, n, seed)
+    router = new_router(stream, seed=100)
+    earned = np.empty(n)
+    for i in range(n):
+        d = router.route(stream.X[i])
+        router.feedback(d, stream.reward(i, d.index))
+        earned[i] = stream.quality[i, d.index]
+    return earned, stream.heldout(router)
+
+
+class Fleet:
+    """Starts `n_shards` replica processes on one stream and collects their reports."""
+
+    def __init__(self, url, name, kind, n, seed, n_shards=4, fleet_kwargs=None):
+        self.ctx = mp.get_context("spawn")
+        self.args = (url, name, kind, n, seed)
+        self.n_shards, self.fleet_kwargs = n_shards, fleet_kwargs
+        self.go, self.done = self.ctx.Event(), self.ctx.Event()
+        self.results = self.ctx.Queue()
+        self.mail: dict = collections.defaultdict(dict)
+        self.progress = self.ctx.Array("i", n_shards, lock=False)
+        self.procs = {s: self.start(s) for s in range(n_shards)}
+
+    def start(self, shard, route=True):
+        p = self.ctx.Process(target=run_replica, daemon=True,
+                             args=(*self.args, shard, self.n_shards, self.go, self.done,
+                                   self.results, self.progress, route, self.fleet_kwargs))
+        p.start()
+        return p
+
+    def wait_for(self, kind, timeout=120.0):
+        """Reports of `kind` by shard, once every shard sent one; raises queue.Empty after
+        `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while len(self.mail[kind]) < self.n_shards:
+            msg = self.results.get(timeout=max(0.1, deadline - time.monotonic()))
+            self.mail[msg[0]][msg[1]] = msg[2:]
+        return self.mail.pop(kind)
+
+    def close(self):
+        for p in self.procs.values():
+            p.join(30)
+            if p.is_alive():
+                p.kill()

@@ -223,16 +223,7 @@ def bench_learning(url, seeds, sizes):
         for seed in seeds:
             stream = make_stream(kind, n, seed)
             oracle = stream.quality.max(axis=1).sum()
-            fleet = Fleet(url, f"bench:{uuid.uuid4().hex}", kind, n, seed)
-            try:
-                fleet.wait_for("ready")
-                fleet.go.set()
-                earned = fleet.wait_for("earned")
-                fleet.wait_for("published")
-                fleet.done.set()
-                states = fleet.wait_for("state")
-            finally:
-                fleet.close()
+            earned, _, states = Fleet(url, f"bench:{uuid.uuid4().hex}", kind, n, seed).run()
             fleet_h.append(states[0][2])
             fleet_r.append(sum(q for e in earned.values() for _, q in e[0]) / oracle)
             got, heldout = single_run(kind, n, seed)

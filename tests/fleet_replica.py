@@ -151,6 +151,19 @@ class Fleet:
             self.mail[msg[0]][msg[1]] = msg[2:]
         return self.mail.pop(kind)
 
+    def run(self):
+        """Start routing, let every replica publish, then sync; returns the reports by shard:
+        (earned, published, states). Closes the fleet."""
+        try:
+            self.wait_for("ready")
+            self.go.set()
+            earned = self.wait_for("earned")
+            published = self.wait_for("published")
+            self.done.set()
+            return earned, published, self.wait_for("state")
+        finally:
+            self.close()
+
     def close(self):
         for p in self.procs.values():
             p.join(30)

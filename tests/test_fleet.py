@@ -118,15 +118,7 @@ def test_two_replicas_reach_the_state_of_one_router_fed_everything(redis_server,
 
 @pytest.mark.parametrize("kind, n", [("synthetic", 800), ("real", 600)])
 def test_four_replica_processes_end_bit_identical_to_one_router(redis_server, stream, kind, n):
-    fleet = Fleet(redis_server.url, stream, kind, n, seed=0)
-    try:
-        fleet.wait_for("ready")
-        fleet.go.set()
-        published = fleet.wait_for("published")
-        fleet.done.set()
-        states = fleet.wait_for("state")
-    finally:
-        fleet.close()
+    _, published, states = Fleet(redis_server.url, stream, kind, n, seed=0).run()
     assert sum(s[0]["published"] for s in published.values()) == n
     assert all(s[1]["applied"] == n and s[1]["malformed"] == 0 for s in states.values())
     assert all(s[0] == states[0][0] for s in states.values())
@@ -167,15 +159,7 @@ def test_a_replica_killed_mid_stream_catches_up_bit_identical(redis_server, stre
 def test_the_fleet_learns_as_well_as_one_router_fed_everything(redis_server, kind, n):
     fleet_scores, single_scores = [], []
     for seed in range(3):
-        fleet = Fleet(redis_server.url, f"test:{uuid.uuid4().hex}", kind, n, seed)
-        try:
-            fleet.wait_for("ready")
-            fleet.go.set()
-            fleet.wait_for("published")
-            fleet.done.set()
-            states = fleet.wait_for("state")
-        finally:
-            fleet.close()
+        _, _, states = Fleet(redis_server.url, f"test:{uuid.uuid4().hex}", kind, n, seed).run()
         fleet_scores.append(states[0][2])
         single_scores.append(single_run(kind, n, seed)[1])
     noise = max(float(np.std(single_scores)), 0.02)

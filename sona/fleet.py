@@ -209,6 +209,7 @@ class FleetRouter:
             raise TypeError(f"url must be a redis URL string or a redis.Redis client; "
                             f"got {type(url).__name__}")
         self._client = client
+        self._owns_client = isinstance(url, str)
         self._router = router
         self._stream = stream
         self._snap_key = f"{stream}:snapshots"
@@ -244,6 +245,10 @@ class FleetRouter:
             self._join()
         except _DOWN as exc:
             log.warning("redis unreachable at start (%s): routing locally, joining later", exc)
+        except BaseException:
+            if self._owns_client:
+                client.close()
+            raise
         self._threads = [threading.Thread(target=self._consume, name="sona.fleet.consumer",
                                           daemon=True),
                          threading.Thread(target=self._publish, name="sona.fleet.publisher",
@@ -390,7 +395,8 @@ class FleetRouter:
         with self._cond:
             if self._buffer:
                 log.warning("closed with %d outcomes not delivered", len(self._buffer))
-        self._client.close()
+        if self._owns_client:
+            self._client.close()
 
     def __enter__(self) -> FleetRouter:
         return self
@@ -478,6 +484,10 @@ class FleetRouter:
                     log.error("redis error, retrying: %s", exc)
                 self._error = str(exc)
                 self._stop.wait(1.0)
+            except Exception as exc:  # a bug, not bad data: applying more could diverge
+                self._error = f"{type(exc).__name__}: {exc}"
+                log.exception("consumer stopped")
+                return
 
     def _read_batch(self) -> None:
         assert self._last_id is not None

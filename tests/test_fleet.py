@@ -360,3 +360,12 @@ def test_bad_outcomes_are_refused_before_the_stream(redis_server, stream, replic
     with pytest.raises(RuntimeError, match="closed"):
         a.learn(outcomes(1)[0])
     assert a.route(np.ones(DIM, np.float32)).route in ROUTES  # routing outlives close
+
+
+def test_a_client_object_is_used_and_left_open(redis_server, stream):
+    # e.g. redis.Sentinel(...).master_for(name): the caller owns that client
+    client = redis.Redis.from_url(redis_server.url)
+    with FleetRouter(new_router(), client, stream) as a:
+        a.learn(outcomes(1)[0])
+        assert a.sync(10) and a.stats()["applied"] == 1
+    assert client.ping() and client.xlen(stream) == 1

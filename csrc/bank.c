@@ -37,10 +37,14 @@ int32_t sona_bank_match(const sona_bank *b, const float *xhat, float *scratch) {
     return (j >= 0 && cos >= b->new_cos) ? j : -1;
 }
 
-void sona_bank_route_means(const sona_bank *b, int32_t j, double *m) {
-    const float *n = b->route_n + (size_t)j * b->n_routes, *s = b->route_s + (size_t)j * b->n_routes;
-    const double n0 = b->prior_count, base = b->baseline[j];
-    for (uint32_t k = 0; k < b->n_routes; ++k) m[k] = ((double)s[k] + n0 * base) / ((double)n[k] + n0);
+void sona_bank_route_means(const sona_bank *b, int32_t j, uint32_t K, const double *target,
+                           const float *n0, double *m, double *n) {
+    const float *cnt = b->route_n + (size_t)j * b->n_routes;
+    const float *s = b->route_s + (size_t)j * b->n_routes;
+    for (uint32_t k = 0; k < K; ++k) {
+        n[k] = (double)cnt[k] + n0[k];
+        m[k] = ((double)s[k] + n0[k] * target[k]) / n[k];
+    }
 }
 
 int32_t sona_bank_claim(sona_bank *b, int32_t j, const float *xhat, float init_baseline,

@@ -16,7 +16,8 @@ typedef struct sona_bank {
     uint32_t dim, n_routes, capacity, n_patterns;
     float new_cos;       /* leader clustering threshold on cosine */
     float decay;         /* per hit of a pattern: its route counts and sums are multiplied by it */
-    float prior_count;   /* shrinkage pseudo-count towards the pattern baseline */
+    float prior_count;   /* initial pseudo-count of traffic-wide evidence per route (a router
+                          * estimates its own per route, see policy.h) */
     float baseline_rate; /* EMA rate of the pattern baseline once it has 1/rate hits */
     float *centroid;     /* capacity x dim, unit rows (first n_patterns valid) */
     float *centroid_sum; /* capacity x dim, sum of the unit queries that joined */
@@ -31,8 +32,11 @@ typedef struct sona_bank {
 int32_t sona_bank_nearest(const sona_bank *b, const float *xhat, float *scratch, float *cos);
 /* Nearest pattern if its cosine reaches new_cos, else -1. */
 int32_t sona_bank_match(const sona_bank *b, const float *xhat, float *scratch);
-/* Posterior mean reward of each route of pattern j: (S + n0 b) / (N + n0). */
-void sona_bank_route_means(const sona_bank *b, int32_t j, double *m);
+/* Posterior mean reward of the first K (<= n_routes) routes of pattern j, shrunk towards target
+ * (K traffic-wide route means) with K pseudo-counts n0: (S + n0 target) / (N + n0); the
+ * pseudo-count N + n0 into n. */
+void sona_bank_route_means(const sona_bank *b, int32_t j, uint32_t K, const double *target,
+                           const float *n0, double *m, double *n);
 /* The pattern a feedback lands in: j itself when 0 <= j < n_patterns (a j past the end -- the
  * router's pending decision for a pattern that background refinement merged away -- is treated as
  * no match); else a new pattern (baseline initialised to

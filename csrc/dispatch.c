@@ -66,6 +66,12 @@ int sona_backends(const char **names, int cap) {
     return n;
 }
 
+int sona_compiled_backends(const char **names, int cap) {
+    int n = 0;
+    for (size_t i = 0; i < N_TABLES && n < cap; ++i) names[n++] = all_tables[i]->name;
+    return n;
+}
+
 int sona_set_backend(const char *name) {
     if (strcmp(name, "auto") == 0) {
         for (size_t i = 0; i < N_TABLES; ++i)

@@ -1,15 +1,23 @@
 /* policy.c: route and feedback of the router policy (see policy.h), over the dispatched kernels.
  *
- * route(x):
+ * prepare(x) (deterministic):
  *   (1) x~ = x - mu   (2) u_m = A_m x~, u_b = A_b x~   (3) y = x~ + s_m B_m u_m + s_b B_b u_b
  *   (4) y^ = y / max(|y|, 1e-6)   (5) z_ad = keys y^ / tau + bias
  *   (6) j = nearest pattern of x^ with cosine >= new_cos, else -1
- *   (7) m_k = (S_jk + n0 b_j) / (N_jk + n0)   (8) m_k += ts e_k / sqrt(N_jk + n0), e ~ IrwinHall
- *   (9) z_pr = (m - max m) / tau_p            (10) pi = softmax(z_ad + z_pr), q = (1-eps) pi + eps/K
+ *   (7) traffic-wide route means g_k = (G_k + 1) / (N_k + 2) (Beta(1, 1) prior; G, N decay by
+ *       1 - 1/prior_window per feedback);
+ *       m_k = (S_jk + n0_k g_k) / (N_jk + n0_k) (pattern j's statistics shrunk towards them;
+ *       m = g when no pattern matched; n0 by empirical Bayes every SONA_SHRINK_EVERY feedbacks)
+ *   (8) z_pr = (m - max m) / tau_p;  pi = softmax(z_ad + z_pr): the policy that learns
+ * route(x, lambda, mask): prepare, then the behaviour policy
+ *   (9) Thompson draws: g~_k = g_k + ts e_k sd(g_k, N_k + 2), m~ from g~ as in (7) plus
+ *       ts e'_k sd(m~_k, N_jk + n0), sd(m, n) = sqrt(max(m (1 - m), 0.01) / n), e ~ IrwinHall
+ *   (10) z = z_ad + (m~ - max m~) / tau_p - lambda c / tau_p (c: cost per call), masked routes
+ *        -inf; q = (1 - eps) softmax(z) + eps / K_allowed on the allowed routes
  *   (11) a: first k with u < cumsum(q)_k
- * feedback(a, r):
+ * learn(a, prob, r, cost) on a prepared ctx:
  *   (12) j = pattern (new one if none matched and there is room)
- *   (13) adv = r - b_j;  w = clip(adv pi_a / q_a, +-adv_clip)
+ *   (13) adv = r - b_j;  w = clip(adv pi_a / prob, +-adv_clip)
  *   (14) g_z = e_a - pi; rows of the score-function gradient: bias g_z, keys_k (g_z,k/tau) y^,
  *        B rows s u_i g_y, A rows s (B g_y)_i x~, with g_y = (g_y^ - (g_y^.y^) y^)/|y|,
  *        g_y^ = keys^T g_z / tau (all from the pre-update weights)
@@ -37,7 +45,7 @@
  *        clipped, keys renormalised. Each row's gradient is a scalar times a shared vector, so
  *        mean_j (w g_ij)² = (w coef_i)² |vec|² / n and a step without the Fisher is one axpy per
  *        row: no per-weight division or square root, and no per-weight optimiser state to stream.
- *   (17) pattern statistics, global baseline, mu
+ *   (17) pattern and traffic-wide route statistics, cost per call, global baseline, mu
  * Reductions for the softmax and the prior run in double; vectors in float32 kernels.
  */
 #include <math.h>
@@ -57,7 +65,7 @@ size_t sona_policy_n_rows(uint32_t n_routes, uint32_t micro_rank, uint32_t base_
 
 size_t sona_policy_ctx_floats(uint32_t dim, uint32_t n_routes, uint32_t micro_rank,
                               uint32_t base_rank) {
-    return 3u * (size_t)dim + 2u * n_routes + micro_rank + base_rank;
+    return 3u * (size_t)dim + 3u * n_routes + micro_rank + base_rank;
 }
 
 size_t sona_policy_work_floats(uint32_t dim, uint32_t n_routes, uint32_t bank_capacity) {
@@ -73,6 +81,7 @@ size_t sona_policy_work_floats(uint32_t dim, uint32_t n_routes, uint32_t bank_ca
 #define CTX_Q(p, c) (CTX_PI(p, c) + (p)->n_routes)
 #define CTX_UM(p, c) (CTX_Q(p, c) + (p)->n_routes)
 #define CTX_UB(p, c) (CTX_UM(p, c) + (p)->micro_rank)
+#define CTX_Z(p, c) (CTX_UB(p, c) + (p)->base_rank)
 
 /* (1)-(5): x~, u_m, u_b, y^ and |y| into the given buffers, adapter logits into z. */
 static float forward(const sona_policy *p, const float *x, float *xt, float *yh, float *um,
@@ -99,20 +108,48 @@ static float forward(const sona_policy *p, const float *x, float *xt, float *yh,
     return ny;
 }
 
-/* (7)-(9): prior logits of pattern j added to z; Thompson draws when rng is not NULL. */
+/* Posterior standard deviation of a Bernoulli-like mean m from n (pseudo-)observations; the
+ * floor keeps a route whose every outcome so far was 0 or 1 explorable. */
+static double post_sd(double m, double n) {
+    const double v = m * (1.0 - m);
+    return sqrt((v > 0.01 ? v : 0.01) / n);
+}
+
+/* (7)-(9): prior logits for pattern j (-1: none) added to z; Thompson draws when rng is not
+ * NULL. */
 static void add_prior(const sona_policy *p, int32_t j, sona_pcg32 *rng, double *z) {
-    if (j < 0 || !p->hp.use_prior) return;
+    if (!p->hp.use_prior) return;
     const size_t K = p->n_routes;
-    double mk[SONA_MAX_ROUTES], mx = -INFINITY;
-    sona_bank_route_means(p->bank, j, mk);
-    const float *n = p->bank->route_n + (size_t)j * p->bank->n_routes; /* may hold > K routes */
+    const double ts = p->hp.ts_scale;
+    double g[SONA_MAX_ROUTES], mk[SONA_MAX_ROUTES], n[SONA_MAX_ROUTES], mx = -INFINITY;
     for (size_t k = 0; k < K; ++k) {
-        if (rng)
-            mk[k] += p->hp.ts_scale * sona_pcg32_irwin_hall(rng) /
-                     sqrt((double)n[k] + p->bank->prior_count);
-        if (mk[k] > mx) mx = mk[k];
+        const double ng = (double)p->global_n[k] + 2.0;
+        g[k] = ((double)p->global_s[k] + 1.0) / ng;
+        if (rng) g[k] += ts * sona_pcg32_irwin_hall(rng) * post_sd(g[k], ng);
     }
+    if (j >= 0) {
+        sona_bank_route_means(p->bank, j, (uint32_t)K, g, p->shrink, mk, n);
+        if (rng)
+            for (size_t k = 0; k < K; ++k)
+                mk[k] += ts * sona_pcg32_irwin_hall(rng) * post_sd(mk[k], n[k]);
+    } else {
+        memcpy(mk, g, K * sizeof(double));
+    }
+    for (size_t k = 0; k < K; ++k)
+        if (mk[k] > mx) mx = mk[k];
     for (size_t k = 0; k < K; ++k) z[k] += (mk[k] - mx) / p->hp.tau_prior;
+}
+
+/* (10): the cost term and the mask. */
+static void add_cost_mask(const sona_policy *p, float cost_weight, const uint8_t *mask, double *z) {
+    const size_t K = p->n_routes;
+    if (cost_weight != 0.0f) {
+        const double c = (double)cost_weight / p->hp.tau_prior;
+        for (size_t k = 0; k < K; ++k) z[k] -= c * p->route_cost[k];
+    }
+    if (mask)
+        for (size_t k = 0; k < K; ++k)
+            if (!mask[k]) z[k] = -INFINITY;
 }
 
 static void softmax(const double *z, size_t K, float *out) {
@@ -129,7 +166,8 @@ static void softmax(const double *z, size_t K, float *out) {
  * (max(bank capacity, 2K) floats: also the key norms after a feedback's step). */
 #define WORK_VEC(p) ((p)->work + 2u * SONA_MAX_RANK + 2u * (p)->n_routes)
 
-void sona_policy_scores(sona_policy *p, const float *x, float *probs) {
+void sona_policy_scores(sona_policy *p, const float *x, float cost_weight, const uint8_t *mask,
+                        float *probs) {
     const size_t d = p->dim;
     float *xt = WORK_VEC(p), *yh = xt + d, *scan = yh + d;
     float *um = p->work + 2u * p->n_routes, *ub = um + SONA_MAX_RANK;
@@ -137,27 +175,50 @@ void sona_policy_scores(sona_policy *p, const float *x, float *probs) {
     forward(p, x, xt, yh, um, ub, z);
     sona_unit(x, d, xt); /* x^ reuses the x~ buffer */
     add_prior(p, sona_bank_match(p->bank, xt, scan), NULL, z);
+    add_cost_mask(p, cost_weight, mask, z);
     softmax(z, p->n_routes, probs);
 }
 
-uint32_t sona_policy_route(sona_policy *p, const float *x, sona_policy_ctx *ctx) {
+void sona_policy_prepare(sona_policy *p, const float *x, sona_policy_ctx *ctx) {
     const size_t d = p->dim, K = p->n_routes;
-    float *xhat = CTX_XHAT(p, ctx), *xt = CTX_XT(p, ctx), *yh = CTX_YH(p, ctx);
-    float *pi = CTX_PI(p, ctx), *q = CTX_Q(p, ctx);
+    float *xhat = CTX_XHAT(p, ctx), *za = CTX_Z(p, ctx);
     double z[SONA_MAX_ROUTES];
-    ctx->ynorm = forward(p, x, xt, yh, CTX_UM(p, ctx), CTX_UB(p, ctx), z);
-    float *scan = WORK_VEC(p) + 2u * d;
+    ctx->ynorm = forward(p, x, CTX_XT(p, ctx), CTX_YH(p, ctx), CTX_UM(p, ctx), CTX_UB(p, ctx), z);
+    for (size_t k = 0; k < K; ++k) za[k] = (float)z[k];
     const float nx = sona_unit(x, d, xhat);
     ctx->xscale = nx > 1e-12f ? nx : 1e-12f; /* x = xscale x^ (sona_unit's floor) */
-    ctx->pattern = sona_bank_match(p->bank, xhat, scan);
+    ctx->pattern = sona_bank_match(p->bank, xhat, WORK_VEC(p) + 2u * d);
+    add_prior(p, ctx->pattern, NULL, z);
+    softmax(z, K, CTX_PI(p, ctx));
+}
+
+uint32_t sona_policy_route(sona_policy *p, const float *x, float cost_weight, const uint8_t *mask,
+                           sona_policy_ctx *ctx) {
+    const size_t K = p->n_routes;
+    sona_policy_prepare(p, x, ctx);
+    const float *za = CTX_Z(p, ctx);
+    float *q = CTX_Q(p, ctx);
+    double z[SONA_MAX_ROUTES];
+    for (size_t k = 0; k < K; ++k) z[k] = za[k];
     add_prior(p, ctx->pattern, &p->rng, z);
-    softmax(z, K, pi);
+    add_cost_mask(p, cost_weight, mask, z);
+    softmax(z, K, q);
+    size_t allowed = K;
+    if (mask) {
+        allowed = 0;
+        for (size_t k = 0; k < K; ++k) allowed += mask[k] != 0;
+    }
     const double eps = p->hp.explore;
-    for (size_t k = 0; k < K; ++k) q[k] = (float)((1.0 - eps) * pi[k] + eps / (double)K);
+    for (size_t k = 0; k < K; ++k)
+        if (!mask || mask[k]) q[k] = (float)((1.0 - eps) * q[k] + eps / (double)allowed);
     const double u = sona_pcg32_uniform(&p->rng);
     uint32_t a = 0;
     double acc = q[0];
-    while (u >= acc && a < K - 1) acc += q[++a];
+    /* a route with q 0 is never taken: the last allowed route absorbs rounding */
+    uint32_t last = 0;
+    for (size_t k = 0; k < K; ++k)
+        if (q[k] > 0.0f) last = (uint32_t)k;
+    while ((u >= acc || q[a] == 0.0f) && a < last) acc += q[++a];
     ctx->action = a;
     return a;
 }
@@ -243,11 +304,50 @@ static void remember_task(sona_policy *p, float weight) {
     p->tasks += 1;
 }
 
-void sona_policy_feedback(sona_policy *p, const sona_policy_ctx *ctx, uint32_t a, float r) {
+/* Empirical Bayes for the pattern prior (7), by the method of moments, per route: the rewards'
+ * traffic-wide variance is V = tau^2 + s^2 (between patterns + within a pattern), and the
+ * count-weighted spread of the patterns' observed means around the traffic-wide mean is
+ * D = tau^2 + s^2 P / W (P patterns that tried the route, W their total count). So
+ * s^2 = (V - D) / (1 - P / W), tau^2 = V - s^2, and the pseudo-count that matches them is
+ * s^2 / tau^2: where patterns really differ they get little shrinkage; a route that looks alike
+ * everywhere follows the traffic-wide evidence (which keeps a route that is bad everywhere from
+ * being explored again in every new kind of query). Pooling over the routes instead was measured
+ * worse on the real data (bench/bench_real.py) and no better on the synthetic task. */
+static void estimate_shrink(sona_policy *p) {
+    const sona_bank *b = p->bank;
+    const size_t K = p->n_routes, R = b->n_routes;
+    for (size_t k = 0; k < K; ++k) {
+        const double nk = p->global_n[k];
+        if (!(nk > 0.0)) continue;
+        const double g = p->global_s[k] / nk, V = p->global_q[k] / nk - g * g;
+        double w = 0.0, dev = 0.0, tried = 0.0;
+        for (uint32_t j = 0; j < b->n_patterns; ++j) {
+            const double n = b->route_n[(size_t)j * R + k];
+            if (!(n > 0.0)) continue;
+            const double d = b->route_s[(size_t)j * R + k] / n - g;
+            w += n;
+            dev += n * d * d;
+            tried += 1.0;
+        }
+        /* too little evidence to measure a spread (fewer than 2 patterns, or fewer than
+         * SONA_SHRINK_EVIDENCE outcomes per pattern on average), or none at all (every reward
+         * equal): the pseudo-count stays where it is */
+        if (tried < 2.0 || w < SONA_SHRINK_EVIDENCE * tried || !(V > 0.0)) continue;
+        const double D = dev / w;
+        double s2 = (V - D) / (1.0 - tried / w);
+        if (!(s2 > 0.0)) s2 = 0.0;
+        const double tau2 = V - s2;
+        const double n0 = tau2 * SONA_SHRINK_MAX > s2 ? s2 / tau2 : SONA_SHRINK_MAX;
+        p->shrink[k] = (float)(n0 > SONA_SHRINK_MIN ? n0 : SONA_SHRINK_MIN);
+    }
+}
+
+void sona_policy_learn(sona_policy *p, const sona_policy_ctx *ctx, uint32_t a, float prob, float r,
+                       float cost) {
     const size_t d = p->dim, K = p->n_routes, rm = p->micro_rank, rb = p->base_rank;
     const sona_policy_hp *hp = &p->hp;
     const float *xhat = CTX_XHAT(p, ctx), *xt = CTX_XT(p, ctx), *yh = CTX_YH(p, ctx);
-    const float *pi = CTX_PI(p, ctx), *q = CTX_Q(p, ctx);
+    const float *pi = CTX_PI(p, ctx);
     const float *um = CTX_UM(p, ctx), *ub = CTX_UB(p, ctx);
     float *gz = p->work, *coef = gz + K; /* K, then max(2 SONA_MAX_RANK, K) coefficients */
     float *gy = WORK_VEC(p) + d, *scan = gy + d;
@@ -255,7 +355,7 @@ void sona_policy_feedback(sona_policy *p, const sona_policy_ctx *ctx, uint32_t a
     /* (12)-(13) */
     const int32_t j = sona_bank_claim(p->bank, ctx->pattern, xhat, p->global_baseline, scan);
     const float adv = r - p->bank->baseline[j];
-    float w = adv * pi[a] / q[a];
+    float w = adv * pi[a] / prob;
     if (w > hp->adv_clip) w = hp->adv_clip;
     if (w < -hp->adv_clip) w = -hp->adv_clip;
 
@@ -359,6 +459,19 @@ void sona_policy_feedback(sona_policy *p, const sona_policy_ctx *ctx, uint32_t a
 
     /* (17) statistics and running means */
     sona_bank_observe(p->bank, j, xhat, (int32_t)a, r);
+    for (size_t k = 0; k < K; ++k) {
+        p->global_n[k] *= hp->global_decay;
+        p->global_s[k] *= hp->global_decay;
+        p->global_q[k] *= hp->global_decay;
+    }
+    p->global_n[a] += 1.0f;
+    p->global_s[a] += r;
+    p->global_q[a] += r * r;
+    if (p->t % SONA_SHRINK_EVERY == 0) estimate_shrink(p);
+    if (cost == cost) { /* reported (not NaN) */
+        p->cost_n[a] += 1.0f;
+        p->route_cost[a] += (cost - p->route_cost[a]) / p->cost_n[a];
+    }
     p->global_baseline += hp->global_rate * (r - p->global_baseline);
     p->n_seen += 1;
     const float rate = 1.0f / (float)(p->n_seen < hp->mean_window ? p->n_seen : hp->mean_window);

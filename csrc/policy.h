@@ -18,6 +18,15 @@
 #include "rng.h"
 
 #define SONA_MAX_ROUTES 1024
+/* Shrinkage is re-estimated every this many feedbacks: O(patterns x routes), and the estimate
+ * moves slowly (it pools every pattern's evidence) */
+#define SONA_SHRINK_EVERY 64
+/* Its bounds: at least one traffic-wide observation (a pattern never starts from nothing), at
+ * most SONA_SHRINK_MAX (a route whose patterns look alike follows the traffic-wide mean until
+ * that many of its own outcomes) */
+#define SONA_SHRINK_MIN 1.0f
+#define SONA_SHRINK_EVIDENCE 4.0
+#define SONA_SHRINK_MAX 100.0f
 
 typedef struct sona_policy_hp {
     float micro_scale, base_scale;
@@ -29,6 +38,8 @@ typedef struct sona_policy_hp {
     float lr, rms_decay, rms_eps;   /* RMSprop */
     float weight_clip;              /* every weight stays in [-clip, clip] */
     float global_rate;              /* global reward baseline EMA rate */
+    float global_decay;             /* per feedback, the traffic-wide route statistics decay by
+                                     * it (1 - 1 / prior_window) */
     float ewc_alpha, ewc_lambda, ewc_margin;
     float ewc_memory;               /* lambda of the task memory (0: no memory) */
     float ewc_novelty;              /* novelty rise that is a task boundary and that remembers
@@ -53,6 +64,18 @@ typedef struct sona_policy {
      * the past tasks' normalised Fisher summed; omega_theta: the same sum of Fisher ⊙ anchor) */
     float *rms, *fisher, *anchor, *fisher_ckpt, *omega, *omega_theta;
     float *mu;                 /* dim: running mean of queries */
+    /* n_routes each: traffic-wide reward statistics of every route (feedbacks on all queries,
+     * never decayed: the prior every pattern is shrunk towards) and the cost per call (the mean
+     * of the costs reported with outcomes, a cost given up front counting as cost_n's first
+     * observation; cost_n 0: unknown, taken as 0) */
+    float *global_n, *global_s, *global_q, *route_cost, *cost_n; /* global_q: sum of r^2 */
+    /* n_routes: how many traffic-wide observations each pattern's statistics of a route start
+     * from, estimated every SONA_SHRINK_EVERY
+     * feedbacks by empirical Bayes (the spread of the
+     * patterns' route means around the traffic-wide one beyond what sampling noise explains):
+     * patterns that really differ get little shrinkage, routes that look alike everywhere (or
+     * were rarely tried) follow the traffic-wide evidence */
+    float *shrink;
     float *work;               /* scratch: sona_policy_work_floats() floats */
     sona_bank *bank;
     sona_pcg32 rng;
@@ -72,9 +95,11 @@ typedef struct sona_policy {
     uint8_t has_anchor, drifting;
 } sona_policy;
 
-/* Route-time context a feedback needs: filled by sona_policy_route. buf holds
- * sona_policy_ctx_floats() floats: x^, x~, y^ (dim each), pi, q (n_routes each), u_m, u_b; the
- * query is x = xscale x^. */
+/* What learning from one outcome needs about its query, a deterministic function of the state
+ * and the query (sona_policy_prepare): buf holds sona_policy_ctx_floats() floats: x^, x~, y^
+ * (dim each), pi (n_routes: the learning policy's probabilities, greedy prior, no cost, no
+ * mask), q (n_routes: the behaviour distribution the route was drawn from, set by
+ * sona_policy_route), u_m, u_b, z (n_routes: the adapter's logits); the query is x = xscale x^. */
 typedef struct sona_policy_ctx {
     float *buf;
     float ynorm, xscale;
@@ -89,14 +114,22 @@ size_t sona_policy_ctx_floats(uint32_t dim, uint32_t n_routes, uint32_t micro_ra
                               uint32_t base_rank);
 size_t sona_policy_work_floats(uint32_t dim, uint32_t n_routes, uint32_t bank_capacity);
 
-/* Greedy probabilities (posterior-mean prior, no exploration); reads state, changes nothing
- * except the scratch buffer. */
-void sona_policy_scores(sona_policy *p, const float *x, float *probs);
-/* Samples a route for x (Thompson prior + epsilon) and fills ctx; returns the route. Advances the
+/* Greedy probabilities (posterior-mean prior, no exploration) of the objective quality -
+ * cost_weight cost, over the routes allowed by mask (NULL: all; others get 0; at least one must
+ * be allowed); reads state, changes nothing except the scratch buffer. */
+void sona_policy_scores(sona_policy *p, const float *x, float cost_weight, const uint8_t *mask,
+                        float *probs);
+/* Fills ctx's deterministic part for query x (everything but q): no state changes. */
+void sona_policy_prepare(sona_policy *p, const float *x, sona_policy_ctx *ctx);
+/* prepare, then samples a route for x (Thompson draws from the prior, cost term, mask, then
+ * epsilon over the allowed routes) into ctx->action and q; returns the route. Advances the
  * exploration RNG; changes no learned state. */
-uint32_t sona_policy_route(sona_policy *p, const float *x, sona_policy_ctx *ctx);
-/* Learns from reward r in [0, 1] for the decision in ctx (possibly with another action than the
- * sampled one: `action`, behaviour probability q_a from ctx). */
-void sona_policy_feedback(sona_policy *p, const sona_policy_ctx *ctx, uint32_t action, float r);
+uint32_t sona_policy_route(sona_policy *p, const float *x, float cost_weight, const uint8_t *mask,
+                           sona_policy_ctx *ctx);
+/* Learns from the outcome (route a, chosen with probability prob in (0, 1], reward r in [0, 1],
+ * cost: NaN when not reported) of the query whose prepared ctx is given: a deterministic
+ * function of (state, ctx, a, prob, r, cost). */
+void sona_policy_learn(sona_policy *p, const sona_policy_ctx *ctx, uint32_t a, float prob, float r,
+                       float cost);
 
 #endif /* SONA_POLICY_H */

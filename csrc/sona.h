@@ -157,6 +157,9 @@ float sona_policy_row_f32_avx2(const sona_policy_row *row, const float *vec, siz
 unsigned sona_cpu_features(void);
 /* Backends compiled in and supported here, best first; returns how many (at most cap) were written. */
 int sona_backends(const char **names, int cap);
+/* Backends compiled into this build, best first, whether or not this CPU runs them ("avx2" only
+ * on x86-64); returns how many (at most cap) were written. */
+int sona_compiled_backends(const char **names, int cap);
 /* Selects a backend by name: 0 ok, -1 unknown name, -2 not supported by this CPU/build. */
 int sona_set_backend(const char *name);
 /* The active table (never NULL: the best backend is chosen on first use). */

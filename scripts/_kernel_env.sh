@@ -20,8 +20,8 @@ import sys
 try:
     import tomllib
 except ImportError:  # Python < 3.11: the list as of this writing
-    print("setuptools>=64 Cython>=3.0 numpy>=1.25 safetensors>=0.4 pytest>=7 "
-          "pytest-benchmark>=4 hypothesis>=6")
+    print("setuptools>=77 Cython>=3.0 numpy>=1.25 safetensors>=0.4 pytest>=7 "
+          "pytest-benchmark>=4 hypothesis>=6 prometheus_client>=0.17")
     sys.exit()
 with open(sys.argv[1], "rb") as f:
     d = tomllib.load(f)

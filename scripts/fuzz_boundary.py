@@ -4,9 +4,10 @@
 
 Every input is turned into arrays of a fuzzed dtype, shape and content (NaN, Inf, huge, tiny,
 non-contiguous) and fed to the compiled entry points: LoRA forward/gradient/step, the kernels, the
-router, the engine's trajectory API and the state-file decoder. A documented exception (TypeError,
-ValueError, KeyError, RuntimeError, StateFileError) is fine; anything else, a crash, or a NaN in
-a weight is a finding (libFuzzer stops and prints the input).
+router, the engine's trajectory API, the state-file decoder (also through Router.from_bytes) and
+outcome records (built from fuzzed arrays, then decoded with a fuzzed byte changed). A documented
+exception (TypeError, ValueError, KeyError, RuntimeError, StateFileError, OutcomeError) is fine;
+anything else, a crash, or a NaN in a weight is a finding (libFuzzer stops and prints the input).
 """
 
 import sys
@@ -55,7 +56,7 @@ def _quality(fdp):
 
 
 def _call(fdp):
-    op = fdp.ConsumeIntInRange(0, 13)
+    op = fdp.ConsumeIntInRange(0, 15)
     a, b = _array(fdp), _array(fdp)
     if op == 0:
         LORA.forward(a)
@@ -86,6 +87,12 @@ def _call(fdp):
         ENGINE.end_trajectory(OPEN.pop(), _quality(fdp))
     elif op == 13:
         decode_state(fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 512)))
+    elif op == 14:
+        sona.Router.from_bytes(fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 512)))
+    elif op == 15:
+        record = bytearray(sona.Outcome(a, "a", _quality(fdp), _quality(fdp)).to_bytes())
+        record[fdp.ConsumeIntInRange(0, len(record) - 1)] = fdp.ConsumeIntInRange(0, 255)
+        sona.Outcome.from_bytes(bytes(record))
 
 
 def test_one_input(data: bytes) -> None:

@@ -115,6 +115,8 @@ cdef class PatternStore:
         if not 0 <= n <= self.b.capacity:
             raise ValueError(f"n_patterns must be in 0..{self.b.capacity}; got {n}")
         self.b.n_patterns = n
+        global _state_epoch
+        _state_epoch += 1
 
     def nearest(self, x):
         """(index, cosine) of the pattern nearest to x, or (-1, -inf) when the bank is empty."""
@@ -257,6 +259,8 @@ cdef class PatternStore:
                          touched, scratch, &st)
         sona_bank_dedupe(&self.b, <float>merge_cos, self.b.n_patterns <= _DEDUPE_ALL_PAIRS_MAX,
                          usage, touched, scratch, &st)
+        global _state_epoch
+        _state_epoch += 1
         out.update(clustered=positive, sampled=n, clusters=int(r.k_found), created=st.created,
                    updated=st.updated, merged=st.merged, pruned=st.pruned, n_iter=r.n_iter,
                    inertia=r.inertia)

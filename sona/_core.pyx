@@ -11,6 +11,11 @@ from sona._csona cimport *
 
 cnp.import_array()
 
+# Bumped (with the GIL held) after every change to adapters, pattern banks or router arrays made
+# outside a router's own learning step: a Decision's route-time context is reused for learning
+# only when neither this nor its router's step count moved since (see RouterCore.feedback).
+cdef unsigned long long _state_epoch = 0
+
 include "_validate.pxi"
 include "_dispatch.pxi"
 include "_score.pxi"

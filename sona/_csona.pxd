@@ -1,5 +1,5 @@
 # The C API of csrc/ as seen from Cython: one extern block per header (sona.h, bank.h, policy.h,
-# ring.h, kmeans.h), each mirroring its header.
+# ring.h, kmeans.h), each mirroring its header; and sona_build_info.h, which setup.py generates.
 from libc.stddef cimport ptrdiff_t
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
@@ -16,6 +16,7 @@ cdef extern from "sona.h" nogil:
 
     unsigned sona_cpu_features()
     int sona_backends(const char **names, int cap)
+    int sona_compiled_backends(const char **names, int cap)
     int sona_set_backend(const char *name)
     const sona_kernels_t *sona_kernels()
 
@@ -76,7 +77,7 @@ cdef extern from "policy.h" nogil:
 
     ctypedef struct sona_policy_hp:
         float micro_scale, base_scale, tau, tau_prior, ts_scale, explore, adv_clip
-        float lr, rms_decay, rms_eps, weight_clip, global_rate
+        float lr, rms_decay, rms_eps, weight_clip, global_rate, global_decay
         float ewc_alpha, ewc_lambda, ewc_margin, ewc_memory, ewc_novelty
         uint32_t mean_window, ewc_every, fisher_every
         uint8_t use_micro, use_base, use_prior, learn_keys, learn_bias, unit_keys, ewc
@@ -97,6 +98,12 @@ cdef extern from "policy.h" nogil:
         float *omega
         float *omega_theta
         float *mu
+        float *global_n
+        float *global_s
+        float *global_q
+        float *route_cost
+        float *cost_n
+        float *shrink
         float *work
         sona_bank *bank
         sona_pcg32 rng
@@ -119,9 +126,13 @@ cdef extern from "policy.h" nogil:
     size_t sona_policy_ctx_floats(uint32_t dim, uint32_t n_routes, uint32_t micro_rank,
                                   uint32_t base_rank)
     size_t sona_policy_work_floats(uint32_t dim, uint32_t n_routes, uint32_t bank_capacity)
-    void sona_policy_scores(sona_policy *p, const float *x, float *probs)
-    uint32_t sona_policy_route(sona_policy *p, const float *x, sona_policy_ctx *ctx)
-    void sona_policy_feedback(sona_policy *p, const sona_policy_ctx *ctx, uint32_t action, float r)
+    void sona_policy_scores(sona_policy *p, const float *x, float cost_weight,
+                            const uint8_t *mask, float *probs)
+    void sona_policy_prepare(sona_policy *p, const float *x, sona_policy_ctx *ctx)
+    uint32_t sona_policy_route(sona_policy *p, const float *x, float cost_weight,
+                               const uint8_t *mask, sona_policy_ctx *ctx)
+    void sona_policy_learn(sona_policy *p, const sona_policy_ctx *ctx, uint32_t a, float prob,
+                           float r, float cost)
 
 # ---- csrc/ring.h: the trajectory ring and the store of open trajectories (issue 5) ----------
 cdef extern from "ring.h" nogil:
@@ -238,3 +249,8 @@ cdef extern from "kmeans.h" nogil:
                         uint32_t max_iter, uint32_t trials, uint32_t n_init, uint64_t seed,
                         float *centroids, float *sums, float *weight, uint32_t *count,
                         int32_t *labels, float *work, sona_kmeans_info *info)
+
+
+cdef extern from "sona_build_info.h":
+    # JSON: the compile command and versions this build was made with (setup.py writes it)
+    const char *SONA_BUILD_INFO

@@ -1,4 +1,6 @@
-# Backend selection: which kernel table the dispatched entry points call.
+# Backend selection: which kernel table the dispatched entry points call; and how this build
+# was made.
+import json as _json
 
 _KNOWN_BACKENDS = ("auto", "avx2", "scalar")
 
@@ -38,3 +40,22 @@ def cpu_features():
     """
     cdef unsigned f = sona_cpu_features()
     return {"avx2": bool(f & SONA_CPU_AVX2), "avx512f": bool(f & SONA_CPU_AVX512F)}
+
+
+def build_info():
+    """How this build of sona._core was made, recorded by setup.py at compile time.
+
+    Returns a dict: "compile_command" (the compiler and every flag, the interpreter's and
+    sona's, as used for the C files), "extra_compile_args" (sona's own flags), "compiler",
+    "cython", "numpy" and "python" (versions at build time), "platform" and
+    "compiled_backends" (kernel tables in this binary, best first, whether or not this CPU
+    runs them: see backends() for those it does).
+
+    >>> "scalar" in build_info()["compiled_backends"]
+    True
+    """
+    cdef const char *names[8]
+    cdef int n = sona_compiled_backends(names, 8)
+    info = _json.loads(SONA_BUILD_INFO.decode())
+    info["compiled_backends"] = [names[i].decode() for i in range(n)]
+    return info

@@ -183,6 +183,8 @@ cdef class EngineCore:
                           q)
         self._global_baseline += 0.01 * (q - self._global_baseline)
         self.n_seen += 1
+        global _state_epoch
+        _state_epoch += 1
 
     # -- adapters --------------------------------------------------------------------------------
     def apply_micro_lora(self, x, out=None):

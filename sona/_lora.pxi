@@ -105,6 +105,8 @@ cdef class LoRAAdapter:
         memcpy(self.pA, _fptr(a), self.rank * self.dim * sizeof(float))
         memcpy(self.pBt, _fptr(bt), self.rank * self.dim * sizeof(float))
         self.zero_grad()
+        global _state_epoch
+        _state_epoch += 1
 
     def zero_grad(self):
         """Discard the accumulated gradients."""
@@ -215,6 +217,8 @@ cdef class LoRAAdapter:
         sona_axpy_f32(n, <float>-factor, self.pgA, self.pA)
         sona_axpy_f32(n, <float>-factor, self.pgBt, self.pBt)
         self._zero_grad()
+        global _state_epoch
+        _state_epoch += 1
         return step
 
     cdef bint _outer_step(self, const float *x, const float *g, double weight,
@@ -239,6 +243,8 @@ cdef class LoRAAdapter:
         for j in range(r):  # B rows first from the pre-step A·x, A rows from the pre-step B·g
             sona_axpy_f32(d, <float>(-factor * ws * u[j]), g, self.pBt + j * d)
             sona_axpy_f32(d, <float>(-factor * ws * h[j]), x, self.pA + j * d)
+        global _state_epoch
+        _state_epoch += 1
         return True
 
     cdef inline double _clipped(self, double lr, double *step) noexcept:

@@ -1,6 +1,16 @@
 # The router policy's C state and its hot paths: route, feedback, scores.
 cimport cython
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from libc.math cimport NAN, isfinite
+
+import os
+from collections import deque as _deque
+
+# Decision ids (own serials and outcome ids) a router remembers having learnt from, to refuse a
+# second learning from the same decision through any path.
+cdef Py_ssize_t _LEARNT_WINDOW = 1 << 16
+
+cdef class RouterCore
 
 
 @cython.freelist(64)
@@ -8,28 +18,54 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc
 cdef class Decision:
     """One routing decision: the route taken and what is needed to learn from its outcome.
 
-    Attributes: route (name), index, probs (the policy's probabilities when it decided, float32),
-    trajectory_id (the engine trajectory recording it, or None). Pass it back to
-    Router.feedback(decision, quality) exactly once.
+    Attributes: route (name), index, prob (the probability with which this route was actually
+    drawn: exploration, cost trade-off and allowed routes included), probs (that whole
+    distribution, float32, 0 for routes that were not allowed), decision_id (unique across
+    routers and processes), trajectory_id (the engine trajectory recording it once learnt from,
+    or None). Learn
+    from it exactly once: Router.feedback(decision, quality), or Router.learn(decision.outcome(
+    quality, cost=...)).
     """
     cdef readonly str route
     cdef readonly Py_ssize_t index
     cdef readonly object trajectory_id
+    cdef readonly float prob
     cdef sona_policy_ctx ctx
-    cdef Py_ssize_t n_routes
-    cdef object owner
+    cdef Py_ssize_t n_routes, dim, x_off
+    cdef RouterCore owner
     cdef bint done
+    cdef unsigned long long serial, epoch_t, epoch_m
 
     def __dealloc__(self):
         PyMem_Free(self.ctx.buf)
 
+    cdef int _check_built(self) except -1:
+        if self.ctx.buf == NULL:
+            raise ValueError("this Decision was not made by Router.route()")
+        return 0
+
     @property
     def probs(self):
+        self._check_built()
         cdef cnp.npy_intp k = self.n_routes
         cdef cnp.ndarray out = cnp.PyArray_EMPTY(1, &k, cnp.NPY_FLOAT32, 0)
-        cdef const float *pi = self.ctx.buf + 3 * (<RouterCore>self.owner).p.dim
-        memcpy(_fptr(out), pi, k * sizeof(float))
+        memcpy(_fptr(out), self.ctx.buf + 3 * self.dim + self.n_routes, k * sizeof(float))
         return out
+
+    @property
+    def embedding(self):
+        """The query embedding routed (float32 copy)."""
+        self._check_built()
+        cdef cnp.npy_intp d = self.dim
+        cdef cnp.ndarray out = cnp.PyArray_EMPTY(1, &d, cnp.NPY_FLOAT32, 0)
+        memcpy(_fptr(out), self.ctx.buf + self.x_off, d * sizeof(float))
+        return out
+
+    @property
+    def decision_id(self):
+        """A string naming this decision uniquely (the router's random nonce and a counter)."""
+        self._check_built()
+        return f"{self.owner._nonce:016x}-{self.serial:x}"
 
     @property
     def pattern(self):
@@ -38,11 +74,20 @@ cdef class Decision:
 
     @property
     def consumed(self):
-        """True once feedback was given."""
-        return bool(self.done)
+        """True once the router learnt from this decision (feedback or learn)."""
+        return bool(self.done) or (self.owner is not None and self.owner._was_learnt(self.serial))
+
+    def outcome(self, quality, cost=None, latency_ms=None):
+        """The outcome of this decision as a sona.Outcome (plain data: embedding, route, prob,
+        quality, cost, latency, decision_id, timestamp), to learn from now or later, here or in
+        another process: router.learn(decision.outcome(0.9, cost=0.002)).
+
+        Raises ValueError/TypeError for a bad quality, cost or latency (see sona.Outcome)."""
+        self._check_built()
+        return self.owner._make_outcome(self, quality, cost, latency_ms)
 
     def __repr__(self):
-        return (f"Decision(route={self.route!r}, index={self.index}, "
+        return (f"Decision(route={self.route!r}, index={self.index}, prob={self.prob:.4g}, "
                 f"trajectory_id={self.trajectory_id})")
 
 
@@ -50,17 +95,21 @@ cdef class RouterCore:
     """Compiled core of sona.Router (use that: it builds the adapters, bank and hyper-parameters)."""
     cdef sona_policy p
     cdef readonly object keys, bias, rms, fisher, anchor, fisher_ckpt, omega, omega_theta, mu
-    cdef object _work
+    cdef readonly object global_n, global_s, global_q, route_cost, cost_n, shrink
+    cdef object _work, _mask
     cdef LoRAAdapter _micro
     cdef LoRAAdapter _base
     cdef PatternStore _bank
     cdef readonly tuple routes
     cdef TrajectoryStore _store
     cdef size_t _ctx_floats
-    cdef readonly unsigned long long decisions, feedbacks, trajectories_lost
+    cdef float *_lctx  # prepared context for learning from an outcome (no Decision)
+    cdef readonly unsigned long long decisions, feedbacks
+    cdef readonly unsigned long long _nonce
+    cdef object _learnt, _learnt_order  # set and FIFO of decision ids learnt (bounded)
 
     def __init__(self, tuple routes, LoRAAdapter micro, LoRAAdapter base, PatternStore bank, keys,
-                 dict hp, unsigned long long seed, TrajectoryStore store=None):
+                 dict hp, unsigned long long seed, TrajectoryStore store=None, costs=None):
         cdef Py_ssize_t K = len(routes), d = micro.dim
         if not 2 <= K <= SONA_MAX_ROUTES:
             raise ValueError(f"a router needs 2..{SONA_MAX_ROUTES} routes; got {K}")
@@ -76,6 +125,15 @@ cdef class RouterCore:
         if (<object>self.keys).shape != (K, d):
             raise ValueError(f"keys must have shape ({K}, {d}); got {self.keys.shape}")
         _check_finite(self.keys, "keys")
+        self.route_cost = np.zeros(K, np.float32)
+        self.cost_n = np.zeros(K, np.float32)
+        if costs is not None:
+            c = np.asarray(costs, dtype=np.float64)
+            if c.shape != (K,) or not np.isfinite(c).all() or (c < 0).any() or (c > 1e30).any():
+                raise ValueError(f"costs must be {K} finite numbers in [0, 1e30], one per route; "
+                                 f"got {costs!r}")
+            self.route_cost[:] = c
+            self.cost_n[:] = 1.0
         cdef size_t n = sona_policy_n_params(d, K, micro.rank, base.rank)
         self.bias = np.zeros(K, np.float32)
         self.rms = np.zeros(sona_policy_n_rows(K, micro.rank, base.rank), np.float32)
@@ -85,8 +143,17 @@ cdef class RouterCore:
         self.omega = np.zeros(n, np.float32)
         self.omega_theta = np.zeros(n, np.float32)
         self.mu = np.zeros(d, np.float32)
+        self.global_n = np.zeros(K, np.float32)
+        self.global_s = np.zeros(K, np.float32)
+        self.global_q = np.zeros(K, np.float32)
+        self.shrink = np.full(K, bank.params["prior_count"], np.float32)
+        self._mask = np.zeros(K, np.uint8)
         self._work = np.zeros(sona_policy_work_floats(d, K, bank.capacity), np.float32)
         self._ctx_floats = sona_policy_ctx_floats(d, K, micro.rank, base.rank)
+        PyMem_Free(self._lctx)
+        self._lctx = <float *>PyMem_Malloc(self._ctx_floats * sizeof(float))
+        if self._lctx == NULL:
+            raise MemoryError()
         memset(&self.p, 0, sizeof(sona_policy))
         self.p.dim, self.p.n_routes, self.p.micro_rank, self.p.base_rank = d, K, micro.rank, base.rank
         self.p.A_micro, self.p.Bt_micro = micro.pA, micro.pBt
@@ -96,10 +163,19 @@ cdef class RouterCore:
         self.p.fisher_ckpt, self.p.omega = _fptr(self.fisher_ckpt), _fptr(self.omega)
         self.p.omega_theta = _fptr(self.omega_theta)
         self.p.mu, self.p.work = _fptr(self.mu), _fptr(self._work)
+        self.p.global_n, self.p.global_s = _fptr(self.global_n), _fptr(self.global_s)
+        self.p.global_q = _fptr(self.global_q)
+        self.p.route_cost, self.p.cost_n = _fptr(self.route_cost), _fptr(self.cost_n)
+        self.p.shrink = _fptr(self.shrink)
         self.p.bank = &bank.b
         self.p.global_baseline = self.p.reward_short = self.p.reward_long = 0.5
         self._set_hp(hp)
         sona_pcg32_seed(&self.p.rng, seed, 2)
+        self._nonce = int.from_bytes(os.urandom(8), "little")
+        self._learnt, self._learnt_order = set(), _deque()
+
+    def __dealloc__(self):
+        PyMem_Free(self._lctx)
 
     cdef _set_hp(self, dict hp):
         cdef sona_policy_hp *h = &self.p.hp
@@ -108,6 +184,7 @@ cdef class RouterCore:
         h.explore, h.adv_clip = hp["explore"], hp["adv_clip"]
         h.lr, h.rms_decay, h.rms_eps = hp["lr"], hp["rms_decay"], hp["rms_eps"]
         h.weight_clip, h.global_rate = hp["weight_clip"], hp["global_rate"]
+        h.global_decay = 1.0 - 1.0 / hp["prior_window"]
         h.ewc_alpha, h.ewc_lambda, h.ewc_margin = hp["ewc_alpha"], hp["ewc_lambda"], hp["ewc_margin"]
         h.ewc_memory, h.ewc_novelty = hp["ewc_memory"], hp["ewc_novelty"]
         h.mean_window, h.ewc_every = hp["mean_window"], hp["ewc_every"]
@@ -116,73 +193,165 @@ cdef class RouterCore:
         h.learn_keys, h.learn_bias = hp["learn_keys"], hp["learn_bias"]
         h.unit_keys, h.ewc = hp["unit_keys"], hp["ewc"]
 
-    def route(self, x):
+    cdef const uint8_t *_allowed_mask(self, object allowed) except? NULL:
+        """The mask of the routes in `allowed` (names or indices), or NULL for None."""
+        if allowed is None:
+            return NULL
+        if isinstance(allowed, (str, bytes)):
+            raise TypeError(f"allowed must be a collection of route names or indices, not a "
+                            f"single {type(allowed).__name__} ({allowed!r})")
+        mask = np.zeros(self.p.n_routes, np.uint8)
+        for r in allowed:
+            mask[self.index(r)] = 1
+        if not mask.any():
+            raise ValueError("allowed names no route: at least one route must be allowed")
+        self._mask[:] = mask
+        return <const uint8_t *>cnp.PyArray_DATA(self._mask)
+
+    cdef float _cost_weight(self, object cost_weight) except -1.0:
+        cdef double w
+        if isinstance(cost_weight, bool):
+            raise TypeError("cost_weight must be a number >= 0; got bool")
+        try:
+            w = cost_weight
+        except TypeError as exc:
+            raise TypeError(f"cost_weight must be a number >= 0; got "
+                            f"{type(cost_weight).__name__}") from exc
+        if not (isfinite(w) and 0.0 <= w <= 1e30):
+            raise ValueError(f"cost_weight must be a finite number in [0, 1e30]; got {w}")
+        return <float>w
+
+    def route(self, x, cost_weight=0.0, allowed=None):
         """Choose a route for the query embedding x (float32 (dim,), |x_i| <= 1e6); returns a
         Decision.
 
-        Samples from the policy (Thompson draw in the pattern prior, plus `explore`), so repeated
-        calls may differ; use scores() for the greedy view. Raises ValueError/TypeError for a bad
-        embedding, changing nothing.
+        cost_weight: the trade-off, in quality per unit of cost: routes are ranked by expected
+        quality - cost_weight * cost per call (costs given to the router or learnt from outcomes).
+        allowed: route names or indices that may be chosen (e.g. the models up now); None: all.
+        Samples from the policy (Thompson draws in the prior, plus `explore`), so repeated calls
+        may differ; use scores() for the greedy view. Decision.prob is the probability with which
+        the chosen route was drawn. Raises ValueError/TypeError for a bad embedding, cost_weight
+        or allowed, changing nothing.
         """
         cdef cnp.ndarray v = (<cnp.ndarray>x if _is_f32_vector(x, self.p.dim)
                               else _as_f32(x, "x"))
         if cnp.PyArray_NDIM(v) != 1 or cnp.PyArray_DIM(v, 0) != self.p.dim:
             raise ValueError(f"x must have shape ({self.p.dim},); got {_shape_str(v)}")
         _check_embedding(v, "x", INFINITY if self._store is None else self._store.buffer._limit)
+        cdef float w = 0.0
+        if cost_weight is not 0.0:
+            w = self._cost_weight(cost_weight)
+        cdef const uint8_t *mask = self._allowed_mask(allowed)
+        cdef size_t d = self.p.dim
         cdef Decision dec = Decision.__new__(Decision)
-        dec.ctx.buf = <float *>PyMem_Malloc(self._ctx_floats * sizeof(float))
+        dec.ctx.buf = <float *>PyMem_Malloc((self._ctx_floats + d) * sizeof(float))
         if dec.ctx.buf == NULL:
             raise MemoryError()
-        cdef uint32_t a = sona_policy_route(&self.p, _fptr(v), &dec.ctx)
-        cdef uint64_t tid = 0
-        if self._store is not None:  # the decision is a trajectory of the engine: one step
-            sona_store_start(self._store._s, _fptr(v), &tid)
-            sona_store_step(self._store._s, tid, a, dec.ctx.buf[3 * self.p.dim + a], 0.0, NAN)
-            dec.trajectory_id = tid
+        dec.x_off = self._ctx_floats
+        memcpy(dec.ctx.buf + self._ctx_floats, _fptr(v), d * sizeof(float))
+        dec.epoch_t, dec.epoch_m = self.p.t, _state_epoch
+        cdef uint32_t a = sona_policy_route(&self.p, _fptr(v), w, mask, &dec.ctx)
+        dec.prob = dec.ctx.buf[3 * d + self.p.n_routes + a]
         dec.index = a
         dec.route = self.routes[a]
-        dec.n_routes = self.p.n_routes
+        dec.n_routes, dec.dim = self.p.n_routes, d
         dec.owner = self
+        dec.serial = self.decisions
         self.decisions += 1
         return dec
+
+    cdef object _record(self, const float *x, uint32_t a, float prob, float q):
+        """A learnt outcome becomes a finished one-step trajectory of the engine (the record goes
+        to the ring for the background loop); returns its id, or None without an engine. It is
+        recorded only once learnt, so no engine call can learn from a decision still pending."""
+        cdef uint64_t tid = 0
+        if self._store is None:
+            return None
+        sona_store_start(self._store._s, x, &tid)
+        sona_store_step(self._store._s, tid, a, prob, 0.0, NAN)
+        sona_store_end(self._store._s, tid, q)
+        return tid
+
+    def _was_learnt(self, key):
+        return key in self._learnt
+
+    cdef _remember(self, object key):
+        self._learnt.add(key)
+        self._learnt_order.append(key)
+        if len(self._learnt_order) > _LEARNT_WINDOW:
+            self._learnt.discard(self._learnt_order.popleft())
 
     def feedback(self, Decision decision, quality):
         """Learn from the outcome of one decision: quality in [0, 1] (1 = best possible).
 
-        Raises ValueError for a quality outside [0, 1], a decision already given feedback, or one
-        made by another router; nothing changes then.
+        The same learning step as learn(decision.outcome(quality)). Raises ValueError for a
+        quality outside [0, 1], a decision already learnt from, or one made by another router;
+        nothing changes then.
         """
         if decision is None:
             raise TypeError("decision must be a Decision returned by route()")
         if decision.owner is not self:
             raise ValueError("this decision was made by another router")
-        cdef double q
-        try:
-            q = quality
-        except TypeError as exc:
-            raise TypeError(f"quality must be a number in [0, 1]; got {type(quality).__name__}") from exc
-        if not 0.0 <= q <= 1.0:
-            raise ValueError(f"quality must be in [0, 1]; got {q}")
-        if decision.done:
-            raise ValueError(f"feedback was already given for this decision (route "
-                             f"{decision.route!r}, trajectory {decision.trajectory_id})")
-        sona_policy_feedback(&self.p, &decision.ctx, decision.ctx.action, <float>q)
-        if decision.trajectory_id is not None:
-            # the record goes to the ring for the background loop; an evicted trajectory (too
-            # many decisions pending) loses only that record: the decision carries what the
-            # policy needs, so it still learns
-            if sona_store_end(self._store._s, decision.trajectory_id, <float>q) < 0:
-                self.trajectories_lost += 1
+        cdef float q = _quality(quality)
+        if decision.done or decision.serial in self._learnt:
+            raise ValueError(f"this decision was already learnt from (route "
+                             f"{decision.route!r}, decision {decision.decision_id})")
+        if decision.epoch_t != self.p.t or decision.epoch_m != _state_epoch:
+            # the state changed since routing: learn as from a logged outcome (the same result
+            # as a fresh prepare, which is what replay does)
+            sona_policy_prepare(&self.p, decision.ctx.buf + decision.x_off, &decision.ctx)
+        sona_policy_learn(&self.p, &decision.ctx, decision.index, decision.prob, q, NAN)
+        decision.trajectory_id = self._record(decision.ctx.buf + decision.x_off, decision.index,
+                                              decision.prob, q)
         decision.done = True
+        self._remember(decision.serial)
         self.feedbacks += 1
 
-    def scores(self, x, out=None):
-        """Greedy route probabilities for x (float32 (n_routes,)); no side effects, no exploration."""
-        cdef cnp.ndarray v = _vector(x, self.p.dim, "x")
+    def _learn_raw(self, x, Py_ssize_t index, double prob, quality, double cost, key):
+        """The learning step for one outcome whose fields sona.Router.learn validated: query x,
+        route index, the probability it was chosen with, quality, cost (NaN: not reported), and
+        the decision key (a serial of this router, a foreign decision id, or None) for the
+        at-most-once rule. Raises ValueError for a key already learnt; nothing changes then."""
+        cdef cnp.ndarray v = _vector(x, self.p.dim, "embedding")
+        _check_embedding(v, "embedding", _MAX_EMBEDDING_ABS)
+        cdef float q = _quality(quality)
+        if not 0 <= index < self.p.n_routes:
+            raise ValueError(f"route index must be in 0..{self.p.n_routes - 1}; got {index}")
+        if not (0.0 < prob <= 1.0):
+            raise ValueError(f"prob must be in (0, 1]; got {prob}")
+        if key is not None and key in self._learnt:
+            raise ValueError(f"decision {key!r} was already learnt from")
+        cdef sona_policy_ctx ctx
+        ctx.buf = self._lctx
+        sona_policy_prepare(&self.p, _fptr(v), &ctx)
+        sona_policy_learn(&self.p, &ctx, <uint32_t>index, <float>prob, q, <float>cost)
+        self._record(_fptr(v), <uint32_t>index, <float>prob, q)
+        if key is not None:
+            self._remember(key)
+        self.feedbacks += 1
+
+    def scores(self, x, out=None, cost_weight=0.0, allowed=None):
+        """Greedy route probabilities for x: (dim,) -> (n_routes,), or a batch (n, dim) ->
+        (n, n_routes); float32. No side effects, no exploration. cost_weight and allowed as in
+        route(): ranked by quality - cost_weight * cost, routes not allowed get 0."""
+        cdef cnp.ndarray v = _vector_or_rows(x, self.p.dim, "x")
         _check_embedding(v, "x", INFINITY)
-        cdef cnp.npy_intp k = self.p.n_routes
-        cdef cnp.ndarray o = _output(out, 1, &k, "out")
-        sona_policy_scores(&self.p, _fptr(v), _fptr(o))
+        cdef float w = self._cost_weight(cost_weight)
+        cdef const uint8_t *mask = self._allowed_mask(allowed)
+        cdef cnp.npy_intp dims[2]
+        cdef Py_ssize_t i, n
+        cdef size_t d = self.p.dim, K = self.p.n_routes
+        cdef cnp.ndarray o
+        if cnp.PyArray_NDIM(v) == 1:
+            dims[0] = K
+            o = _output(out, 1, dims, "out")
+            sona_policy_scores(&self.p, _fptr(v), w, mask, _fptr(o))
+            return o
+        n = cnp.PyArray_DIM(v, 0)
+        dims[0], dims[1] = n, K
+        o = _output(out, 2, dims, "out")
+        for i in range(n):
+            sona_policy_scores(&self.p, _fptr(v) + i * d, w, mask, _fptr(o) + i * K)
         return o
 
     @property
@@ -195,8 +364,10 @@ cdef class RouterCore:
         """Copy `value` into the owned array `name` (keys, bias, rms, fisher, anchor, fisher_ckpt,
         omega, omega_theta, mu): used by state loading. Shape and finiteness are checked; nothing
         changes on error."""
+        global _state_epoch
         if name not in ("keys", "bias", "rms", "fisher", "anchor", "fisher_ckpt", "omega",
-                        "omega_theta", "mu"):
+                        "omega_theta", "mu", "global_n", "global_s", "global_q", "route_cost",
+                        "cost_n", "shrink"):
             raise ValueError(f"unknown router array {name!r}")
         cdef cnp.ndarray dst = getattr(self, name)
         cdef cnp.ndarray src = _as_f32(np.ascontiguousarray(value), name)
@@ -204,6 +375,7 @@ cdef class RouterCore:
             raise ValueError(f"{name} must have shape {_shape_str(dst)}; got {_shape_str(src)}")
         _check_finite(src, name)
         memcpy(_fptr(dst), _fptr(src), cnp.PyArray_NBYTES(dst))
+        _state_epoch += 1
 
     def _adapters_replaced(self):
         """The adapters' weights were re-factored (background consolidation): their RMSprop,
@@ -212,6 +384,8 @@ cdef class RouterCore:
         function the adapters compute is unchanged)."""
         cdef size_t d = self.p.dim, rm = self.p.micro_rank, rb = self.p.base_rank
         cdef size_t n_adapt = 2 * (rm + rb) * d
+        global _state_epoch
+        _state_epoch += 1
         memset(_fptr(self.rms), 0, 2 * (rm + rb) * sizeof(float))
         for arr in (self.fisher, self.fisher_ckpt, self.omega, self.omega_theta):
             memset(_fptr(arr), 0, n_adapt * sizeof(float))
@@ -229,6 +403,8 @@ cdef class RouterCore:
 
     def _set_counters(self, dict c):
         """Restore what _counters() returned (state loading)."""
+        global _state_epoch
+        _state_epoch += 1
         self.p.n_seen, self.p.t = c["n_seen"], c["t"]
         self.p.global_baseline = c["global_baseline"]
         self.p.reward_short, self.p.reward_long = c["reward_short"], c["reward_long"]

@@ -16,6 +16,12 @@ task), while small or unrewarding ones go first. No separate staleness clock is 
 state files (engine and router) need no new array.
 """
 
+from __future__ import annotations
+
+from typing import Any
+
+import numpy.typing as npt
+
 from ._core import Pattern, PatternStore
 
 __all__ = ["BANK_DEFAULTS", "REFINE_DEFAULTS", "Pattern", "PatternStore", "new_bank",
@@ -24,11 +30,13 @@ __all__ = ["BANK_DEFAULTS", "REFINE_DEFAULTS", "Pattern", "PatternStore", "new_b
 #: Online clustering and statistics parameters (see csrc/bank.h). new_pattern_cos = 0.45 suits
 #: sentence embeddings whose same-topic cosine is ~0.5 and cross-topic ~0.3 (the routing
 #: benchmark's geometry); set it midway between those two medians for other embedding models.
-BANK_DEFAULTS = {"new_pattern_cos": 0.45, "decay": 0.995, "prior_count": 1.0,
+#: prior_count is the pseudo-count of traffic-wide evidence each pattern starts from per route:
+#: a new kind of query is routed as the whole traffic says until its own outcomes outweigh that.
+BANK_DEFAULTS = {"new_pattern_cos": 0.45, "decay": 0.995, "prior_count": 10.0,
                  "baseline_rate": 0.05}
 
 
-def new_bank(dim: int, n_routes: int, capacity: int, **params) -> PatternStore:
+def new_bank(dim: int, n_routes: int, capacity: int, **params: float) -> PatternStore:
     """A PatternStore with BANK_DEFAULTS overridden by params (unknown names raise ValueError)."""
     unknown = sorted(set(params) - set(BANK_DEFAULTS))
     if unknown:
@@ -53,8 +61,9 @@ REFINE_DEFAULTS = {"min_records": 32, "max_points": 256, "max_iter": 2, "n_local
                    "merge_cos": 0.9}
 
 
-def refine_bank(bank: PatternStore, embeddings, qualities, *, k: int, seed: int = 0,
-                quality_threshold: float = 0.0, **params) -> dict:
+def refine_bank(bank: PatternStore, embeddings: npt.ArrayLike, qualities: npt.ArrayLike, *,
+                k: int, seed: int = 0, quality_threshold: float = 0.0,
+                **params: Any) -> dict[str, Any]:
     """Refine ``bank`` with a batch of queries (n, dim) and their qualities (n,) in [0, 1].
 
     Runs PatternStore.refine with REFINE_DEFAULTS overridden by params (min_records is the

@@ -6,29 +6,37 @@ import argparse
 import json
 import sys
 
-from . import __version__, backends, cpu_features, demo, get_backend
+from . import __version__, backends, build_info, cpu_features, demo, get_backend
+from .data import EMBEDDINGS
 
 
 def _info(args: argparse.Namespace) -> int:
-    import sysconfig
+    import platform
+    import shlex
 
     import numpy
 
+    build = build_info()
     info = {
         "version": __version__,
         "backend": get_backend(),
         "backends": backends(),
+        "compiled_backends": build["compiled_backends"],
         "cpu_features": cpu_features(),
         "python": sys.version.split()[0],
         "numpy": numpy.__version__,
-        "platform": sysconfig.get_platform(),
-        "compiler_flags": sysconfig.get_config_var("CFLAGS") or "",
+        "platform": f"{sys.platform}-{platform.machine()}",
+        # how sona._core was compiled, recorded by setup.py (not the interpreter's CFLAGS)
+        "compile_command": " ".join(shlex.quote(a) for a in build["compile_command"]),
+        "sona_compile_args": " ".join(shlex.quote(a) for a in build["extra_compile_args"]),
+        "built_with": f"{build['compiler']} compiler, Cython {build['cython']}, "
+        f"numpy {build['numpy']}, Python {build['python']} on {build['platform']}",
     }
     if args.json:
         print(json.dumps(info, indent=2))
     else:
         for key, value in info.items():
-            print(f"{key:14} {value}")
+            print(f"{key:18} {value}")
     return 0
 
 
@@ -40,17 +48,51 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+_SYNTHETIC_ONLY = {"dim": "--dim", "drift": "--drift/--no-drift"}
+_REAL_ONLY = {"embedding": "--embedding", "cost_weight": "--cost-weight"}
+
+
 def _demo(args: argparse.Namespace) -> int:
+    wrong = _REAL_ONLY if args.data == "synthetic" else _SYNTHETIC_ONLY
+    given = [flag for key, flag in wrong.items() if getattr(args, key) is not None]
+    if given:
+        other = "real" if args.data == "synthetic" else "synthetic"
+        print(f"sona demo: error: {', '.join(given)} applies to --data {other} only",
+              file=sys.stderr)
+        return 2
+    if args.data == "real":
+        from . import demo_real
+
+        return demo_real.main(
+            queries=args.queries,
+            seed=args.seed,
+            embedding=args.embedding or "minilm",
+            window=args.window,
+            cost_weight=args.cost_weight,
+            plot_path=args.plot,
+            save_path=args.save,
+            as_json=args.json,
+        )
     return demo.main(
         queries=args.queries,
         seed=args.seed,
-        dim=args.dim,
+        dim=256 if args.dim is None else args.dim,
         window=args.window,
-        drift=args.drift,
+        drift=True if args.drift is None else args.drift,
         plot_path=args.plot,
         save_path=args.save,
         as_json=args.json,
     )
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value >= 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
 
 
 def _int_at_least(lo: int):
@@ -72,10 +114,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser(
         "demo",
-        help="an adaptive router learns on a simulated query stream (the main job)",
-        description="An adaptive sona.Router learns which of 4 simulated models serves each of 8 "
-        "kinds of query, from one quality score per query, next to a static baseline (always the "
-        "globally best model). Progress goes to stderr, the table to stdout.",
+        help="an adaptive router learns on a real query stream (the main job)",
+        description="An adaptive sona.Router learns which LLM serves each query, from one quality "
+        "score per query. --data real (default): the packaged RouterBench outcomes of 11 real "
+        "LLMs on real queries, against the best single model and a router told each query's "
+        "task. --data synthetic: 4 simulated models, 8 kinds of query, the best model of two "
+        "kinds changing a third of the way in. Progress goes to stderr, the table to stdout.",
+    )
+    p.add_argument(
+        "--data",
+        choices=["real", "synthetic"],
+        default="real",
+        help="real LLM outcomes (default) or the simulated stream with drift",
     )
     p.add_argument(
         "--queries",
@@ -94,16 +144,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--dim",
         type=_int_at_least(demo.MIN_DIM),
-        default=256,
+        default=None,
         metavar="D",
-        help="embedding dimension (default 256)",
+        help="synthetic: embedding dimension (default 256)",
     )
     p.add_argument("--seed", type=_int_at_least(0), default=0, help="seed (default 0)")
     p.add_argument(
         "--drift",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="change the best route of 2 clusters a third of the way in (default on)",
+        default=None,
+        help="synthetic: change the best route of 2 clusters a third of the way in (default on)",
+    )
+    p.add_argument(
+        "--embedding",
+        choices=sorted(EMBEDDINGS),
+        default=None,
+        help="real: the query embedding (default minilm)",
+    )
+    p.add_argument(
+        "--cost-weight",
+        type=_non_negative_float,
+        default=None,
+        metavar="W",
+        help="real: the trade-off of the cost section, quality given up per $ of one call "
+        "(needs a cost-aware router)",
     )
     p.add_argument(
         "--plot",
@@ -113,7 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save", metavar="PATH", help="save the trained router (router.save)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=_demo)
-    p = sub.add_parser("info", help="version, active backend, CPU features, build flags")
+    p = sub.add_parser(
+        "info", help="version, backends, CPU features, and the compile flags of this build"
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_info)
     p = sub.add_parser("bench", help="performance table against the targets, numpy alongside")

@@ -1,14 +1,21 @@
 """SonaConfig: the validated, immutable configuration of a sona engine.
 
 Field names follow the reference Rust crate ``ruvector-sona`` where the concept is the same
-(hidden_dim, embedding_dim, micro_lora_rank, base_lora_rank, micro_lora_lr, base_lora_lr,
-ewc_lambda, pattern_clusters, trajectory_capacity, quality_threshold), so a config written for
-the reference maps over field by field. Two deliberate differences:
+(hidden_dim, embedding_dim, micro_lora_rank, base_lora_rank, micro_lora_lr, pattern_clusters,
+trajectory_capacity, quality_threshold), so a config written for the reference maps over field
+by field. Deliberate differences:
 
 * ``background_interval_s`` is in seconds (the reference uses ``background_interval_ms``);
   :meth:`SonaConfig.from_dict` accepts the ``_ms`` spelling and converts it.
+* ``embedding_dim`` must equal ``hidden_dim`` (the adapters map an embedding to an embedding of
+  the same width); it is checked here, the one place, so a config is never accepted that an
+  engine would refuse.
 * there is no ``enable_simd``: sona picks AVX2 or scalar kernels at import by CPU detection
   (see ``sona.set_backend``), so a config flag would only be able to disagree with reality.
+* there is no ``ewc_lambda`` and no ``base_lora_lr``: the engine's learning has neither an EWC
+  penalty nor a BaseLoRA step size (see ``_NOT_FIELDS`` for where each concept lives instead).
+  Earlier versions validated both and never read them; giving either now raises an error that
+  names the replacement.
 
 This module is pure Python and imports nothing from ``sona._core``: it sits at the bottom of
 the layers so that the engine, the router, the state files and the CLI can all depend on it.
@@ -23,7 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-__all__ = ["SonaConfig"]
+__all__ = ["SonaConfig", "REMOVED_FIELDS"]
 
 # Upper bounds exist to turn an obvious typo (an extra three zeros) into an error at
 # construction instead of a multi-gigabyte allocation later.
@@ -39,11 +46,24 @@ MAX_INTERVAL_S = 7 * 24 * 3600.0  # also keeps us below threading.TIMEOUT_MAX ev
 EMBEDDING_DTYPES = ("float32", "float16")
 MAX_SEED = 2**64 - 1
 
-# Keys that the reference crate's config has but sona does not, with what to do instead.
-_REFERENCE_ONLY_KEYS = {
+# Names a config may carry (the reference crate's, or an earlier sona's) that are not fields,
+# with what to do instead. The engine learns by plain MicroLoRA steps of size micro_lora_lr on
+# every outcome and by folding MicroLoRA into BaseLoRA (a truncated SVD, no step size) on every
+# background cycle; it has no EWC penalty. Both removed fields were validated and never read.
+_NOT_FIELDS = {
     "enable_simd": "sona selects SIMD kernels at import by CPU detection; "
     "use sona.set_backend('scalar') or SONA_BACKEND=scalar to force the scalar path",
+    "ewc_lambda": "removed, it never changed what the engine learns (the engine has no EWC "
+    "penalty): EWC++ is part of the router policy, set it with "
+    "sona.Router(..., ewc_lambda=...)",
+    "base_lora_lr": "removed, it never changed what the engine learns (BaseLoRA takes no "
+    "gradient steps: each background cycle sets it to the rank-base_lora_rank SVD of both "
+    "tiers): the engine's step size is micro_lora_lr, how often it is folded into BaseLoRA is "
+    "background_interval_s, and a router's step size is sona.Router(..., lr=...)",
 }
+
+#: Fields earlier versions had, validated and never read; configs saved then carry them.
+REMOVED_FIELDS = ("ewc_lambda", "base_lora_lr")
 
 
 def _is_int(value: Any) -> bool:
@@ -60,7 +80,9 @@ class SonaConfig:
     """Configuration of a :class:`sona.SonaEngine` (and of a :class:`sona.Router`'s engine).
 
     Immutable and validated on construction: a bad value raises ``ValueError`` naming the field,
-    the allowed range and the value received; a value of the wrong type raises ``TypeError``.
+    the allowed range and the value received; a value of the wrong type, or a name that is not a
+    field (``ewc_lambda`` and ``base_lora_lr`` were removed), raises ``TypeError`` saying what to
+    use instead. Only ``hidden_dim`` may be given by position.
     Use :meth:`replace` to derive a changed copy (re-validated), :meth:`to_dict` /
     :meth:`from_dict` to serialise, and the preset classmethods for common deployments.
 
@@ -69,17 +91,16 @@ class SonaConfig:
     hidden_dim : int, 1..65536
         Width of the vectors the adapters act on.
     embedding_dim : int or None
-        Width of query embeddings; ``None`` (default) means "same as hidden_dim".
+        Width of query embeddings: ``None`` (default) or equal to hidden_dim (the adapters map
+        embeddings to embeddings of the same width; kept for the reference crate's configs).
     micro_lora_rank : int, 1..2
         Rank of the per-request MicroLoRA tier (instant loop).
     base_lora_rank : int, 1..64
         Rank of the consolidated BaseLoRA tier (background loop). Gives the router its
         capacity to separate several routes; use at least the number of routes.
-    micro_lora_lr, base_lora_lr : float, (0, 1]
-        Step sizes of the two tiers (Adam-style steps, so they bound the per-step move).
-    ewc_lambda : float, >= 0
-        Strength of the EWC++ penalty towards the last stable checkpoint. The Fisher
-        estimate is normalised by its maximum, so the value is scale-free; 0 disables EWC.
+    micro_lora_lr : float, (0, 1]
+        Step size of the instant loop's MicroLoRA step on every outcome (BaseLoRA takes no
+        steps: background cycles fold MicroLoRA into it).
     pattern_clusters : int, >= 1
         Number of clusters a background cycle extracts (k of k-means).
     max_patterns : int, >= pattern_clusters
@@ -121,8 +142,6 @@ class SonaConfig:
     micro_lora_rank: int = 2
     base_lora_rank: int = 8
     micro_lora_lr: float = 0.003
-    base_lora_lr: float = 0.001
-    ewc_lambda: float = 1.0
     pattern_clusters: int = 64
     max_patterns: int = 1024
     max_routes: int = 16
@@ -134,6 +153,18 @@ class SonaConfig:
     background_interval_s: float = 60.0
     embedding_dtype: str = "float32"
     seed: int = 0
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> SonaConfig:
+        # Runs before the generated __init__, whose own TypeError for an unknown keyword could
+        # not say what to use instead of a removed or reference-only name.
+        _check_field_names(kwargs, "SonaConfig()", TypeError)
+        if len(args) > 1:
+            # removing two fields shifted every later position: refuse rather than misassign
+            raise TypeError(
+                "SonaConfig() takes only hidden_dim by position; give the other fields by "
+                f"keyword (got {len(args)} positional arguments: {args!r})"
+            )
+        return super().__new__(cls)
 
     # ------------------------------------------------------------------ validation
 
@@ -154,8 +185,6 @@ class SonaConfig:
         self._int("seed", 0, MAX_SEED)
 
         self._real("micro_lora_lr", 0.0, 1.0, low_open=True)
-        self._real("base_lora_lr", 0.0, 1.0, low_open=True)
-        self._real("ewc_lambda", 0.0, math.inf)
         self._real("open_trajectory_timeout_s", 0.0, MAX_INTERVAL_S, low_open=True)
         self._real("quality_threshold", 0.0, 1.0)
         self._real("background_interval_s", 0.0, MAX_INTERVAL_S, low_open=True)
@@ -172,6 +201,11 @@ class SonaConfig:
             )
 
         # Cross-field rules, checked after every single field is known to be sane.
+        if self.embedding_dim != self.hidden_dim:
+            raise ValueError(
+                f"SonaConfig.embedding_dim must equal hidden_dim ({self.hidden_dim}) or be None: "
+                f"the adapters map embeddings to embeddings; got {self.embedding_dim}"
+            )
         for name in ("micro_lora_rank", "base_lora_rank"):
             rank = getattr(self, name)
             if rank > self.hidden_dim:
@@ -198,9 +232,7 @@ class SonaConfig:
 
     def _real(self, name: str, lo: float, hi: float, low_open: bool = False) -> None:
         value = getattr(self, name)
-        left = "(" if low_open else "["
-        right = ")" if math.isinf(hi) else "]"
-        interval = f"{left}{lo:g}, {hi:g}{right}"
+        interval = f"{'(' if low_open else '['}{lo:g}, {hi:g}]"
         if not _is_real(value):
             raise TypeError(
                 f"SonaConfig.{name} must be a real number in {interval}, "
@@ -217,17 +249,13 @@ class SonaConfig:
     def replace(self, **changes: Any) -> SonaConfig:
         """Return a copy with ``changes`` applied, validated like a fresh config.
 
-        ``embedding_dim`` stays tied to ``hidden_dim`` when it was equal to it and is not
-        itself changed: ``SonaConfig().replace(hidden_dim=384).embedding_dim == 384``.
+        ``embedding_dim`` follows ``hidden_dim`` unless it is itself changed:
+        ``SonaConfig().replace(hidden_dim=384).embedding_dim == 384``.
 
         Raises TypeError for an unknown field name, and whatever validation raises.
         """
         _check_field_names(changes, "SonaConfig.replace()", TypeError)
-        if (
-            "hidden_dim" in changes
-            and "embedding_dim" not in changes
-            and self.embedding_dim == self.hidden_dim
-        ):
+        if "hidden_dim" in changes and "embedding_dim" not in changes:
             changes["embedding_dim"] = None
         return dataclasses.replace(self, **changes)
 
@@ -285,7 +313,6 @@ class SonaConfig:
                 micro_lora_rank=2,
                 base_lora_rank=4,
                 micro_lora_lr=0.002,
-                base_lora_lr=0.0005,
                 pattern_clusters=32,
                 max_patterns=256,
                 trajectory_capacity=4096,
@@ -302,16 +329,14 @@ class SonaConfig:
         """Best decisions per feedback (research, offline evaluation).
 
         Trades memory and background CPU for learning quality: BaseLoRA rank 16, a large
-        pattern bank and ring, learning from lower-quality trajectories too, frequent
-        background cycles and stronger retention (EWC). Keyword overrides win.
+        pattern bank and ring, learning from lower-quality trajectories too and frequent
+        background cycles. Keyword overrides win.
         """
         return cls._preset(
             dict(
                 micro_lora_rank=2,
                 base_lora_rank=16,
                 micro_lora_lr=0.003,
-                base_lora_lr=0.002,
-                ewc_lambda=2.0,
                 pattern_clusters=128,
                 max_patterns=4096,
                 trajectory_capacity=20_000,
@@ -336,7 +361,6 @@ class SonaConfig:
                 micro_lora_rank=1,
                 base_lora_rank=4,
                 micro_lora_lr=0.002,
-                base_lora_lr=0.0005,
                 pattern_clusters=16,
                 max_patterns=128,
                 trajectory_capacity=256,
@@ -362,7 +386,6 @@ class SonaConfig:
                 micro_lora_rank=2,
                 base_lora_rank=8,
                 micro_lora_lr=0.002,
-                base_lora_lr=0.001,
                 pattern_clusters=64,
                 max_patterns=2048,
                 trajectory_capacity=65_536,
@@ -387,8 +410,6 @@ class SonaConfig:
                 micro_lora_rank=2,
                 base_lora_rank=4,
                 micro_lora_lr=0.003,
-                base_lora_lr=0.001,
-                ewc_lambda=0.5,
                 pattern_clusters=16,
                 max_patterns=256,
                 trajectory_capacity=512,
@@ -405,16 +426,14 @@ class SonaConfig:
         """Central learner aggregating trajectories from many agents or worker processes.
 
         Trades memory and background CPU for breadth and retention: BaseLoRA rank 16, a
-        50 000-slot ring, a large pattern bank, strong EWC, a higher quality bar for
-        patterns, and consolidation every 5 minutes. Keyword overrides win.
+        50 000-slot ring, a large pattern bank, a higher quality bar for patterns, and
+        consolidation every 5 minutes. Keyword overrides win.
         """
         return cls._preset(
             dict(
                 micro_lora_rank=2,
                 base_lora_rank=16,
                 micro_lora_lr=0.002,
-                base_lora_lr=0.001,
-                ewc_lambda=2.0,
                 pattern_clusters=256,
                 max_patterns=8192,
                 trajectory_capacity=50_000,
@@ -446,7 +465,7 @@ def _check_field_names(keys: Mapping[str, Any], who: str, exc: type) -> None:
     unknown = [k for k in keys if k not in names]
     if not unknown:
         return
-    hints = [f"{k}: {_REFERENCE_ONLY_KEYS[k]}" for k in unknown if k in _REFERENCE_ONLY_KEYS]
+    hints = [f"{k}: {_NOT_FIELDS[k]}" for k in unknown if k in _NOT_FIELDS]
     msg = (
         f"{who}: unknown field(s) {', '.join(repr(k) for k in unknown)}; "
         f"valid fields are {', '.join(names)}"

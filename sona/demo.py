@@ -1,4 +1,7 @@
-"""`sona demo`: an adaptive sona.Router learns on a simulated stream of queries to several models.
+"""`sona demo --data synthetic`: an adaptive sona.Router learns on a simulated query stream.
+
+(`sona demo` alone runs on real data: :mod:`sona.demo_real`; this module also holds the progress
+bar, the output checks and :func:`present`, which both demos share.)
 
 The stream comes from :class:`sona.synthetic.RoutingTask` (clustered query embeddings, hidden
 per-cluster success probabilities, Bernoulli quality scores): each query is routed, its outcome
@@ -29,7 +32,8 @@ from ._core import get_backend
 from .router import Router
 from .synthetic import FixedRouter, RoutingTask, heldout_accuracy
 
-__all__ = ["ROUTES", "N_CLUSTERS", "MIN_DIM", "run", "format_table", "plot", "main"]
+__all__ = ["ROUTES", "N_CLUSTERS", "MIN_DIM", "run", "format_table", "plot", "main", "present",
+           "check_outputs", "Progress", "DemoError"]
 
 #: The simulated models the demo routes between.
 ROUTES = ("gpt-small", "gpt-medium", "gpt-large", "code-expert")
@@ -273,19 +277,23 @@ def format_table(result: dict) -> str:
 
 # -- progress --------------------------------------------------------------------------------------
 class Progress:
-    """A ``\\r`` progress bar on a terminal; a plain line every 10% otherwise (CI logs)."""
+    """A ``\\r`` progress bar on a terminal; a plain line every 10% otherwise (CI logs).
 
-    def __init__(self, stream: TextIO, width: int = 30) -> None:
+    ``value``, when set, is shown after the count as ``label value``.
+    """
+
+    def __init__(self, stream: TextIO, width: int = 30, label: str = "accuracy") -> None:
         self.stream = stream
         self.tty = bool(getattr(stream, "isatty", lambda: False)())
         self.width = width
-        self.accuracy: float | None = None
+        self.label = label
+        self.value: float | None = None
         self._next_line = 0.1
         self._shown = False
 
     def step(self, done: int, total: int) -> None:
         frac = done / total
-        acc = "" if self.accuracy is None else f"  accuracy {self.accuracy:.3f}"
+        acc = "" if self.value is None else f"  {self.label} {self.value:.3f}"
         if self.tty:
             fill = int(round(frac * self.width))
             bar = "#" * fill + "-" * (self.width - fill)
@@ -403,34 +411,49 @@ def main(
     try:  # everything that can refuse is checked before the run, not after it
         _require(queries >= 1 and window >= 1, "--queries and --window must be >= 1")
         _require(dim >= MIN_DIM, f"--dim must be >= {MIN_DIM} for {N_CLUSTERS} clusters")
-        if plot_path is not None:
-            _figure_class()
-            _check_parent(plot_path, "--plot")
-        if save_path is not None:
-            _check_parent(save_path, "--save")
+        check_outputs(plot_path, save_path)
     except DemoError as exc:
         print(f"sona demo: error: {exc}", file=err)
         return 2
 
-    progress = Progress(err)
+    return present(
+        lambda on_step, on_window: run(queries, seed=seed, dim=dim, window=window, drift=drift,
+                                       on_step=on_step, on_window=on_window),
+        header=format_header({"queries": queries, "seed": seed, "dim": dim}),
+        format_row=format_row, format_summary=format_summary, plot=plot,
+        value=("accuracy", "accuracy"),
+        as_json=as_json, plot_path=plot_path, save_path=save_path, out=out, err=err)
+
+
+def check_outputs(plot_path: str | None, save_path: str | None) -> None:
+    """Refuse (DemoError) a --plot without matplotlib or into a missing directory, and a --save
+    into a missing directory: before the run, not after it."""
+    if plot_path is not None:
+        _figure_class()
+        _check_parent(plot_path, "--plot")
+    if save_path is not None:
+        _check_parent(save_path, "--save")
+
+
+def present(run_demo: Callable, *, header: str, format_row: Callable[[dict], str],
+            format_summary: Callable[[dict], str], plot: Callable[[dict, str], None],
+            value: tuple[str, str], as_json: bool, plot_path: str | None,
+            save_path: str | None, out: TextIO, err: TextIO) -> int:
+    """Run a demo with live progress on ``err`` and its table (or JSON) on ``out``, then plot and
+    save. ``run_demo(on_step, on_window) -> (result, router)``; ``value`` is (row key, label) of
+    the number shown beside the progress bar. Returns 0."""
+    key, label = value
+    progress = Progress(err, label=label)
 
     def on_window(row: dict) -> None:
-        progress.accuracy = row["accuracy"]
+        progress.value = row[key]
         if not as_json:
             progress.clear()
             print(format_row(row), file=out, flush=True)
 
     if not as_json:
-        print(format_header({"queries": queries, "seed": seed, "dim": dim}), file=out, flush=True)
-    result, router = run(
-        queries,
-        seed=seed,
-        dim=dim,
-        window=window,
-        drift=drift,
-        on_step=progress.step,
-        on_window=on_window,
-    )
+        print(header, file=out, flush=True)
+    result, router = run_demo(progress.step, on_window)
     progress.clear()
     if as_json:
         print(json.dumps(result, indent=2), file=out)

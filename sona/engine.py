@@ -13,20 +13,25 @@ this module builds the parts from a SonaConfig and runs the background loop.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import weakref
 from dataclasses import asdict, dataclass
+from typing import Any, NoReturn
 
 import numpy as np
+import numpy.typing as npt
 
-from ._core import EngineCore, TrajectoryBuffer, TrajectoryStore, get_backend
+from ._core import EngineCore, Pattern, TrajectoryBuffer, TrajectoryStore, get_backend
 from .bank import REFINE_DEFAULTS, new_bank, refine_bank
-from .config import SonaConfig
+from .config import REMOVED_FIELDS, SonaConfig
 from .lora import BaseLoRA, MicroLoRA
-from .state import StateFileError, read_state, write_state
+from .state import PathLike, StateFileError, decode_state, encode_state, read_state, write_state
 
 __all__ = ["SonaEngine", "CycleResult", "ENGINE_STATE_VERSION"]
+
+_log = logging.getLogger(__name__)
 
 #: Layout version of the arrays and metadata inside an engine state file.
 ENGINE_STATE_VERSION = 1
@@ -59,7 +64,7 @@ class CycleResult:
     patterns_pruned: int = 0
     refine_seconds: float = 0.0
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -81,17 +86,15 @@ class SonaEngine(EngineCore):
     1
     """
 
-    def __init__(self, config: SonaConfig | None = None, *, bank_params: dict | None = None,
-                 micro_scale: float = 1.0, base_scale: float = 1.0, **overrides) -> None:
+    def __init__(self, config: SonaConfig | None = None, *,
+                 bank_params: dict[str, float] | None = None, micro_scale: float = 1.0,
+                 base_scale: float = 1.0, **overrides: Any) -> None:
         if config is None:
             cfg = SonaConfig(**overrides)
         elif not isinstance(config, SonaConfig):
             raise TypeError(f"config must be a SonaConfig; got {type(config).__name__}")
         else:
             cfg = config.replace(**overrides) if overrides else config
-        if cfg.embedding_dim != cfg.hidden_dim:
-            raise ValueError(f"embedding_dim ({cfg.embedding_dim}) must equal hidden_dim "
-                             f"({cfg.hidden_dim}): the adapters map embeddings to embeddings")
         d = cfg.hidden_dim
         micro = MicroLoRA(d, cfg.micro_lora_rank, scale=micro_scale, seed=cfg.seed)
         base = BaseLoRA(d, cfg.base_lora_rank, scale=base_scale, seed=(cfg.seed + 1) % 2**64)
@@ -150,7 +153,9 @@ class SonaEngine(EngineCore):
                                  patterns=self.bank.n_patterns, seconds=time.perf_counter() - t0,
                                  **refined)
             self._last_cycle = result
-            return result
+        _log.debug("background cycle: %d trajectories drained, %d patterns, consolidated %s, "
+                   "%.2f ms", drained, result.patterns, consolidated, 1e3 * result.seconds)
+        return result
 
     def _refine(self, embs: list, quals: list) -> dict:
         """Refines the bank with the queued queries, or defers them while they are too few."""
@@ -206,8 +211,9 @@ class SonaEngine(EngineCore):
         return True
 
     # -- coordinator -----------------------------------------------------------------------------
-    def start_background(self, interval_s: float | None = None, *, every_n_trajectories=None,
-                         checkpoint_path=None) -> None:
+    def start_background(self, interval_s: float | None = None, *,
+                         every_n_trajectories: int | None = None,
+                         checkpoint_path: PathLike | None = None) -> None:
         """Run run_background_cycle() in a daemon thread until stop_background() or close():
         every interval_s seconds (default: the config's), and also as soon as
         every_n_trajectories records wait in the ring, when given; with checkpoint_path, save()
@@ -242,6 +248,10 @@ class SonaEngine(EngineCore):
 
         self._thread = threading.Thread(target=loop, name="sona-background", daemon=True)
         self._thread.start()
+        _log.info("background coordinator started: a cycle every %g s%s%s", interval,
+                  "" if every_n_trajectories is None
+                  else f" or every {every_n_trajectories} trajectories",
+                  "" if checkpoint_path is None else f", checkpoint to {checkpoint_path}")
 
     def stop_background(self, timeout: float | None = 10.0) -> None:
         """Stop the coordinator thread (no-op when it is not running) and wait for it."""
@@ -249,13 +259,14 @@ class SonaEngine(EngineCore):
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+            _log.info("background coordinator stopped")
 
     # -- queries and reporting -------------------------------------------------------------------
-    def query_patterns(self, x, k: int = 5):
+    def query_patterns(self, x: npt.ArrayLike, k: int = 5) -> list[Pattern]:
         """The k stored patterns most similar to x (cosine), most similar first."""
         return self.bank.query(x, k)
 
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, Any]:
         """A plain, JSON-serialisable snapshot of counters and sizes."""
         st = self.store.stats()
         buf = self.store.buffer
@@ -284,7 +295,7 @@ class SonaEngine(EngineCore):
         }
 
     # -- state files -----------------------------------------------------------------------------
-    def save(self, path) -> None:
+    def save(self, path: PathLike) -> None:
         """Write the engine's learned state to ``path`` atomically (see sona.state: kind "engine").
 
         Arrays: ``micro.A``, ``micro.B``, ``base.A``, ``base.B`` and the whole pattern bank
@@ -294,6 +305,11 @@ class SonaEngine(EngineCore):
         and the late-feedback window are not saved: they are in-flight requests, not knowledge.
         The previous file is untouched if the save fails.
         """
+        write_state(path, *self._state(), "engine")
+
+    def _state(self) -> tuple[dict, dict]:
+        """(arrays, metadata) of the state file, snapshotted under the cycle lock (copies, so
+        the file is written outside it while learning goes on)."""
         from . import __version__
 
         with self._cycle_lock:
@@ -305,20 +321,59 @@ class SonaEngine(EngineCore):
                     "micro_scale": float(self.micro.scale), "base_scale": float(self.base.scale),
                     "counters": self._counters(), "counts": dict(self._counts),
                     "n_patterns": int(self.bank.n_patterns)}
-            write_state(path, {k: np.ascontiguousarray(v) for k, v in arrays.items()}, meta,
-                        "engine")
+            return {k: np.array(v, order="C", copy=True) for k, v in arrays.items()}, meta
+
+    def to_bytes(self) -> bytes:
+        """The engine's learned state as bytes: exactly the file :meth:`save` writes.
+
+        :meth:`from_bytes` restores it; pickling uses the same pair. Routers attached to the
+        engine, open trajectories and the background coordinator are not part of it (as for
+        save()).
+
+        >>> import sona
+        >>> engine = sona.SonaEngine(hidden_dim=8)
+        >>> sona.SonaEngine.from_bytes(engine.to_bytes()).config.hidden_dim
+        8
+        """
+        return encode_state(*self._state(), "engine")
 
     @classmethod
-    def load(cls, path) -> SonaEngine:
+    def from_bytes(cls, data: bytes | bytearray | memoryview) -> SonaEngine:
+        """An engine restored from :meth:`to_bytes` (or a state file's contents), checked as
+        :meth:`load` checks a file.
+
+        Raises TypeError when ``data`` is not bytes-like, StateFileError for truncated,
+        corrupted, foreign, newer or inconsistent bytes, or a router's state.
+
+        >>> import sona
+        >>> data = sona.SonaEngine(hidden_dim=8).to_bytes()
+        >>> sona.SonaEngine.from_bytes(data).bank.n_patterns
+        0
+        """
+        arrays, meta = decode_state(data, kind="engine", source="from bytes")
+        return cls._from_state(arrays, meta, "<bytes>")
+
+    def __reduce__(self) -> tuple:
+        # The state file is the one serialised form: pickle carries its bytes.
+        return (type(self).from_bytes, (self.to_bytes(),))
+
+    @classmethod
+    def load(cls, path: PathLike) -> SonaEngine:
         """An engine with the state saved in ``path``: the same adapters, patterns and counters.
 
         Raises StateFileError for a corrupted, truncated, foreign, newer or inconsistent file
         (never a half-built engine) and FileNotFoundError when there is no file.
         """
         arrays, meta = read_state(path, "engine")
+        return cls._from_state(arrays, meta, str(path))
 
-        def fail(why: str):
-            raise StateFileError(f"{path}: not a usable sona engine state: {why}")
+    @classmethod
+    def _from_state(cls, arrays: dict, meta: Any, src: str) -> SonaEngine:
+        """The engine held by decoded state: every check of load()/from_bytes(); ``src`` names
+        the origin in error messages."""
+
+        def fail(why: str) -> NoReturn:
+            raise StateFileError(f"{src}: not a usable sona engine state: {why}")
 
         want = {"engine_state_version", "sona_version", "config", "bank_params", "micro_scale",
                 "base_scale", "counters", "counts", "n_patterns"}
@@ -328,8 +383,13 @@ class SonaEngine(EngineCore):
         if meta["engine_state_version"] != ENGINE_STATE_VERSION:
             fail(f"engine state layout {meta['engine_state_version']!r}; this sona reads "
                  f"{ENGINE_STATE_VERSION}")
+        saved = meta["config"]
+        if isinstance(saved, dict):
+            # written before REMOVED_FIELDS went: their values never had an effect, so the
+            # engine without them is the one that was saved
+            saved = {k: v for k, v in saved.items() if k not in REMOVED_FIELDS}
         try:
-            cfg = SonaConfig.from_dict(meta["config"])
+            cfg = SonaConfig.from_dict(saved)
             engine = cls(cfg, bank_params=meta["bank_params"], micro_scale=meta["micro_scale"],
                          base_scale=meta["base_scale"])
         except (TypeError, ValueError) as exc:
@@ -372,7 +432,7 @@ class SonaEngine(EngineCore):
     def __enter__(self) -> SonaEngine:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self) -> str:

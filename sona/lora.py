@@ -7,6 +7,8 @@ accumulate_gradient() / apply_accumulated(), and reset() returns them to that in
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ._core import LoRAAdapter
@@ -55,7 +57,7 @@ class MicroLoRA(_SeededLoRA):
 
     MAX_RANK = 2
 
-    def __init__(self, dim: int, rank: int = 2, **kwargs) -> None:
+    def __init__(self, dim: int, rank: int = 2, **kwargs: Any) -> None:
         super().__init__(dim, rank, **kwargs)
 
 
@@ -64,5 +66,5 @@ class BaseLoRA(_SeededLoRA):
 
     MAX_RANK = 64
 
-    def __init__(self, dim: int, rank: int = 8, **kwargs) -> None:
+    def __init__(self, dim: int, rank: int = 8, **kwargs: Any) -> None:
         super().__init__(dim, rank, **kwargs)

@@ -18,6 +18,7 @@ State files (``router.save(path)`` / ``Router.load(path)``) are described in ``R
 from __future__ import annotations
 
 import os
+import time
 from typing import Any, Union
 
 import numpy as np
@@ -26,21 +27,23 @@ from ._core import RouterCore, get_backend
 from .bank import BANK_DEFAULTS
 from .config import SonaConfig
 from .engine import SonaEngine
-from .state import StateFileError, read_state, write_state
+from .outcome import Outcome
+from .state import StateFileError, decode_state, encode_state, read_state, write_state
 
 __all__ = ["Router", "POLICY_DEFAULTS", "ROUTER_STATE_VERSION"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 #: Version of the router layout inside a state file (the container has its own format_version).
-ROUTER_STATE_VERSION = 4
+ROUTER_STATE_VERSION = 5
 
 #: Hyper-parameters of the router policy (see csrc/policy.c for where each enters).
 POLICY_DEFAULTS = {
     "micro_rank": 2, "base_rank": 8, "micro_scale": 1.0, "base_scale": 1.0,
     "tau": 0.15,               # adapter temperature
     "tau_prior": 0.01,         # prior logit scale: a 0.2 reward gap is 20 logits
-    "ts_scale": 0.35,          # Thompson noise of the prior
+    "ts_scale": 0.7,           # Thompson draws: this many posterior standard deviations
+    "prior_window": 10000.0,   # feedbacks the traffic-wide route statistics remember
     "explore": 0.0,            # epsilon mixed into the behaviour policy (Thompson already explores)
     "adv_clip": 1.0,
     "lr": 1e-3, "rms_decay": 0.999, "rms_eps": 1e-3, "weight_clip": 4.0,
@@ -53,8 +56,8 @@ POLICY_DEFAULTS = {
     "use_micro": True, "use_base": True, "use_prior": True,
     "learn_keys": True, "learn_bias": True, "unit_keys": True,
     # pattern bank
-    "max_patterns": 100, "new_pattern_cos": 0.45, "decay": 0.995, "prior_count": 1.0,
-    "baseline_rate": 0.05,
+    "max_patterns": 100,
+    **BANK_DEFAULTS,           # pattern bank: new_pattern_cos, decay, prior_count, baseline_rate
 }
 
 _BOOL = {"ewc", "use_micro", "use_base", "use_prior", "learn_keys", "learn_bias", "unit_keys"}
@@ -79,6 +82,8 @@ def _check_hp(hp: dict) -> dict:
                 raise ValueError(f"{k} must be a finite number; got {v!r}")
     positive = ("tau", "tau_prior", "adv_clip", "rms_eps", "weight_clip", "micro_scale",
                 "base_scale", "prior_count")
+    if not h["prior_window"] >= 1:
+        raise ValueError(f"prior_window must be >= 1; got {h['prior_window']}")
     for k in positive:
         if h[k] <= 0:
             raise ValueError(f"{k} must be > 0; got {h[k]}")
@@ -126,7 +131,13 @@ _V3_ARRAYS = ("fisher_ckpt", "omega", "omega_theta")
 # file stands for ewc_novelty 0, under which every boundary remembers its task fully.
 _V4_PARAMS = {"ewc_novelty": 0.0}
 _V4_COUNTERS = {"novelty_short": 0.0, "novelty_long": 0.0}  # + ckpt_patterns: the file's patterns
-_POLICY_ARRAYS = ("keys", "bias", "rms", "fisher", "anchor", *_V3_ARRAYS, "mu")
+# Added by version 5 (the prior shrinks every pattern towards traffic-wide route statistics;
+# costs per call): an older file loads with no traffic-wide evidence and unknown costs. Its
+# prior_count and ts_scale keep their values, whose meaning changed (pseudo-count towards the
+# pattern's baseline then; Thompson noise per 1/sqrt(count) then), so its routing differs.
+_V5_PARAMS = {"prior_window": POLICY_DEFAULTS["prior_window"]}
+_V5_ARRAYS = ("global_n", "global_s", "global_q", "route_cost", "cost_n", "shrink")
+_POLICY_ARRAYS = ("keys", "bias", "rms", "fisher", "anchor", *_V3_ARRAYS, "mu", *_V5_ARRAYS)
 _BANK_ARRAYS = ("centroid", "centroid_sum", "hits", "route_n", "route_s", "baseline")
 _U64 = 1 << 64
 
@@ -145,14 +156,16 @@ def _rms_rows_from_v1(v: np.ndarray, n_rows: int, d: int) -> np.ndarray:
 
 
 def _upgrade(meta: Any, arrays: dict) -> None:
-    """Fills what router state versions 3 and 4 added into an older file (in place; a malformed
-    file is left for the checks to refuse): no task memory (before 3), no novelty (before 4)."""
+    """Fills what router state versions 3 to 5 added into an older file (in place; a malformed
+    file is left for the checks to refuse): no task memory (before 3), no novelty (before 4), no
+    traffic-wide statistics or costs (before 5)."""
     if not (isinstance(meta, dict) and _is_int(meta.get("router_state_version"))):
         return
     version = meta["router_state_version"]
     patterns = meta.get("n_patterns") if _is_int(meta.get("n_patterns")) else 0
     v4_counters = {**_V4_COUNTERS, "ckpt_patterns": patterns}  # all of them familiar
-    for since, params, counters in ((3, _V3_PARAMS, _V3_COUNTERS), (4, _V4_PARAMS, v4_counters)):
+    for since, params, counters in ((3, _V3_PARAMS, _V3_COUNTERS), (4, _V4_PARAMS, v4_counters),
+                                    (5, _V5_PARAMS, {})):
         if version >= since:
             continue
         for key, added in (("params", params), ("counters", counters)):
@@ -161,6 +174,14 @@ def _upgrade(meta: Any, arrays: dict) -> None:
     if version < 3 and "fisher" in arrays:
         for name in _V3_ARRAYS:
             arrays.setdefault(name, np.zeros_like(arrays["fisher"]))
+    if version < 5 and "bias" in arrays:
+        file_params = meta.get("params")
+        prior_count = file_params.get("prior_count") if isinstance(file_params, dict) else None
+        if "shrink" not in arrays and isinstance(prior_count, (int, float)) and not isinstance(
+                prior_count, bool):  # each pattern starts from the file's prior_count
+            arrays["shrink"] = np.full_like(arrays["bias"], prior_count)
+        for name in _V5_ARRAYS:
+            arrays.setdefault(name, np.zeros_like(arrays["bias"]))
 
 
 def _check_meta(fail, meta: Any) -> None:
@@ -228,6 +249,9 @@ class Router(RouterCore):
         config fixes the ranks and the bank (passing different values is an error).
     explore: extra uniform exploration mixed into routing (the Thompson prior explores already).
     seed: makes initial weights and every exploration draw reproducible.
+    costs: optional cost per call of each route (e.g. US dollars), for route(x, cost_weight=...);
+        refined by the costs reported with outcomes (their running mean, the given cost counting
+        as the first observation). Without it, costs are learnt from outcomes alone.
     **params: policy hyper-parameters, see POLICY_DEFAULTS.
 
     Raises ValueError for fewer than 2 routes, duplicate or non-string names, a bad dimension or
@@ -242,7 +266,7 @@ class Router(RouterCore):
     """
 
     def __init__(self, routes, hidden_dim: int | None = None, *, engine: SonaEngine | None = None,
-                 explore: float = 0.0, seed: int = 0, **params) -> None:
+                 explore: float = 0.0, seed: int = 0, costs=None, **params) -> None:
         names = tuple(routes)
         if len(names) < 2:
             raise ValueError(f"a router needs at least 2 routes; got {len(names)}")
@@ -288,7 +312,7 @@ class Router(RouterCore):
         keys = np.random.default_rng(seed + 2).standard_normal((K, d))
         keys /= np.linalg.norm(keys, axis=1, keepdims=True)
         super().__init__(names, engine.micro, engine.base, engine.bank, keys, hp, seed,
-                         engine.store)
+                         engine.store, costs)
         self.engine = engine
         self.micro, self.base, self.bank = engine.micro, engine.base, engine.bank
         engine._routers.add(self)
@@ -305,6 +329,114 @@ class Router(RouterCore):
             return self.routes.index(route)
         except ValueError:
             raise ValueError(f"unknown route {route!r}; routes are {list(self.routes)}") from None
+
+    # ------------------------------------------------------------------------ learning
+
+    def learn(self, outcome: Outcome) -> None:
+        """Learn from one outcome: a sona.Outcome from this router's Decision.outcome(), from a
+        log of another policy (a static rule, another model, an earlier sona), or from another
+        process.
+
+        The learning step is a deterministic function of the router's state and the outcome:
+        the same outcomes applied in the same order to routers in the same state give
+        bit-identical states (same backend). feedback(decision, q) is exactly
+        learn(decision.outcome(q)). The policy gradient is weighted by pi(route | x) / prob
+        (importance correction for the logging policy; the weight times the advantage is
+        clipped to +-adv_clip). An outcome with prob 1 (a deterministic logging policy) teaches
+        only about the logged route: its reward statistics and its logit, never the routes
+        that were not tried. Each decision_id is learnt at most once (a window of the last
+        65536 ids; outcomes without an id are not tracked).
+
+        Raises ValueError for an outcome whose dimension or route does not match this router,
+        or whose decision was already learnt from (here, by feedback() or by learn()); TypeError
+        for something that is not an Outcome. Nothing changes then.
+
+        >>> import numpy as np, sona
+        >>> router = sona.Router(["small", "large"], hidden_dim=4, seed=0)
+        >>> x = np.ones(4, np.float32)
+        >>> router.learn(sona.Outcome(x, "large", prob=0.5, quality=1.0, cost=0.01))
+        >>> router.feedbacks
+        1
+        """
+        if not isinstance(outcome, Outcome):
+            raise TypeError(f"learn() takes a sona.Outcome; got {type(outcome).__name__} "
+                            f"(use feedback(decision, quality) for a Decision)")
+        if outcome.dim != self.micro.dim:
+            raise ValueError(f"outcome embedding has dimension {outcome.dim}; this router's is "
+                             f"{self.micro.dim}")
+        index = self.index(outcome.route)
+        key = self._own_serial(outcome.decision_id)
+        cost = float("nan") if outcome.cost is None else outcome.cost
+        self._learn_raw(outcome.embedding, index, outcome.prob, outcome.quality, cost, key)
+
+    def learn_many(self, outcomes) -> int:
+        """learn() each outcome of an iterable in order; returns how many were learnt.
+
+        Stops at the first bad outcome, raising as learn() does: the ones before it were learnt
+        (each learning step is atomic), it and the rest were not."""
+        n = 0
+        for outcome in outcomes:
+            self.learn(outcome)
+            n += 1
+        return n
+
+    def fit(self, X, qualities, costs=None) -> None:
+        """Warm start from a labelled set: every route's quality (and optionally cost) is known
+        for each query, as in offline router training sets.
+
+        Learns as if every route had been tried on every query, with no exploration cost: for
+        each row i in order, for each route k, learn(Outcome(X[i], k, prob=1, qualities[i, k],
+        costs[i, k])). Online learning (route/feedback/learn) continues from there.
+
+        Parameters: X (n, dim) embeddings; qualities (n, n_routes) in [0, 1]; costs (n,
+        n_routes) >= 0, or None. Raises ValueError/TypeError for shapes or values that do not
+        fit (checked for every row before anything is learnt).
+        """
+        K, d = len(self.routes), self.micro.dim
+        X = np.asarray(X)
+        if X.dtype.kind not in "fiu":
+            raise TypeError(f"X must hold real numbers; got dtype {X.dtype}")
+        if X.ndim != 2 or X.shape[1] != d:
+            raise ValueError(f"X must have shape (n, {d}); got {X.shape}")
+        with np.errstate(over="ignore"):
+            X = np.ascontiguousarray(X, dtype=np.float32)
+        if not (np.isfinite(X).all() and (np.abs(X) <= 1e6).all()):
+            raise ValueError("X must be finite with |x_i| <= 1e6")
+        Q = np.asarray(qualities, dtype=np.float64)
+        if Q.shape != (X.shape[0], K):
+            raise ValueError(f"qualities must have shape ({X.shape[0]}, {K}); got {Q.shape}")
+        if not (np.isfinite(Q).all() and (Q >= 0).all() and (Q <= 1).all()):
+            raise ValueError("qualities must be finite and in [0, 1]")
+        C = None
+        if costs is not None:
+            C = np.asarray(costs, dtype=np.float64)
+            if C.shape != Q.shape:
+                raise ValueError(f"costs must have shape {Q.shape}; got {C.shape}")
+            if not (np.isfinite(C).all() and (C >= 0).all()):
+                raise ValueError("costs must be finite and >= 0")
+        for i, x in enumerate(X):
+            for k in range(K):
+                cost = float("nan") if C is None else float(C[i, k])
+                self._learn_raw(x, k, 1.0, float(Q[i, k]), cost, None)
+
+    def _own_serial(self, decision_id):
+        """The learnt-id key of a decision id: this router's serial (an int) for its own
+        decisions, the id itself for foreign ones, None without an id."""
+        if decision_id is None:
+            return None
+        nonce, sep, serial = decision_id.partition("-")
+        if sep and nonce == f"{self._nonce:016x}":
+            try:
+                return int(serial, 16)
+            except ValueError:
+                pass
+        return decision_id
+
+    def _make_outcome(self, decision, quality, cost, latency_ms) -> Outcome:
+        """Decision.outcome(): the record of a decision of this router."""
+        return Outcome(decision.embedding, decision.route, float(decision.prob), quality,
+                       cost=cost, latency_ms=latency_ms, decision_id=decision.decision_id,
+                       timestamp=time.time())
 
     def stats(self) -> dict:
         """A plain, JSON-serialisable snapshot of the router's state and configuration.
@@ -380,9 +512,13 @@ class Router(RouterCore):
         ``rms`` (2 micro_rank + 2 base_rank + n_routes + 1,: RMSprop's second moment per weight
         row, the bias one row), ``fisher``, ``anchor``, ``fisher_ckpt`` (the Fisher when the
         anchor was taken), ``omega``, ``omega_theta`` (the memory of past tasks) (n_parameters,:
-        EWC++ state), ``mu``
-        (dim,: running query mean), and the whole pattern bank, all ``max_patterns`` rows
-        (rows past ``n_patterns`` included, so the file is exact whatever they hold):
+        EWC++ state), ``mu`` (dim,: running query mean), ``global_n``, ``global_s``,
+        ``global_q`` (n_routes,: traffic-wide decayed count, reward sum and squared-reward sum
+        per route), ``route_cost``, ``cost_n`` (n_routes,: cost per call and the weight of that
+        estimate), ``shrink`` (n_routes,: each pattern's pseudo-count of traffic-wide evidence
+        per route, estimated by empirical Bayes), and the whole pattern bank, all
+        ``max_patterns`` rows (rows past ``n_patterns`` included, so the file is exact whatever
+        they hold):
         ``bank.centroid``, ``bank.centroid_sum`` (max_patterns, dim), ``bank.hits``,
         ``bank.baseline`` (max_patterns,), ``bank.route_n``, ``bank.route_s`` (max_patterns,
         n_routes);
@@ -412,6 +548,10 @@ class Router(RouterCore):
         >>> bool(np.array_equal(sona.Router.load(path).scores(x), router.scores(x)))
         True
         """
+        write_state(path, *self._state(), "router")
+
+    def _state(self) -> tuple[dict, dict]:
+        """(arrays, metadata) of the state file: what save() writes and to_bytes() returns."""
         from . import __version__
 
         arrays = self._state_arrays()
@@ -427,7 +567,46 @@ class Router(RouterCore):
             "feedbacks": int(self.feedbacks),
             "n_patterns": int(self.bank.n_patterns),
         }
-        write_state(path, arrays, meta, "router")
+        return arrays, meta
+
+    def to_bytes(self) -> bytes:
+        """The router's complete learning state as bytes: exactly the file :meth:`save` writes.
+
+        For shipping a router to another process or keeping it in a database;
+        :meth:`from_bytes` restores it (pickling uses the same pair). Equal states give equal
+        bytes. What is and is not included is described in :meth:`save`.
+
+        >>> import numpy as np, sona
+        >>> router = sona.Router(["small", "large"], hidden_dim=8, seed=0)
+        >>> copy = sona.Router.from_bytes(router.to_bytes())
+        >>> copy.to_bytes() == router.to_bytes()
+        True
+        """
+        return encode_state(*self._state(), "router")
+
+    @classmethod
+    def from_bytes(cls, data: bytes | bytearray | memoryview) -> Router:
+        """A router restored from :meth:`to_bytes` (or a state file's contents).
+
+        Checked exactly as :meth:`load` checks a file, and as strictly.
+
+        Raises
+        ------
+        TypeError : ``data`` is not bytes-like.
+        StateFileError : truncated, corrupted, foreign or newer bytes; an engine's state;
+            inconsistent or invalid contents. No router is returned.
+
+        >>> import sona
+        >>> data = sona.Router(["a", "b"], hidden_dim=8, seed=1).to_bytes()
+        >>> sona.Router.from_bytes(data).routes
+        ('a', 'b')
+        """
+        arrays, meta = decode_state(data, kind="router", source="from bytes")
+        return cls._from_state(arrays, meta, "from bytes")
+
+    def __reduce__(self) -> tuple:
+        # The state file is the one serialised form: pickle carries its bytes.
+        return (type(self).from_bytes, (self.to_bytes(),))
 
     @classmethod
     def load(cls, path: PathLike) -> Router:
@@ -446,7 +625,14 @@ class Router(RouterCore):
             keys; invalid values. No router is returned, partially built or otherwise.
         """
         arrays, meta = read_state(path, kind="router")
-        src = f"file {os.fspath(path)!r}"
+        return cls._from_state(arrays, meta, f"file {os.fspath(path)!r}")
+
+    @classmethod
+    def _from_state(cls, arrays: dict, meta: Any, src: str) -> Router:
+        """The router held by decoded state (arrays, meta): every check of load()/from_bytes().
+
+        ``src`` names the origin in error messages (a file, or "from bytes").
+        """
 
         def fail(what: str):
             raise StateFileError(f"cannot load sona router state {src}: {what}")
@@ -462,6 +648,7 @@ class Router(RouterCore):
         expected = {
             "micro.A": (mr, d), "micro.B": (d, mr), "base.A": (br, d), "base.B": (d, br),
             "keys": (K, d), "bias": (K,), "mu": (d,),
+            **{name: (K,) for name in _V5_ARRAYS},
             "bank.centroid": (cap, d), "bank.centroid_sum": (cap, d), "bank.hits": (cap,),
             "bank.route_n": (cap, K), "bank.route_s": (cap, K), "bank.baseline": (cap,),
         }  # fmt: skip
@@ -480,6 +667,15 @@ class Router(RouterCore):
                      f"{expected[name]}")
             if not np.isfinite(a).all():
                 fail(f"array {name!r} contains NaN or Inf")
+        for name in _V5_ARRAYS:
+            if (arrays[name] < 0).any():
+                fail(f"array {name!r} holds a negative value: counts, sums and costs are >= 0")
+        if not (arrays["shrink"] > 0).all():
+            fail("array 'shrink' must hold pseudo-counts > 0")
+        for name in ("global_s", "global_q"):
+            if (arrays[name] > arrays["global_n"] * (1 + 1e-6) + 1e-6).any():
+                fail(f"array {name!r} exceeds 'global_n': a sum of rewards in [0, 1] above "
+                     f"its count")
         if meta["n_patterns"] > cap:
             fail(f"n_patterns={meta['n_patterns']} exceeds max_patterns={cap}")
         counters = meta["counters"]

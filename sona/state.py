@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import stat
 import struct
@@ -57,6 +58,8 @@ FORMAT_VERSION = 1
 
 # safetensors refuses headers above 100 MB; we refuse them before allocating anything.
 _MAX_HEADER_BYTES = 100_000_000
+_log = logging.getLogger(__name__)
+
 _CHECKSUM_PREFIX = "sha256:"
 _DOMAIN_TAG = b"sona-state\x00"
 _RESERVED_META_KEYS = ("format", "format_version", "kind", "meta", "checksum")
@@ -294,6 +297,8 @@ def write_state(
             pass
         raise
     _fsync_directory(directory)
+    _log.info("saved %s state to %s (%d bytes)", kind, target,
+              len(head) + sum(a.nbytes for a in payload))
 
 
 # --------------------------------------------------------------------------- reading
@@ -417,11 +422,13 @@ def read_state(path: PathLike, kind: str | None = None) -> tuple[dict[str, np.nd
     p = os.fspath(path)
     with open(p, "rb") as f:
         data = f.read()
-    return decode_state(data, kind=kind, source=f"file {p!r}")
+    arrays, meta = decode_state(data, kind=kind, source=f"file {p!r}")
+    _log.info("read %s state from %s (%d bytes)", kind or "sona", p, len(data))
+    return arrays, meta
 
 
 def decode_state(
-    data: bytes, kind: str | None = None, source: str = "data"
+    data: bytes | bytearray | memoryview, kind: str | None = None, source: str = "data"
 ) -> tuple[dict[str, np.ndarray], Any]:
     """Like :func:`read_state` for the bytes of a state file (e.g. kept in a database).
 

@@ -74,8 +74,9 @@ DEFAULTS = {
     # pattern memory (leader clustering) and prior
     "use_prior": True, "max_patterns": 100, "new_pattern_cos": 0.45,
     "decay": 0.995,            # per hit of a pattern: its per-route (count, reward sum) *= decay
-    "prior_count": 1.0,        # shrinkage pseudo-count towards the pattern baseline
-    "ts_scale": 0.35,          # Thompson noise: m + ts_scale * N(0,1) / sqrt(n + prior_count)
+    "prior_count": 10.0,       # pseudo-count of the traffic-wide route means in each pattern
+    "ts_scale": 0.7,           # Thompson draws: m + ts_scale * N(0,1) * posterior sd
+    "prior_window": 10000.0,   # traffic-wide route statistics decay by 1 - 1/window per feedback
     "tau_prior": 0.01,         # prior logits = (m - max m) / tau_prior
     "baseline_rate": 0.05, "global_rate": 0.01,
     "explore": 0.0,            # epsilon mixed into the behaviour policy (TS already explores)
@@ -133,6 +134,10 @@ class PolicyReference:
         self.pat_count = np.zeros(M)              # hits
         self.pat_n = np.zeros((M, K))             # decayed per-route counts
         self.pat_s = np.zeros((M, K))             # decayed per-route reward sums
+        self.global_n = np.zeros(K)               # traffic-wide per-route counts (decayed)
+        self.global_s = np.zeros(K)               # and reward sums
+        self.global_q = np.zeros(K)               # and squared-reward sums
+        self.shrink = np.full(K, h["prior_count"])  # per-route pseudo-counts (empirical Bayes)
         self.pat_base = np.zeros(M)               # per-pattern reward baseline
         self.global_base = 0.5
 
@@ -173,16 +178,49 @@ class PolicyReference:
         j = int(np.argmax(cos))
         return j if cos[j] >= self.h["new_pattern_cos"] else -1
 
+    def _estimate_shrink(self) -> None:
+        """Empirical Bayes, every 64 feedbacks, per route (method of moments): V = tau^2 + s^2
+        (traffic-wide variance), D = tau^2 + s^2 P / W (count-weighted spread of the P patterns'
+        means); n0 = s^2 / tau^2 in [1, 100]; kept while the evidence is thin."""
+        N, S = self.pat_n[:self.n_patterns], self.pat_s[:self.n_patterns]
+        for k in range(self.K):
+            nk = self.global_n[k]
+            if nk <= 0:
+                continue
+            g = self.global_s[k] / nk
+            V = self.global_q[k] / nk - g * g
+            tried = N[:, k] > 0
+            n, P = N[tried, k], tried.sum()
+            w = n.sum()
+            if P < 2 or w < 4.0 * P or not V > 0:
+                continue
+            D = (n * (S[tried, k] / n - g) ** 2).sum() / w
+            s2 = max((V - D) / (1.0 - P / w), 0.0)
+            tau2 = V - s2
+            n0 = s2 / tau2 if tau2 * 100.0 > s2 else 100.0
+            self.shrink[k] = max(n0, 1.0)
+
+    @staticmethod
+    def _sd(m, n):
+        return np.sqrt(np.maximum(m * (1.0 - m), 0.01) / n)
+
     def _prior(self, j, sample: bool):
         h = self.h
-        if j < 0 or not h["use_prior"]:
+        if not h["use_prior"]:
             return np.zeros(self.K)
-        n = self.pat_n[j]
-        m = (self.pat_s[j] + h["prior_count"] * self.pat_base[j]) / (n + h["prior_count"])  # (7)
-        if sample:                                                # (8) Thompson draw, route order
+        ng = self.global_n + 2.0
+        g = (self.global_s + 1.0) / ng                            # (7) traffic-wide means
+        if sample:                                                # (9) Thompson draws, route order
             e = np.array([self.rng.irwin_hall() for _ in range(self.K)])
-            m = m + h["ts_scale"] * e / np.sqrt(n + h["prior_count"])
-        return (m - m.max()) / h["tau_prior"]                     # (9) z_pr
+            g = g + h["ts_scale"] * e * self._sd(g, ng)
+        m = g
+        if j >= 0:
+            n = self.pat_n[j] + self.shrink
+            m = (self.pat_s[j] + self.shrink * g) / n             # (7) shrunk towards them
+            if sample:
+                e = np.array([self.rng.irwin_hall() for _ in range(self.K)])
+                m = m + h["ts_scale"] * e * self._sd(m, n)
+        return (m - m.max()) / h["tau_prior"]                     # (8) z_pr
 
     @staticmethod
     def _softmax(z):
@@ -196,19 +234,21 @@ class PolicyReference:
         return self._softmax(self._adapter(x)[5] + self._prior(self._nearest(x), False))
 
     def route(self, x) -> Decision:
-        """(1)-(9) above, then (10) pi = softmax(z_ad + z_pr), q = (1-eps) pi + eps/K,
+        """(1)-(9) above, then (10) pi = softmax(z_ad + z_pr(mean)) (learns),
+        q = (1-eps) softmax(z_ad + z_pr(Thompson draws)) + eps/K (behaviour),
         (11) one uniform u, a = first index with cumsum(q) > u."""
         x = np.asarray(x, dtype=np.float64)
         xt, um, ub, ny, yh, z_ad = self._adapter(x)
         j = self._nearest(x)
-        pi = self._softmax(z_ad + self._prior(j, True))
-        q = (1.0 - self.h["explore"]) * pi + self.h["explore"] / self.K
+        pi = self._softmax(z_ad + self._prior(j, False))         # the policy that learns
+        q = self._softmax(z_ad + self._prior(j, True))            # the behaviour policy
+        q = (1.0 - self.h["explore"]) * q + self.h["explore"] / self.K
         u = self.rng.uniform()
         a, acc = 0, q[0]
         while u >= acc and a < self.K - 1:
             a += 1
             acc += q[a]
-        return Decision(a, pi, (x, xt, um, ub, ny, yh, j, pi, q))
+        return Decision(a, q, (x, xt, um, ub, ny, yh, j, pi, q))
 
     def _remember_task(self, weight: float) -> None:
         fmax = max(float(f.max()) for f in self.fisher_ckpt.values())
@@ -225,6 +265,7 @@ class PolicyReference:
 
         (12) pattern j (new pattern from x if none matched and room; else nearest)
         (13) adv = r - b_j (baseline BEFORE its update);  w = clip(adv * pi_a / q_a, +-1)
+             (pi: the policy with the prior's means, q: the behaviour the route was drawn from)
         (14) g_z = e_a - pi;  g_bias = g_z;  g_keys = g_z y^T / tau
              g_y^ = K^T g_z / tau;  g_y = (g_y^ - (g_y^ . y^) y^) / |y|
              g_Bm = s_m u_m g_y^T (rows);  g_Am = s_m (B_m g_y) x~^T   (same for base)
@@ -242,7 +283,8 @@ class PolicyReference:
              theta_i += lr s_i / sqrt(v_i/(1-b^t) + eps^2);
              theta = clip(theta, +-weight_clip); keys_j /= |keys_j| (bounded adapter logits)
         (17) stats: n_j,s_j *= decay; n_ja += 1; s_ja += r; b_j update; centroid update;
-             global baseline; mu update.
+             traffic-wide N, G *= 1 - 1/prior_window; N_a += 1; G_a += r; global baseline;
+             mu update.
         """
         if not 0.0 <= quality <= 1.0:
             raise ValueError(f"quality must be in [0, 1], got {quality}")
@@ -336,6 +378,15 @@ class PolicyReference:
         else:
             self.pat_base[j] += h["baseline_rate"] * (r - self.pat_base[j])
         self.pat_count[j] += 1.0
+        decay = 1.0 - 1.0 / h["prior_window"]
+        self.global_n *= decay
+        self.global_s *= decay
+        self.global_q *= decay
+        self.global_n[a] += 1.0
+        self.global_s[a] += r
+        self.global_q[a] += r * r
+        if self.t % 64 == 0:
+            self._estimate_shrink()
         self.centroid_sum[j] += x / max(float(np.sqrt(x @ x)), 1e-12)
         cs = self.centroid_sum[j]
         self.centroid[j] = cs / np.sqrt(cs @ cs)

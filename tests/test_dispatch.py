@@ -17,6 +17,21 @@ def test_backends_are_known_and_best_first():
     assert ("avx2" in names) == sona.cpu_features()["avx2"]
 
 
+def test_build_info_records_this_builds_flags_and_compiled_backends():
+    info = sona.build_info()
+    assert set(info) == {"compiler", "compile_command", "extra_compile_args", "cython", "numpy",
+                         "python", "platform", "compiled_backends"}
+    # sona's own flags (setup.py), never part of the interpreter's CFLAGS, close the command
+    ours = info["extra_compile_args"]
+    assert ("/O2" if sys.platform == "win32" else "-fno-math-errno") in ours
+    assert info["compile_command"][-len(ours):] == ours
+    assert len(info["compile_command"]) > len(ours)  # the compiler itself comes first
+    assert info["compiled_backends"][-1] == "scalar"
+    assert set(sona.backends()) <= set(info["compiled_backends"])
+    assert info["python"].split(".")[:2] == [str(v) for v in sys.version_info[:2]]
+    assert sona.build_info() is not sona.build_info()  # a fresh dict: editing one changes nothing
+
+
 def test_default_backend_is_the_best_unless_env_says_otherwise():
     wanted = os.environ.get("SONA_BACKEND", "auto")
     expected = sona.backends()[0] if wanted == "auto" else wanted

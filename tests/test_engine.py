@@ -2,6 +2,7 @@
 bad input, patterns, cycles, consolidation, state files and threads."""
 
 import json
+import pickle
 import threading
 import time
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 import sona
+import sona.state
 from sona import LearningSignal, SonaEngine, UnknownTrajectoryError
 from sona.synthetic import RoutingTask, evaluate
 
@@ -278,6 +280,60 @@ def test_save_load_round_trip(backend, tmp_path, rng):
     assert np.array_equal(_weights(loaded), _weights(engine))
     s1, s2 = engine.stats(), loaded.stats()
     assert s1["instant_updates"] == s2["instant_updates"] and s1["patterns"] == s2["patterns"]
+
+
+@pytest.mark.parametrize("via", ["bytes", "pickle"])
+def test_bytes_and_pickle_round_trip(backend, tmp_path, rng, via):
+    engine = SonaEngine(hidden_dim=D)
+    groups = _groups(rng)
+    _train(engine, groups, [0.9, 0.1, 0.8, 0.2], 80, rng)
+    engine.run_background_cycle()
+    data = engine.to_bytes()
+    engine.save(tmp_path / "e.sona")
+    assert data == (tmp_path / "e.sona").read_bytes()
+    twin = SonaEngine.from_bytes(data) if via == "bytes" else pickle.loads(pickle.dumps(engine))
+    assert type(twin) is SonaEngine and twin.to_bytes() == data
+    X = rng.standard_normal((20, D)).astype(np.float32)
+    assert np.array_equal(twin.apply_lora(X), engine.apply_lora(X))
+    for e in (engine, twin):  # continued learning is identical
+        _train(e, groups, [0.9, 0.1, 0.8, 0.2], 40, np.random.default_rng(5))
+    assert np.array_equal(_weights(twin), _weights(engine))
+    assert twin.to_bytes() == engine.to_bytes()
+
+
+def test_from_bytes_rejects_router_and_broken_bytes():
+    with pytest.raises(sona.StateFileError, match="holds 'router' state"):
+        SonaEngine.from_bytes(sona.Router(["a", "b"], hidden_dim=8).to_bytes())
+    data = SonaEngine(hidden_dim=8).to_bytes()
+    with pytest.raises(sona.StateFileError, match="truncated"):
+        SonaEngine.from_bytes(data[: len(data) // 2])
+    flipped = bytearray(data)
+    flipped[-3] ^= 0x01
+    with pytest.raises(sona.StateFileError, match="checksum"):
+        SonaEngine.from_bytes(bytes(flipped))
+    arrays, meta = sona.state.decode_state(data)
+    meta["n_patterns"] = 10**6
+    with pytest.raises(sona.StateFileError, match="<bytes>: not a usable sona engine state"):
+        SonaEngine.from_bytes(sona.state.encode_state(arrays, meta, "engine"))
+    with pytest.raises(TypeError, match="needs bytes"):
+        SonaEngine.from_bytes("engine")
+
+
+def test_load_reads_a_config_saved_with_the_removed_fields(tmp_path, rng):
+    # engine files written while SonaConfig still had ewc_lambda and base_lora_lr carry them in
+    # their config; those values never changed the engine, so the file loads as it was saved
+    from sona.state import read_state, write_state
+
+    engine = SonaEngine(hidden_dim=D)
+    _train(engine, _groups(rng), [0.9, 0.1, 0.8, 0.2], 20, rng)
+    engine.save(tmp_path / "new.sona")
+    arrays, meta = read_state(tmp_path / "new.sona", "engine")
+    meta["config"].update(ewc_lambda=50.0, base_lora_lr=1.0)
+    write_state(tmp_path / "old.sona", arrays, meta, "engine")
+    loaded = SonaEngine.load(tmp_path / "old.sona")
+    assert loaded.config == engine.config
+    X = rng.standard_normal((5, D)).astype(np.float32)
+    assert np.array_equal(loaded.apply_lora(X), engine.apply_lora(X))
 
 
 def test_load_rejects_router_and_broken_files(tmp_path):

@@ -1,8 +1,10 @@
 """Router.save / Router.load: exact round trips (same decisions, same continued learning) on every
 backend, every malformed file refused with StateFileError, atomic saves, and Router.stats()."""
 
+import copy
 import json
 import os
+import pickle
 
 import numpy as np
 import pytest
@@ -74,24 +76,29 @@ def test_round_trip_same_decisions_and_same_learning(trained, saved, task):
     assert trained.bank.n_patterns > 0 and trained._counters()["has_anchor"]
     _assert_same_state(trained, loaded)
 
+    _assert_same_future(trained, loaded, task)
+
+
+def _assert_same_future(a, b, task, n=400):
+    """a and b score alike now, and after routing and learning the same n queries alike."""
     held_out, _ = task.sample(200, np.random.default_rng(99))
     for x in held_out:
-        assert np.array_equal(trained.scores(x), loaded.scores(x))
+        assert np.array_equal(a.scores(x), b.scores(x))
 
     # Next N decisions: same routes, same probabilities (the Thompson/explore RNG continues);
     # identical feedback then gives identical weights and statistics.
     rng = np.random.default_rng(7)
-    X, clusters = task.sample(400, rng)
+    X, clusters = task.sample(n, rng)
     for x, c in zip(X, clusters):
-        da, db = trained.route(x), loaded.route(x)
+        da, db = a.route(x), b.route(x)
         assert da.index == db.index
         assert np.array_equal(da.probs, db.probs)
         q = float(task.reward(c, da.index, rng))
-        trained.feedback(da, q)
-        loaded.feedback(db, q)
-    _assert_same_state(trained, loaded)
+        a.feedback(da, q)
+        b.feedback(db, q)
+    _assert_same_state(a, b)
     for x in held_out[:50]:
-        assert np.array_equal(trained.scores(x), loaded.scores(x))
+        assert np.array_equal(a.scores(x), b.scores(x))
 
 
 def test_fresh_router_round_trip(backend, tmp_path):
@@ -119,10 +126,12 @@ def test_file_layout(trained, saved):
         "anchor": (n,), "fisher_ckpt": (n,), "omega": (n,), "omega_theta": (n,), "mu": (D,),
         "bank.centroid": (cap, D), "bank.centroid_sum": (cap, D), "bank.hits": (cap,),
         "bank.route_n": (cap, K), "bank.route_s": (cap, K), "bank.baseline": (cap,),
+        "global_n": (K,), "global_s": (K,), "global_q": (K,), "route_cost": (K,),
+        "cost_n": (K,), "shrink": (K,),
     }  # fmt: skip
     assert all(a.dtype == np.float32 for a in arrays.values())
     assert meta["routes"] == ROUTES and meta["hidden_dim"] == D and meta["seed"] == 5
-    assert meta["sona_version"] == sona.__version__ and meta["router_state_version"] == 4
+    assert meta["sona_version"] == sona.__version__ and meta["router_state_version"] == 5
     assert meta["params"] == {**POLICY_DEFAULTS, **HP}
     assert meta["counters"] == trained._counters()
     assert (meta["decisions"], meta["feedbacks"]) == (600, 600)
@@ -225,7 +234,11 @@ def _bad_cases():
                           r"ckpt_patterns'\]=101 exceeds max_patterns"),
         "novelty share": (None, lambda m: _set(m["counters"], "novelty_long", 1.5),
                           r"novelty_long'\] must be a share in \[0, 1\]"),
-        "newer layout": (None, lambda m: _set(m, "router_state_version", 5),
+        "negative count": (lambda a: _set(a, "global_n", -np.ones(K, f32)), None,
+                           r"'global_n' holds a negative value"),
+        "sum above count": (lambda a: _set(a, "global_s", a["global_n"] + 1), None,
+                            r"'global_s' exceeds 'global_n'"),
+        "newer layout": (None, lambda m: _set(m, "router_state_version", 6),
                          r"newer than this sona"),
     }  # fmt: skip
 
@@ -280,6 +293,30 @@ def test_version_3_file_loads_without_novelty(trained, saved, tmp_path, task):
     np.testing.assert_array_equal(loaded.scores(x), trained.scores(x))
     assert loaded._counters()["ckpt_patterns"] == trained.bank.n_patterns  # all familiar
     loaded.feedback(loaded.route(x), 1.0)  # and it learns on
+
+
+def test_version_4_file_loads_without_traffic_wide_statistics(trained, saved, tmp_path, task):
+    """Version 4 had no traffic-wide route statistics and no costs: such a file loads with them
+    empty (the prior starts from Beta(1, 1) and unknown costs) and learns on."""
+    def strip(a):
+        for name in ("global_n", "global_s", "global_q", "route_cost", "cost_n", "shrink"):
+            del a[name]
+
+    def meta_v4(m):
+        del m["params"]["prior_window"]
+        m["router_state_version"] = 4
+
+    old = _rewrite(saved, tmp_path / "v4.sona", strip, meta_v4)
+    assert "global_n" not in read_state(old)[0]
+    loaded = sona.Router.load(old)
+    assert loaded.params["prior_window"] == POLICY_DEFAULTS["prior_window"]
+    for name in ("global_n", "global_s", "route_cost", "cost_n"):
+        assert not getattr(loaded, name).any(), name
+    assert np.array_equal(loaded.keys, trained.keys)
+    assert (loaded.shrink == loaded.params["prior_count"]).all()
+    x = task.sample(1, np.random.default_rng(1))[0][0]
+    loaded.feedback(loaded.route(x), 1.0)  # and it learns on
+    assert loaded.global_n.sum() == 1.0
 
 
 def test_version_1_file_loads_with_row_moments(trained, saved, tmp_path, task):
@@ -418,3 +455,99 @@ def test_numpy_typed_params_are_stored_as_plain_python(backend, tmp_path):
     loaded = sona.Router.load(tmp_path / "r.sona")
     _assert_same_state(r, loaded)
     assert loaded.stats() == s
+
+
+# ------------------------------------------------------------------------------ bytes and pickle
+
+
+def test_bytes_are_the_state_file(trained, saved):
+    data = trained.to_bytes()
+    assert isinstance(data, bytes) and data == saved.read_bytes()
+    assert sona.Router.from_bytes(data).to_bytes() == data
+
+
+def test_from_bytes_round_trip_same_decisions_and_same_learning(trained, task):
+    loaded = sona.Router.from_bytes(bytearray(trained.to_bytes()))
+    assert type(loaded) is sona.Router and loaded.params == trained.params
+    _assert_same_state(trained, loaded)
+    _assert_same_future(trained, loaded, task, n=200)
+    assert loaded.to_bytes() == trained.to_bytes()
+    assert sona.Router.from_bytes(memoryview(loaded.to_bytes())).feedbacks == 800
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_pickle_round_trip(trained, task, protocol):
+    loaded = pickle.loads(pickle.dumps(trained, protocol=protocol))
+    assert type(loaded) is sona.Router and loaded is not trained
+    _assert_same_state(trained, loaded)
+    _assert_same_future(trained, loaded, task, n=100)
+
+
+def test_copies_are_independent(trained, task):
+    twin = copy.deepcopy(trained)
+    _assert_same_state(trained, twin)
+    _train(twin, task, 50, seed=3)
+    assert twin.feedbacks == trained.feedbacks + 50
+    assert not np.array_equal(twin.micro.B, trained.micro.B)
+    assert copy.copy(trained).to_bytes() == trained.to_bytes()
+
+
+def _scores_on(backend, router, X):
+    sona.set_backend(backend)  # a spawned child starts on the default backend
+    return np.stack([router.scores(x) for x in X])
+
+
+def test_router_ships_to_another_process(trained, task, backend):
+    import multiprocessing
+
+    X = task.sample(20, np.random.default_rng(4))[0]
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        got = pool.apply(_scores_on, (backend, trained, X))
+    assert np.array_equal(got, _scores_on(backend, trained, X))
+
+
+def test_pending_decisions_do_not_travel(trained, task):
+    x = task.sample(1, np.random.default_rng(0))[0][0]
+    pending = trained.route(x)
+    twin = pickle.loads(pickle.dumps(trained))
+    with pytest.raises(ValueError, match="another router"):
+        twin.feedback(pending, 1.0)
+    trained.feedback(pending, 1.0)
+
+
+@pytest.mark.parametrize("case", sorted(_bad_cases()))
+def test_inconsistent_bytes_raise_like_files(case, saved):
+    edit_arrays, edit_meta, message = _bad_cases()[case]
+    arrays, meta = sona.state.decode_state(saved.read_bytes())
+    if edit_arrays:
+        edit_arrays(arrays)
+    if edit_meta:
+        edit_meta(meta)
+    with pytest.raises(StateFileError, match=message) as info:
+        sona.Router.from_bytes(sona.state.encode_state(arrays, meta, "router"))
+    assert "cannot load sona router state from bytes" in str(info.value)
+
+
+def test_corrupted_bytes_are_refused(trained, saved):
+    data = trained.to_bytes()
+    with pytest.raises(StateFileError, match="truncated"):
+        sona.Router.from_bytes(data[: len(data) // 2])
+    with pytest.raises(StateFileError, match="truncated"):
+        sona.Router.from_bytes(b"")
+    flipped = bytearray(data)
+    flipped[-5] ^= 0x10
+    with pytest.raises(StateFileError, match="checksum"):
+        sona.Router.from_bytes(bytes(flipped))
+    with pytest.raises(StateFileError, match="trailing"):
+        sona.Router.from_bytes(data + b"\0")
+    with pytest.raises(StateFileError, match="holds 'engine' state"):
+        arrays, meta = sona.state.decode_state(data)
+        sona.Router.from_bytes(sona.state.encode_state(arrays, meta, "engine"))
+    with pytest.raises(StateFileError, match="not a safetensors file"):
+        sona.Router.from_bytes(b"hello, this is not a router\n")
+    outcome = sona.Outcome(np.zeros(D, np.float32), "small", 1.0, 1.0).to_bytes()
+    with pytest.raises(StateFileError):
+        sona.Router.from_bytes(outcome)
+    for bad in ("text", None, [1, 2], trained):
+        with pytest.raises(TypeError, match="needs bytes"):
+            sona.Router.from_bytes(bad)

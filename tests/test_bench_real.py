@@ -1,0 +1,56 @@
+"""bench/bench_real.py, run as a user runs it (source tree only: a wheel install has no bench/)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import sona
+
+SCRIPT = Path(__file__).resolve().parent.parent / "bench" / "bench_real.py"
+PACKAGE_ROOT = str(Path(sona.__file__).resolve().parent.parent)
+HANG_GUARD_S = 600  # not a performance limit: only stops a hung subprocess from hanging the suite
+
+pytestmark = pytest.mark.skipif(not SCRIPT.exists(), reason="tests run outside the source tree")
+
+
+def _bench(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE_ROOT, env.get("PYTHONPATH")]))
+    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=HANG_GUARD_S)
+
+
+def test_bench_real_prints_both_route_sets_and_writes_json_and_plot(tmp_path):
+    args = ["--quick", "--embeddings", "wordllama", "--steps", "2300", "--json", "out.json"]
+    have_plot = True
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        have_plot = False
+    if have_plot:
+        args += ["--plot", "curve.png"]
+    proc = _bench(args, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "### wordllama, all 11 models (best single model: gpt-4-1106-preview" in out
+    assert "### wordllama, GPT-4 dropped (best single model: zero-one-ai/Yi-34B-Chat" in out
+    rows = [line for line in out.splitlines() if line.startswith("| sona.Router (defaults) |")]
+    assert len(rows) == 2
+    cells = [c.strip() for c in rows[0].strip("|").split("|")]
+    assert len(cells) == 9 and 0.5 < float(cells[5]) <= 1.0  # held-out quality after one pass
+    result = json.loads((tmp_path / "out.json").read_text())
+    best = result["wordllama, all 11 models"]["rows"]["best single model"][0]
+    assert best["vs_ref_early"] == 0.0 and best["cheapest"] == pytest.approx(100.0)
+    if have_plot:
+        assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_real_rejects_bad_seeds(tmp_path):
+    proc = _bench(["--seeds", "x"], tmp_path)
+    assert proc.returncode == 2 and "--seeds: expected e.g. 0-4" in proc.stderr

@@ -1,0 +1,249 @@
+"""Outcomes as the unit of learning: Router.learn / learn_many / fit, exact replay, the
+at-most-once rule, the actual sampling probability, cost-aware and masked routing."""
+
+import numpy as np
+import pytest
+
+import sona
+from sona.synthetic import RoutingTask
+
+ROUTES = ["a", "b", "c", "d"]
+
+
+def _state(router):
+    """Every learned array and counter (not the exploration RNG: only routing advances it)."""
+    arrays = {k: v.copy() for k, v in router._state_arrays().items()}
+    counters = {k: v for k, v in router._counters().items() if not k.startswith("rng_")}
+    return arrays, counters, router.bank.n_patterns, router.feedbacks
+
+
+def _assert_same(a, b):
+    arrays_a, counters_a, n_a, f_a = a
+    arrays_b, counters_b, n_b, f_b = b
+    assert arrays_a.keys() == arrays_b.keys()
+    for name in arrays_a:
+        assert np.array_equal(arrays_a[name], arrays_b[name]), name
+    assert counters_a == counters_b
+    assert (n_a, f_a) == (n_b, f_b)
+
+
+def _stream(n=400, seed=0, dim=32):
+    task = RoutingTask(dim=dim, n_clusters=4, n_routes=len(ROUTES), seed=seed)
+    rng = np.random.default_rng(seed)
+    X, clusters = task.sample(n, rng)
+    return task, rng, X, clusters
+
+
+def test_prob_is_the_probability_actually_sampled():
+    router = sona.Router(["a", "b"], hidden_dim=8, explore=0.5, seed=0)
+    x = np.ones(8, np.float32)
+    picks, probs = [], []
+    for _ in range(4000):
+        d = router.route(x)
+        assert d.prob == pytest.approx(float(d.probs[d.index]))
+        assert d.probs.sum() == pytest.approx(1.0, abs=1e-5)
+        assert d.probs.min() >= 0.25 - 1e-6  # explore 0.5 over 2 routes
+        picks.append(d.index)
+        probs.append(d.probs[1])
+    assert np.mean(picks) == pytest.approx(np.mean(probs), abs=0.03)
+
+
+def test_feedback_is_learn_of_the_outcome(backend):
+    task, rng, X, clusters = _stream()
+    live = sona.Router(ROUTES, hidden_dim=32, seed=1)
+    logged = sona.Router(ROUTES, hidden_dim=32, seed=1)
+    for x, c in zip(X, clusters):
+        d1, d2 = live.route(x), logged.route(x)
+        assert d1.index == d2.index and d1.prob == d2.prob
+        r = float(task.reward(c, d1.index, rng))
+        live.feedback(d1, r)
+        logged.learn(d2.outcome(r))
+        assert d1.consumed and d2.consumed
+    _assert_same(_state(live), _state(logged))
+
+
+def test_replay_of_the_outcome_log_is_bit_exact(backend):
+    """Decisions routed in batches and learnt out of order, with a background cycle in between:
+    replaying the outcomes in the order they were learnt rebuilds the state bit for bit."""
+    task, rng, X, clusters = _stream(n=600, seed=2)
+    router = sona.Router(ROUTES, hidden_dim=32, seed=3)
+    log = []
+    for start in range(0, len(X), 6):
+        rows = slice(start, start + 6)
+        batch = [(router.route(x), c) for x, c in zip(X[rows], clusters[rows])]
+        for d, c in reversed(batch):
+            o = d.outcome(float(task.reward(c, d.index, rng)), cost=0.001 * (d.index + 1))
+            router.learn(o)
+            log.append(o.to_bytes())
+    replayed = sona.Router(ROUTES, hidden_dim=32, seed=3)
+    assert replayed.learn_many(sona.Outcome.from_bytes(b) for b in log) == len(log)
+    _assert_same(_state(router), _state(replayed))
+    x = X[0]
+    assert np.array_equal(router.scores(x), replayed.scores(x))
+
+
+def test_a_decision_is_learnt_at_most_once():
+    router = sona.Router(["a", "b"], hidden_dim=8, seed=0)
+    x = np.ones(8, np.float32)
+    d = router.route(x)
+    o = d.outcome(1.0)
+    router.feedback(d, 1.0)
+    before = _state(router)
+    with pytest.raises(ValueError, match="already learnt"):
+        router.learn(o)
+    with pytest.raises(ValueError, match="already learnt"):
+        router.feedback(d, 0.0)
+    d2 = router.route(x)
+    router.learn(d2.outcome(0.5))
+    assert d2.consumed
+    with pytest.raises(ValueError, match="already learnt"):
+        router.feedback(d2, 0.5)
+    # foreign outcomes with an id: once; without an id: not tracked
+    foreign = sona.Outcome(x, "a", prob=0.5, quality=1.0, decision_id="gateway-17")
+    router.learn(foreign)
+    mid = _state(router)
+    with pytest.raises(ValueError, match="already learnt"):
+        router.learn(foreign)
+    _assert_same(mid, _state(router))
+    assert before[3] + 2 == mid[3]
+
+
+def test_engine_cannot_learn_a_router_decision_twice():
+    engine = sona.SonaEngine(hidden_dim=8)
+    router = sona.Router(["a", "b"], engine=engine, seed=0)
+    d = router.route(np.ones(8, np.float32))
+    assert d.trajectory_id is None  # nothing to learn from through the engine while pending
+    router.feedback(d, 1.0)
+    assert d.trajectory_id is not None
+    with pytest.raises(sona.UnknownTrajectoryError):
+        engine.learn_from_feedback(sona.LearningSignal.from_feedback(
+            True, 10.0, 1.0, trajectory_id=d.trajectory_id))
+
+
+def test_deterministic_logging_teaches_only_the_logged_route():
+    router = sona.Router(["a", "b", "c"], hidden_dim=8, seed=0)
+    x = np.ones(8, np.float32)
+    for _ in range(20):
+        router.learn(sona.Outcome(x, "b", prob=1.0, quality=1.0))
+    assert router.global_n[1] > 0 and router.global_n[0] == router.global_n[2] == 0
+    assert router.global_s[0] == router.global_s[2] == 0
+
+
+def test_importance_weight_follows_the_logged_probability():
+    """The same outcome logged with a smaller probability moves the adapter more (w = pi/prob,
+    before the clip)."""
+    x = np.random.default_rng(0).standard_normal(16).astype(np.float32)
+    moves = []
+    for prob in (1.0, 0.5):
+        router = sona.Router(["a", "b"], hidden_dim=16, seed=0, adv_clip=10.0)
+        before = router.keys.copy()
+        router.learn(sona.Outcome(x, "a", prob=prob, quality=1.0))
+        moves.append(np.abs(router.keys - before).sum())
+    assert moves[1] > moves[0] > 0
+
+
+def test_bad_outcomes_change_nothing():
+    router = sona.Router(["a", "b"], hidden_dim=8, seed=0)
+    x = np.ones(8, np.float32)
+    before = _state(router)
+    with pytest.raises(ValueError, match="dimension 4"):
+        router.learn(sona.Outcome(np.ones(4, np.float32), "a", prob=0.5, quality=1.0))
+    with pytest.raises(ValueError, match="unknown route 'z'"):
+        router.learn(sona.Outcome(x, "z", prob=0.5, quality=1.0))
+    with pytest.raises(TypeError, match="takes a sona.Outcome"):
+        router.learn(router.route(x))
+    with pytest.raises(ValueError):
+        router.learn(sona.Outcome(x * 1e7, "a", prob=0.5, quality=1.0))  # |x_i| > 1e6
+    with pytest.raises(ValueError, match="prob"):
+        sona.Outcome(x, "a", prob=0.0, quality=1.0)
+    with pytest.raises(ValueError, match="quality"):
+        sona.Outcome(x, "a", prob=0.5, quality=float("nan"))
+    with pytest.raises(ValueError, match="dimension 4"):
+        router.learn_many([sona.Outcome(np.ones(4, np.float32), "a", prob=0.5, quality=1.0)])
+    _assert_same(before, _state(router))
+
+
+def test_cost_aware_routing_trades_quality_for_cost():
+    router = sona.Router(["cheap", "pricey"], hidden_dim=8, seed=0, costs=[0.001, 0.01])
+    x = np.ones(8, np.float32)
+    for _ in range(200):  # pricey is better by 0.2
+        router.learn(sona.Outcome(x, "cheap", prob=0.5, quality=0.6))
+        router.learn(sona.Outcome(x, "pricey", prob=0.5, quality=0.8))
+    assert router.scores(x).argmax() == 1
+    # pricey's 0.2 of quality costs 0.009 more per call: worth it below cost_weight 22
+    assert router.scores(x, cost_weight=10.0).argmax() == 1
+    assert router.scores(x, cost_weight=30.0).argmax() == 0
+    assert router.route(x, cost_weight=30.0).route == "cheap"
+    with pytest.raises(ValueError, match="cost_weight"):
+        router.route(x, cost_weight=-1.0)
+    with pytest.raises(ValueError, match="cost_weight"):
+        router.scores(x, cost_weight=float("inf"))
+    with pytest.raises(TypeError, match="cost_weight"):
+        router.route(x, cost_weight="1")
+    with pytest.raises(ValueError, match="costs must be 2"):
+        sona.Router(["a", "b"], hidden_dim=8, costs=[1.0])
+
+
+def test_costs_are_learnt_from_outcomes():
+    router = sona.Router(["a", "b"], hidden_dim=8, seed=0, costs=[0.5, 0.5])
+    x = np.ones(8, np.float32)
+    for c in (1.0, 2.0, 3.0):
+        router.learn(sona.Outcome(x, "b", prob=0.5, quality=0.5, cost=c))
+    assert router.route_cost[0] == pytest.approx(0.5)
+    assert router.route_cost[1] == pytest.approx((0.5 + 1 + 2 + 3) / 4)
+    unknown = sona.Router(["a", "b"], hidden_dim=8)
+    unknown.learn(sona.Outcome(x, "a", prob=0.5, quality=0.5, cost=0.25))
+    assert unknown.route_cost.tolist() == [0.25, 0.0]
+
+
+def test_allowed_routes():
+    router = sona.Router(["a", "b", "c"], hidden_dim=8, explore=0.3, seed=0)
+    x = np.ones(8, np.float32)
+    for _ in range(50):
+        d = router.route(x, allowed=["c"])
+        assert d.route == "c" and d.prob == pytest.approx(1.0) and d.probs[:2].tolist() == [0, 0]
+        d2 = router.route(x, allowed=("a", 1))
+        assert d2.route in ("a", "b") and d2.probs[2] == 0
+        router.feedback(d2, 1.0)
+    s = router.scores(x, allowed=["b"])
+    assert s.tolist() == [0.0, 1.0, 0.0]
+    for bad, exc, msg in ((["z"], ValueError, "unknown route"), ([], ValueError, "at least one"),
+                          ("ab", TypeError, "collection"), ([5], ValueError, "route index")):
+        with pytest.raises(exc, match=msg):
+            router.route(x, allowed=bad)
+
+
+def test_batch_scores_match_single_rows():
+    task, rng, X, clusters = _stream(n=50)
+    router = sona.Router(ROUTES, hidden_dim=32, seed=0)
+    for x, c in zip(X, clusters):
+        d = router.route(x)
+        router.feedback(d, float(task.reward(c, d.index, rng)))
+    batch = router.scores(X[:7], cost_weight=0.0)
+    assert batch.shape == (7, 4)
+    for i in range(7):
+        assert np.array_equal(batch[i], router.scores(X[i]))
+    with pytest.raises(ValueError):
+        router.scores(np.ones((3, 5), np.float32))
+
+
+def test_fit_warm_starts_from_a_labelled_set():
+    task, rng, X, clusters = _stream(n=800, seed=4)
+    Q = np.array([[task.reward(c, k, rng) for k in range(len(ROUTES))] for c in clusters])
+    router = sona.Router(ROUTES, hidden_dim=32, seed=0)
+    router.fit(X[:600], Q[:600], costs=np.full((600, 4), 0.01))
+    assert router.feedbacks == 600 * 4
+    best = task.best_routes
+    greedy = router.scores(X[600:]).argmax(axis=1)
+    assert np.mean(greedy == best[clusters[600:]]) >= 0.9
+    assert router.route_cost.tolist() == pytest.approx([0.01] * 4)
+    before = _state(router)
+    with pytest.raises(ValueError, match="qualities must have shape"):
+        router.fit(X[:5], Q[:4])
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        router.fit(X[:2], Q[:2] + 2)
+    with pytest.raises(ValueError, match="X must have shape"):
+        router.fit(X[:2, :5], Q[:2])
+    with pytest.raises(ValueError, match="costs must be finite"):
+        router.fit(X[:2], Q[:2], costs=-np.ones((2, 4)))
+    _assert_same(before, _state(router))

@@ -125,6 +125,9 @@ local id = string.match(ids, '^(%S+)')
 return {id, redis.call('HGET', KEYS[1], 'seq:' .. id), redis.call('HGET', KEYS[1], 'state:' .. id)}
 """
 
+#: Decision ids a replica remembers to refuse a second outcome of one decision.
+RECORDED_WINDOW = 65536
+
 #: The id before every stream entry: the genesis snapshot (the first replica's initial router).
 GENESIS = "0-0"
 
@@ -209,6 +212,8 @@ class FleetRouter:
             raise TypeError(f"url must be a redis URL string or a redis.Redis client; "
                             f"got {type(url).__name__}")
         self._client = client
+        self._routes = tuple(router.routes)
+        self._dim = int(router.stats()["hidden_dim"])
         self._owns_client = isinstance(url, str)
         self._router = router
         self._stream = stream
@@ -237,6 +242,8 @@ class FleetRouter:
         self._next_seq = 1
         self._producer = uuid.uuid4().hex
         self._published = self._dropped = 0
+        self._recorded: set = set()  # decision ids recorded here (bounded, FIFO)
+        self._recorded_order: collections.deque = collections.deque()
         self._connected = False
 
         self._stop = threading.Event()
@@ -292,24 +299,35 @@ class FleetRouter:
         (``flush`` waits for that). When the buffer is full the outcome is dropped and counted
         (``stats()["dropped"]``).
 
-        Raises TypeError for a non-Outcome, ValueError for a route this router does not have or
-        an embedding of the wrong shape (checked here, so a bad outcome never reaches the
-        stream), RuntimeError after ``close``.
+        Raises TypeError for a non-Outcome; ValueError for a route this router does not have,
+        an embedding of another dimension, or a decision id this replica recorded already among
+        its last 65536 (checked here, so such an outcome never reaches the stream; the routers'
+        own at-most-once window is not part of a snapshot, so it cannot be relied on across
+        replicas); RuntimeError after ``close``. Nothing is recorded then.
         """
         if not isinstance(outcome, Outcome):
             raise TypeError(f"outcome must be a sona.Outcome; got {type(outcome).__name__}")
-        router = self._router
-        if outcome.route not in router.routes:
+        if outcome.route not in self._routes:
             raise ValueError(f"outcome route {outcome.route!r} is not one of this router's "
-                             f"routes {list(router.routes)}")
-        router.scores(outcome.embedding)  # the router's own shape check, no side effects
+                             f"routes {list(self._routes)}")
+        if outcome.dim != self._dim:
+            raise ValueError(f"outcome embedding has dimension {outcome.dim}; this router's is "
+                             f"{self._dim}")
         payload = outcome.to_bytes()
+        key = outcome.decision_id
         with self._cond:
             if self._closed:
                 raise RuntimeError("this FleetRouter is closed")
+            if key is not None and key in self._recorded:
+                raise ValueError(f"decision {key!r} was already recorded")
             if len(self._buffer) >= self._buffer_size:
                 self._dropped += 1
                 return
+            if key is not None:
+                self._recorded.add(key)
+                self._recorded_order.append(key)
+                if len(self._recorded_order) > RECORDED_WINDOW:
+                    self._recorded.discard(self._recorded_order.popleft())
             self._buffer.append((self._next_seq, payload))
             self._next_seq += 1
             self._cond.notify_all()
@@ -432,13 +450,11 @@ class FleetRouter:
         except ValueError as exc:
             raise FleetError(f"snapshot {snap_id} of stream {self._stream!r} is unreadable: "
                              f"{exc}") from exc
-        mine, theirs = self._router, router
-        if (tuple(theirs.routes) != tuple(mine.routes)
-                or theirs.stats()["hidden_dim"] != mine.stats()["hidden_dim"]):
+        their_dim = router.stats()["hidden_dim"]
+        if tuple(router.routes) != self._routes or their_dim != self._dim:
             raise FleetError(
-                f"stream {self._stream!r} holds a router with routes {list(theirs.routes)} and "
-                f"dimension {theirs.stats()['hidden_dim']}; this replica has "
-                f"{list(mine.routes)} and {mine.stats()['hidden_dim']}")
+                f"stream {self._stream!r} holds a router with routes {list(router.routes)} and "
+                f"dimension {their_dim}; this replica has {list(self._routes)} and {self._dim}")
         with self._progress:
             self._router = router
             self._last_id, self._seq, self._snapshot_id = snap_id, seq, snap_id

@@ -353,8 +353,15 @@ def test_bad_outcomes_are_refused_before_the_stream(redis_server, stream, replic
         a.learn(Outcome(np.ones(DIM + 2, np.float32), "small", 0.5, 0.5))
     with pytest.raises(TypeError, match="sona.Router"):
         FleetRouter(object(), redis_server.url, stream)
+    d = a.route(np.ones(DIM, np.float32))
+    with pytest.raises(ValueError, match="quality"):
+        a.feedback(d, 1.5)
+    a.feedback(d, 0.5)
+    with pytest.raises(ValueError, match="already recorded"):
+        a.feedback(d, 0.7)  # one decision, one outcome
+    assert a.sync(10)
     s = a.stats()
-    assert s["buffered"] == 0 and s["published"] == 0 and s["dropped"] == 0
+    assert s["applied"] == 1 and s["published"] == 1 and s["dropped"] == 0
     a.close()
     a.close()  # idempotent
     with pytest.raises(RuntimeError, match="closed"):

@@ -13,7 +13,9 @@ always, as in the tests, unless --url names one).
 4. lag from recording an outcome to every replica having applied it (median, p99) at a steady
    load (on_apply records when each replica applied each event; one host, one clock);
 5. learning: 4 replica processes each routing 1/4 of a stream against one router routing all of
-   it (synthetic task and RouterBench), held-out quality / oracle, mean over seeds.
+   it (synthetic task and RouterBench): held-out quality / oracle and the on-policy curve, with
+   traffic arriving at 1000 queries/s across the fleet and flat out (all 4 replicas routing as
+   fast as they can, far ahead of what they have learnt).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
-from fleet_replica import Fleet, make_stream, new_router, single_run  # noqa: E402
+from fleet_replica import compare, make_stream, new_router  # noqa: E402
 from redis_server import RedisServer  # noqa: E402
 
 import sona  # noqa: E402
@@ -213,24 +215,22 @@ def bench_lag(url, rate, seconds):
           f"{np.median(lags_ms):.2f} ms, p99 {np.percentile(lags_ms, 99):.2f} ms")
 
 
-def bench_learning(url, seeds, sizes):
-    print("\nlearning: held-out quality of the greedy choice / oracle (mean over seeds "
-          f"{list(seeds)}); on-policy: mean quality earned over the stream / oracle")
-    print(f"{'stream':10} {'n':>5} {'4 replicas':>11} {'one router':>11} "
-          f"{'on-policy 4':>12} {'on-policy 1':>12}")
+def bench_learning(url, seeds, sizes, rates):
+    print("\nlearning, 4 replica processes vs one router fed everything, mean over seeds "
+          f"{list(seeds)}:\nheld-out: quality of the greedy choice on held-out queries / "
+          "oracle; on-policy: quality earned in each quarter of the stream / oracle")
+    print(f"{'stream':10} {'n':>5} {'traffic':>10} {'router':>11} {'held-out':>9} "
+          f"{'on-policy by quarter':>28}")
     for kind, n in sizes:
-        fleet_h, single_h, fleet_r, single_r = [], [], [], []
-        for seed in seeds:
-            stream = make_stream(kind, n, seed)
-            oracle = stream.quality.max(axis=1).sum()
-            earned, _, states = Fleet(url, f"bench:{uuid.uuid4().hex}", kind, n, seed).run()
-            fleet_h.append(states[0][2])
-            fleet_r.append(sum(q for e in earned.values() for _, q in e[0]) / oracle)
-            got, heldout = single_run(kind, n, seed)
-            single_h.append(heldout)
-            single_r.append(got.sum() / oracle)
-        print(f"{kind:10} {n:5} {np.mean(fleet_h):11.3f} {np.mean(single_h):11.3f} "
-              f"{np.mean(fleet_r):12.3f} {np.mean(single_r):12.3f}")
+        for rate in rates:
+            runs = [compare(url, kind, n, seed, rate=rate) for seed in seeds]
+            traffic = f"{rate}/s" if rate else "flat out"
+            for who in ("fleet", "single"):
+                heldout = np.mean([r[f"{who}_heldout"] for r in runs])
+                curve = np.mean([r[f"{who}_curve"] for r in runs], axis=0)
+                label = "4 replicas" if who == "fleet" else "one router"
+                print(f"{kind:10} {n:5} {traffic:>10} {label:>11} {heldout:9.3f} "
+                      f"{' '.join(f'{c:6.3f}' for c in curve):>28}")
 
 
 def main(argv=None):
@@ -253,7 +253,7 @@ def main(argv=None):
         bench_throughput(url, 2000 if quick else 10000)
         bench_lag(url, rate=250, seconds=3 if quick else 10)
         bench_learning(url, range(1) if quick else range(3),
-                       [("synthetic", 2000), ("real", 2205)])
+                       [("synthetic", 2000), ("real", 2205)], rates=(1000, None))
     finally:
         if server is not None:
             server.stop()

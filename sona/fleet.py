@@ -274,14 +274,14 @@ class FleetRouter:
     def stream(self) -> str:
         return self._stream
 
-    def route(self, x, **kwargs):
-        """``router.route(x, ...)`` on the local replica: no network call. Same arguments,
-        result and exceptions as the router's."""
-        return self._router.route(x, **kwargs)
+    def route(self, x, cost_weight=0.0, allowed=None):
+        """``router.route(x, cost_weight, allowed)`` on the local replica: no network call.
+        Same result and exceptions as the router's."""
+        return self._router.route(x, cost_weight, allowed)
 
-    def scores(self, x, **kwargs):
-        """``router.scores(x, ...)`` on the local replica."""
-        return self._router.scores(x, **kwargs)
+    def scores(self, x, out=None, cost_weight=0.0, allowed=None):
+        """``router.scores(x, out, cost_weight, allowed)`` on the local replica."""
+        return self._router.scores(x, out, cost_weight, allowed)
 
     def feedback(self, decision, quality, cost=None, latency_ms=None) -> None:
         """Record the outcome of ``decision`` (from ``route``) for every replica to learn.

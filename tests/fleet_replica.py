@@ -81,9 +81,11 @@ def new_router(stream: Stream, seed: int = 0) -> sona.Router:
 
 
 def run_replica(url, name, kind, n, seed, shard, n_shards, go, done, results, progress,
-                route=True, fleet_kwargs=None):
+                route=True, fleet_kwargs=None, rate=None):
     """Process target: join the fleet on stream `name`, route this shard (if `route`; the count
-    so far in the shared `progress[shard]`, which a kill -9 cannot leave half-written), report
+    so far in the shared `progress[shard]`, which a kill -9 cannot leave half-written; with
+    `rate`, query i of the whole stream at i / rate seconds after `go`, as traffic arriving at
+    `rate` queries per second across the fleet, else as fast as it goes), report
     ("earned", shard, [(i, quality of the chosen route)]) and ("published", shard, stats), then
     after `done` is set ("state", shard, state, stats, held-out score)."""
     from sona.fleet import FleetRouter
@@ -93,13 +95,16 @@ def run_replica(url, name, kind, n, seed, shard, n_shards, go, done, results, pr
     results.put(("ready", shard))
     go.wait()
     earned = []
+    start = time.monotonic()
     if route:
         for i in range(shard, n, n_shards):
+            if rate:
+                time.sleep(max(0.0, start + i / rate - time.monotonic()))
             d = fleet.route(stream.X[i])
             fleet.feedback(d, stream.reward(i, d.index))
             earned.append((i, float(stream.quality[i, d.index])))
             progress[shard] = len(earned)
-            if len(earned) % 50 == 0:
+            if not rate and len(earned) % 50 == 0:
                 time.sleep(0.001)  # let the other replicas' outcomes arrive in between
         fleet.flush(60)
     results.put(("earned", shard, earned))
@@ -122,13 +127,36 @@ def single_run(kind: str, n: int, seed: int):
     return earned, stream.heldout(router)
 
 
+def compare(url, kind, n, seed, rate=None, windows=4):
+    """4 replica processes on a new stream against `single_run`: held-out score of each, and
+    their on-policy curves, the quality earned in each of `windows` consecutive parts of the
+    stream over the oracle's (the fleet's merged by query index)."""
+    import uuid
+
+    stream = make_stream(kind, n, seed)
+    earned, _, states = Fleet(url, f"fleet:{uuid.uuid4().hex}", kind, n, seed, rate=rate).run()
+    fleet_q = np.empty(n)
+    for got in earned.values():
+        for i, q in got[0]:
+            fleet_q[i] = q
+    single_q, single_heldout = single_run(kind, n, seed)
+    oracle = stream.quality.max(axis=1)
+
+    def curve(q):
+        return [float(a.sum() / b.sum()) for a, b in
+                zip(np.array_split(q, windows), np.array_split(oracle, windows))]
+
+    return {"fleet_heldout": states[0][2], "single_heldout": single_heldout,
+            "fleet_curve": curve(fleet_q), "single_curve": curve(single_q)}
+
+
 class Fleet:
     """Starts `n_shards` replica processes on one stream and collects their reports."""
 
-    def __init__(self, url, name, kind, n, seed, n_shards=4, fleet_kwargs=None):
+    def __init__(self, url, name, kind, n, seed, n_shards=4, fleet_kwargs=None, rate=None):
         self.ctx = mp.get_context("spawn")
         self.args = (url, name, kind, n, seed)
-        self.n_shards, self.fleet_kwargs = n_shards, fleet_kwargs
+        self.n_shards, self.fleet_kwargs, self.rate = n_shards, fleet_kwargs, rate
         self.go, self.done = self.ctx.Event(), self.ctx.Event()
         self.results = self.ctx.Queue()
         self.mail: dict = collections.defaultdict(dict)
@@ -138,7 +166,8 @@ class Fleet:
     def start(self, shard, route=True):
         p = self.ctx.Process(target=run_replica, daemon=True,
                              args=(*self.args, shard, self.n_shards, self.go, self.done,
-                                   self.results, self.progress, route, self.fleet_kwargs))
+                                   self.results, self.progress, route, self.fleet_kwargs,
+                                   self.rate))
         p.start()
         return p
 

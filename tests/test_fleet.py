@@ -12,7 +12,7 @@ import uuid
 
 import numpy as np
 import pytest
-from fleet_replica import Fleet, single_run, state
+from fleet_replica import Fleet, compare, state
 from redis_server import REQUIRE_ENV, RedisServer, missing_reason
 
 import sona
@@ -157,14 +157,14 @@ def test_a_replica_killed_mid_stream_catches_up_bit_identical(redis_server, stre
 @pytest.mark.slow
 @pytest.mark.parametrize("kind, n", [("synthetic", 2000), ("real", 2205)])
 def test_the_fleet_learns_as_well_as_one_router_fed_everything(redis_server, kind, n):
-    fleet_scores, single_scores = [], []
-    for seed in range(3):
-        _, _, states = Fleet(redis_server.url, f"test:{uuid.uuid4().hex}", kind, n, seed).run()
-        fleet_scores.append(states[0][2])
-        single_scores.append(single_run(kind, n, seed)[1])
-    noise = max(float(np.std(single_scores)), 0.02)
-    assert np.mean(fleet_scores) >= np.mean(single_scores) - 2 * noise, (fleet_scores,
-                                                                         single_scores)
+    # traffic at 1000 queries/s across the fleet: each replica routes with what all learnt
+    runs = [compare(redis_server.url, kind, n, seed, rate=1000) for seed in range(3)]
+    for fleet_key, single_key in (("fleet_heldout", "single_heldout"),
+                                  ("fleet_curve", "single_curve")):
+        fleet = np.array([r[fleet_key] for r in runs])
+        single = np.array([r[single_key] for r in runs])
+        noise = np.maximum(single.std(axis=0), 0.02)  # seed noise, per window
+        assert (fleet.mean(axis=0) >= single.mean(axis=0) - 2 * noise).all(), runs
 
 
 def test_snapshot_then_replay_of_the_tail_applies_nothing_twice(redis_server, stream, replicas):
@@ -376,3 +376,14 @@ def test_a_client_object_is_used_and_left_open(redis_server, stream):
         a.learn(outcomes(1)[0])
         assert a.sync(10) and a.stats()["applied"] == 1
     assert client.ping() and client.xlen(stream) == 1
+
+
+def test_route_and_scores_take_the_routers_arguments(redis_server, stream, replicas):
+    a = replicas(new_router(), redis_server.url, stream)
+    x = np.ones(DIM, np.float32)
+    assert a.route(x, allowed=["large"]).route == "large"
+    assert a.route(x, cost_weight=0.5).route in ROUTES
+    probs = a.scores(np.ones((2, DIM), np.float32), allowed=["small", "medium"])
+    assert probs.shape == (2, len(ROUTES)) and (probs[:, 2] == 0).all()
+    with pytest.raises(ValueError):
+        a.route(np.ones(DIM + 1, np.float32))

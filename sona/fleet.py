@@ -29,9 +29,19 @@ crash of Redis. Not delivered: outcomes still buffered when a replica process di
 truncated, foreign, a route it does not have) is skipped by every replica alike, counted
 (``malformed``) and logged on ``logging.getLogger("sona.fleet")``.
 
-Deployment: N replicas on one host (worker processes) or on many hosts use one Redis (>= 7.0) and
-one stream name; each replica needs the same routes, dimension and sona version (a replica whose
-router does not match the stream's snapshot is refused). Routing draws stay local to each replica.
+Consistency: every replica passes through the same states in the same order; at any moment a
+replica's state is the shared state as of its last applied event (``stats()["last_id"]``), so
+two replicas differ only by their lag, and after the stream drains they are bit-identical (same
+backend). A decision routed on a replica reflects what that replica has applied so far; its
+own outcome takes effect there when the consumer reaches it (``sync`` waits for that). Learning
+anywhere else (``router.feedback``/``learn`` called directly, the engine's background cycle)
+leaves the shared sequence: in a fleet, learn only through the FleetRouter.
+
+Deployment: N replicas on one host (worker processes, e.g. gunicorn workers: one FleetRouter per
+process, created after the fork) or on many hosts (pods) use one Redis (>= 7.0) and one stream
+name; nothing else is shared. Each replica needs the same routes, dimension and sona version (a
+replica whose router does not match the stream's snapshot is refused). Routing draws stay local
+to each replica. Time-based numbers (``age_s``) compare Redis's clock with the replica's.
 With Redis Sentinel pass ``redis.Sentinel(...).master_for(name)`` as the client: after a failover
 the threads reconnect to the new master; events acknowledged by the old master but not yet
 replicated are lost (Redis replication is asynchronous). With Redis Cluster the stream is one key

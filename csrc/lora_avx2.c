@@ -2,7 +2,8 @@
  *
  * ISA: AVX2 + FMA inside SONA_AVX2_BEGIN/END. Rows of A are dotted with x in pairs that share each
  * load of x; the output pass is specialised for ranks 1 and 2 (MicroLoRA). All of A·x is computed
- * before y is written, so y may alias x, and the forward checks x for NaN/Inf in that first pass.
+ * before y is written, so y may alias x, and the forward checks x for NaN/Inf in that first pass
+ * and y for overflow (Inf) while it writes it.
  * Accumulation: two 8-lane FMA accumulators per row (paired rows) or one (odd last row), added, then
  * a fixed horizontal sum, scalar tail last; the output pass adds s·u_j·Bt_j for j = 0..r-1 in order.
  */
@@ -99,33 +100,42 @@ int sona_lora_fwd_f32_avx2(const float *x, const float *A, const float *Bt, size
     float c[SONA_MAX_RANK];
     if (!(rows_dot(A, r, d, x, u) < INFINITY)) return -1;
     for (size_t j = 0; j < r; ++j) c[j] = s * u[j];
+    /* y - y is 0 unless y overflowed to Inf: OR-ed bits, so no long dependency chain */
+    __m256 ovf_f32x8 = _mm256_setzero_ps();
     size_t i = 0;
     if (r == 1) {
         const __m256 c0 = _mm256_set1_ps(c[0]);
-        for (; i + 8 <= d; i += 8)
-            _mm256_storeu_ps(y + i, _mm256_fmadd_ps(c0, _mm256_loadu_ps(Bt + i),
-                                                    _mm256_loadu_ps(x + i)));
+        for (; i + 8 <= d; i += 8) {
+            __m256 y_f32x8 = _mm256_fmadd_ps(c0, _mm256_loadu_ps(Bt + i), _mm256_loadu_ps(x + i));
+            ovf_f32x8 = _mm256_or_ps(ovf_f32x8, _mm256_sub_ps(y_f32x8, y_f32x8));
+            _mm256_storeu_ps(y + i, y_f32x8);
+        }
     } else if (r == 2) {
         const __m256 c0 = _mm256_set1_ps(c[0]), c1 = _mm256_set1_ps(c[1]);
         const float *b1 = Bt + d;
         for (; i + 8 <= d; i += 8) {
             __m256 acc = _mm256_fmadd_ps(c0, _mm256_loadu_ps(Bt + i), _mm256_loadu_ps(x + i));
-            _mm256_storeu_ps(y + i, _mm256_fmadd_ps(c1, _mm256_loadu_ps(b1 + i), acc));
+            __m256 y_f32x8 = _mm256_fmadd_ps(c1, _mm256_loadu_ps(b1 + i), acc);
+            ovf_f32x8 = _mm256_or_ps(ovf_f32x8, _mm256_sub_ps(y_f32x8, y_f32x8));
+            _mm256_storeu_ps(y + i, y_f32x8);
         }
     } else {
         for (; i + 8 <= d; i += 8) {
             __m256 acc = _mm256_loadu_ps(x + i);
             for (size_t j = 0; j < r; ++j)
                 acc = _mm256_fmadd_ps(_mm256_set1_ps(c[j]), _mm256_loadu_ps(Bt + j * d + i), acc);
+            ovf_f32x8 = _mm256_or_ps(ovf_f32x8, _mm256_sub_ps(acc, acc));
             _mm256_storeu_ps(y + i, acc);
         }
     }
+    int ovf = _mm256_movemask_ps(_mm256_cmp_ps(ovf_f32x8, ovf_f32x8, _CMP_UNORD_Q)) != 0;
     for (; i < d; ++i) {
         float acc = x[i];
         for (size_t j = 0; j < r; ++j) acc += c[j] * Bt[j * d + i];
         y[i] = acc;
+        ovf |= !(acc - acc == 0.0f);
     }
-    return 0;
+    return ovf ? -2 : 0;
 }
 
 float sona_lora_grad_f32_avx2(const float *x, const float *g, const float *A, const float *Bt,

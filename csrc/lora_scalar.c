@@ -18,12 +18,14 @@ int sona_lora_fwd_f32_scalar(const float *x, const float *A, const float *Bt, si
         u[j] = sona_dot_f32_scalar(A + j * d, x, d);
         c[j] = s * u[j];
     }
+    float ovf = 0.0f; /* y - y is 0 unless y overflowed to Inf */
     for (size_t i = 0; i < d; ++i) {
         float acc = x[i];
         for (size_t j = 0; j < r; ++j) acc += c[j] * Bt[j * d + i];
         y[i] = acc;
+        ovf += acc - acc;
     }
-    return 0;
+    return ovf != 0.0f ? -2 : 0;
 }
 
 float sona_lora_grad_f32_scalar(const float *x, const float *g, const float *A, const float *Bt,

@@ -60,7 +60,8 @@ struct sona_ring {
     _Atomic uint64_t dequeue_pos; /* consumers */
     unsigned char pad2[128 - 8];
     _Atomic uint64_t dropped;
-    unsigned char pad3[128 - 8];
+    _Atomic uint64_t skipped; /* stuck slots skipped or freed by sona_ring_skip */
+    unsigned char pad3[128 - 16];
     _Atomic uint64_t next_id; /* trajectory ids, shared by every attached process */
     unsigned char pad4[128 - 8];
 };
@@ -133,11 +134,9 @@ int sona_ring_init(void *mem, size_t size, uint32_t dim, uint32_t max_steps, uin
     return SONA_RING_OK;
 }
 
-int sona_ring_attach(void *mem, size_t size, sona_ring **out) {
-    if (mem == NULL || out == NULL || ((uintptr_t)mem % LINE) != 0) return SONA_RING_EINVAL;
+int sona_ring_validate(const sona_ring *r, size_t size) {
     if (size < HEADER_BYTES) return SONA_RING_EGEOMETRY;
-    sona_ring *r = (sona_ring *)mem;
-    if (atomic_load_explicit(&r->magic, memory_order_acquire) != SONA_RING_MAGIC)
+    if (atomic_load_explicit(&((sona_ring *)r)->magic, memory_order_acquire) != SONA_RING_MAGIC)
         return SONA_RING_EMAGIC;
     if (r->version != SONA_RING_VERSION) return SONA_RING_EVERSION;
     size_t total = sona_ring_bytes(r->dim, r->max_steps, r->dtype, r->capacity);
@@ -145,7 +144,14 @@ int sona_ring_attach(void *mem, size_t size, sona_ring **out) {
         r->slot_size != sona_ring_slot_bytes(r->dim, r->max_steps, r->dtype) ||
         r->total_size != total || size < total)
         return SONA_RING_EGEOMETRY;
-    *out = r;
+    return SONA_RING_OK;
+}
+
+int sona_ring_attach(void *mem, size_t size, sona_ring **out) {
+    if (mem == NULL || out == NULL || ((uintptr_t)mem % LINE) != 0) return SONA_RING_EINVAL;
+    int rc = sona_ring_validate((const sona_ring *)mem, size);
+    if (rc != SONA_RING_OK) return rc;
+    *out = (sona_ring *)mem;
     return SONA_RING_OK;
 }
 
@@ -199,6 +205,9 @@ uint64_t sona_ring_pushed(const sona_ring *r) {
 }
 uint64_t sona_ring_popped(const sona_ring *r) {
     return atomic_load_explicit(&((sona_ring *)r)->dequeue_pos, memory_order_relaxed);
+}
+uint64_t sona_ring_skipped(const sona_ring *r) {
+    return atomic_load_explicit(&((sona_ring *)r)->skipped, memory_order_relaxed);
 }
 uint64_t sona_ring_next_id(sona_ring *r) {
     return atomic_fetch_add_explicit(&r->next_id, 1, memory_order_relaxed) + 1;
@@ -315,7 +324,15 @@ static unsigned char *claim_push(sona_ring *r, uint64_t *pos_out) {
             atomic_fetch_add_explicit(&r->dropped, 1, memory_order_relaxed);
             return NULL;
         } else {
-            pos = atomic_load_explicit(&r->enqueue_pos, memory_order_relaxed);
+            /* a producer that published this slot advanced enqueue_pos first: when it has not
+             * moved, the sequence number is garbage (scribbled shared memory). Drop instead of
+             * spinning forever; sona_ring_skip repairs the slot. */
+            uint64_t now = atomic_load_explicit(&r->enqueue_pos, memory_order_relaxed);
+            if (now == pos) {
+                atomic_fetch_add_explicit(&r->dropped, 1, memory_order_relaxed);
+                return NULL;
+            }
+            pos = now;
         }
     }
 }
@@ -406,7 +423,11 @@ size_t sona_ring_pop_batch(sona_ring *r, size_t max, const sona_traj_batch *out)
             }
             if (k == 0) {
                 if (dif < 0) return done; /* empty, or the next producer has not published yet */
-                pos = atomic_load_explicit(&r->dequeue_pos, memory_order_relaxed); /* stale pos */
+                /* stale pos, unless dequeue_pos has not moved: then the sequence number is
+                 * garbage (consumers advance dequeue_pos before they free a slot) */
+                uint64_t now = atomic_load_explicit(&r->dequeue_pos, memory_order_relaxed);
+                if (now == pos) return done;
+                pos = now;
                 continue;
             }
             if (atomic_compare_exchange_weak_explicit(&r->dequeue_pos, &pos, pos + k,
@@ -421,6 +442,66 @@ size_t sona_ring_pop_batch(sona_ring *r, size_t max, const sona_traj_batch *out)
         done += k;
     }
     return done;
+}
+
+/* ---- stuck slots -------------------------------------------------------------------------------
+ * A process killed between claiming and publishing a slot (producer) or between claiming and
+ * freeing it (consumer), or a scribbled sequence number, leaves a slot whose sequence number never
+ * reaches what the other side waits for. sona_ring_stuck reports the slot each side waits on when it
+ * looks like that now; the caller decides from how long the same slot has looked stuck (a live
+ * process finishes in microseconds) and calls sona_ring_skip, which repairs it with CAS so that a
+ * late finisher cannot be confused with a second repair. */
+
+int sona_ring_stuck(const sona_ring *r, uint64_t *pos_out) {
+    sona_ring *m = (sona_ring *)r;
+    uint64_t cap = r->capacity;
+    uint64_t head = atomic_load_explicit(&m->dequeue_pos, memory_order_acquire);
+    uint64_t tail = atomic_load_explicit(&m->enqueue_pos, memory_order_acquire);
+    if (tail > head) { /* a record was claimed at head: consumers wait for it to be published */
+        uint64_t seq = atomic_load_explicit(slot_seq(slot_at(r, slot_index(r, head))),
+                                            memory_order_acquire);
+        if (seq != 2 * head + 1) {
+            *pos_out = head;
+            return SONA_RING_STUCK_CONSUMER;
+        }
+    }
+    if (tail >= cap && head > tail - cap) { /* last lap's record at tail was taken: free soon */
+        uint64_t seq = atomic_load_explicit(slot_seq(slot_at(r, slot_index(r, tail))),
+                                            memory_order_acquire);
+        if (seq != 2 * tail) {
+            *pos_out = tail;
+            return SONA_RING_STUCK_PRODUCER;
+        }
+    }
+    return 0;
+}
+
+int sona_ring_skip(sona_ring *r, int side, uint64_t pos) {
+    uint64_t cap = r->capacity;
+    _Atomic uint64_t *seq = slot_seq(slot_at(r, slot_index(r, pos)));
+    uint64_t cur = atomic_load_explicit(seq, memory_order_acquire);
+    if (side == SONA_RING_STUCK_CONSUMER) {
+        uint64_t want = pos;
+        if (cur == 2 * pos + 1 || atomic_load_explicit(&r->dequeue_pos, memory_order_acquire) != pos)
+            return 0; /* published meanwhile, or another consumer moved on */
+        /* free the slot for the next lap, then step over it */
+        if (!atomic_compare_exchange_strong_explicit(seq, &cur, 2 * (pos + cap), memory_order_acq_rel,
+                                                     memory_order_relaxed))
+            return 0;
+        if (!atomic_compare_exchange_strong_explicit(&r->dequeue_pos, &want, pos + 1,
+                                                     memory_order_acq_rel, memory_order_relaxed))
+            return 0;
+    } else if (side == SONA_RING_STUCK_PRODUCER) {
+        if (cur == 2 * pos || atomic_load_explicit(&r->enqueue_pos, memory_order_acquire) != pos)
+            return 0;
+        if (!atomic_compare_exchange_strong_explicit(seq, &cur, 2 * pos, memory_order_acq_rel,
+                                                     memory_order_relaxed))
+            return 0;
+    } else {
+        return SONA_RING_EINVAL;
+    }
+    atomic_fetch_add_explicit(&r->skipped, 1, memory_order_relaxed);
+    return 1;
 }
 
 /* ---- clock, lock ------------------------------------------------------------------------------- */

@@ -11,9 +11,11 @@
  *
  * Known limit of the protocol: a slot is claimed before it is written. A producer killed between
  * claim and publish (or a consumer killed mid-copy) leaves that slot stuck, after which consumers
- * see an empty ring (or producers a full one) until the block is re-created. Threads cannot die
- * that way; processes can (SIGKILL, OOM killer). Symptom: drains return nothing while len stays
- * at capacity and dropped keeps rising; the learner should then re-create the ring.
+ * see an empty ring (or producers a full one). Threads cannot die that way; processes can
+ * (SIGKILL, OOM killer). sona_ring_stuck reports such a slot and sona_ring_skip repairs it (the
+ * Python layer does so once the same slot has looked stuck for a timeout, and counts it).
+ * Shared memory can also be scribbled on: sona_ring_validate re-checks the header before use,
+ * and a sequence number that no protocol state explains is treated as stuck, never spun on.
  */
 #ifndef SONA_RING_H
 #define SONA_RING_H
@@ -103,6 +105,9 @@ int sona_ring_init(void *mem, size_t size, uint32_t dim, uint32_t max_steps, uin
 /* Validates a ring someone else formatted: magic, version, geometry, and that it fits in `size`.
  * On success *out points into mem. */
 int sona_ring_attach(void *mem, size_t size, sona_ring **out);
+/* The header checks of sona_ring_attach (magic, version, geometry, fits in `size`), for a ring in
+ * use: shared memory may have been overwritten since. */
+int sona_ring_validate(const sona_ring *r, size_t size);
 /* Private (single-process) ring: 64-byte aligned allocation + init. Free with sona_ring_free. */
 int sona_ring_create(uint32_t dim, uint32_t max_steps, uint32_t dtype, uint64_t capacity,
                      sona_ring **out);
@@ -121,6 +126,7 @@ uint64_t sona_ring_len(const sona_ring *r);
 uint64_t sona_ring_dropped(const sona_ring *r);
 uint64_t sona_ring_pushed(const sona_ring *r); /* records accepted since init */
 uint64_t sona_ring_popped(const sona_ring *r); /* records claimed by consumers since init */
+uint64_t sona_ring_skipped(const sona_ring *r); /* stuck slots repaired by sona_ring_skip */
 /* A fresh trajectory id, unique among all processes attached to this ring (starts at 1). */
 uint64_t sona_ring_next_id(sona_ring *r);
 
@@ -138,6 +144,18 @@ size_t sona_ring_record_bytes(const sona_ring *r);
 /* Pops up to `max` records into `out` (float16 embeddings widened to float32); returns how many.
  * Claims runs of ready slots with one CAS, so concurrent consumers each get whole records. */
 size_t sona_ring_pop_batch(sona_ring *r, size_t max, const sona_traj_batch *out);
+
+/* ---- stuck slots ---------------------------------------------------------------------------- */
+
+#define SONA_RING_STUCK_CONSUMER 1 /* the slot consumers wait on was claimed, never published */
+#define SONA_RING_STUCK_PRODUCER 2 /* the slot producers wait on was taken, never freed */
+/* 0 when nothing looks stuck now; else the side and (*pos_out) the position that waits. A slot
+ * in the middle of a live push or pop looks stuck too, for microseconds: decide by persistence. */
+int sona_ring_stuck(const sona_ring *r, uint64_t *pos_out);
+/* Repairs the slot at pos reported by sona_ring_stuck if it is still stuck there: consumer side,
+ * the slot is freed and skipped (its record, if any, is lost); producer side, the slot is freed.
+ * Returns 1 when repaired (counted in sona_ring_skipped), 0 when the slot moved on meanwhile. */
+int sona_ring_skip(sona_ring *r, int side, uint64_t pos);
 
 /* ---- the store of open trajectories (per process) -------------------------------------------- */
 

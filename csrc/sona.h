@@ -39,7 +39,8 @@ typedef void (*sona_sqdist_rows_fn)(const float *M, size_t n, size_t d, const fl
 /* y = x + s * Bt^T (A x): A and Bt are (r x d), i.e. B stored transposed so both passes stream
  * rows. u (length r) receives A x. y may alias x: all of A x is computed before y is written.
  * The one kernel that checks its input: it reads x once anyway, so it returns -1 without writing y
- * when x holds a NaN or an infinity (0 otherwise), sparing the caller a separate pass. */
+ * when x holds a NaN or an infinity, sparing the caller a separate pass; -2 when y overflowed to
+ * an infinity (finite x too large for float32 once adapted; y is written), 0 otherwise. */
 typedef int (*sona_lora_fwd_fn)(const float *x, const float *A, const float *Bt, size_t d,
                                  size_t r, float s, float *y, float *u);
 /* Gradient of L through y = x + s B(Ax), given g = dL/dy, accumulated with weight w:

@@ -36,13 +36,15 @@ EOF
 
 # The tests that drive C code: the kernels, the adapter, dispatch, the optimiser kernels, the
 # trajectory ring, the pattern bank and k-means, the router policy, the engine's instant loop and
-# the property tests. Printed one per line, relative to the repo root.
+# the property tests, and the reliability regressions (classes built or used wrongly, shared
+# rings scribbled on). Printed one per line, relative to the repo root.
 kernel_tests() {
     (
         cd "$root"
         for t in tests/test_kernels.py tests/test_lora.py tests/test_dispatch.py \
             tests/test_optim.py tests/test_trajectory*.py tests/test_ring*.py tests/test_bank.py \
-            tests/test_kmeans.py tests/test_router.py tests/test_engine.py tests/test_fuzz.py; do
+            tests/test_kmeans.py tests/test_router.py tests/test_engine.py tests/test_fuzz.py \
+            tests/test_reliability.py tests/test_router_outcomes.py; do
             if [ -f "$t" ]; then echo "$t"; fi
         done
     )

@@ -4,13 +4,20 @@
 
 Every input is turned into arrays of a fuzzed dtype, shape and content (NaN, Inf, huge, tiny,
 non-contiguous) and fed to the compiled entry points: LoRA forward/gradient/step, the kernels, the
-router, the engine's trajectory API, the state-file decoder (also through Router.from_bytes) and
-outcome records (built from fuzzed arrays, then decoded with a fuzzed byte changed). A documented
-exception (TypeError, ValueError, KeyError, RuntimeError, StateFileError, OutcomeError) is fine;
-anything else, a crash, or a NaN in a weight is a finding (libFuzzer stops and prints the input).
+router, the engine's trajectory API, the state-file decoder (also through Router.from_bytes),
+outcome records (built from fuzzed arrays, then decoded with a fuzzed byte changed) and state-file
+loading (a trained router's or engine's file with fuzzed values and a valid checksum). A
+documented exception (TypeError, ValueError, KeyError, RuntimeError, StateFileError,
+OutcomeError) is fine; anything else, a crash, or a NaN in a weight is a finding (libFuzzer stops
+and prints the input).
 """
 
+import atexit
+import json
+import os
+import shutil
 import sys
+import tempfile
 
 import atheris
 
@@ -19,7 +26,7 @@ with atheris.instrument_imports():
 
     import sona
     from sona import kernels
-    from sona.state import StateFileError, decode_state
+    from sona.state import StateFileError, decode_state, read_state, write_state
 
 D = 8
 EXPECTED = (TypeError, ValueError, KeyError, RuntimeError, StateFileError, OverflowError)
@@ -32,6 +39,22 @@ ROUTER = sona.Router(["a", "b", "c"], hidden_dim=D, seed=0)
 ENGINE = sona.SonaEngine(hidden_dim=D, max_open_trajectories=64, trajectory_capacity=64)
 PENDING: list = []
 OPEN: list = []
+STATE_DIR = tempfile.mkdtemp(prefix="sona-fuzz-")
+atexit.register(shutil.rmtree, STATE_DIR, True)
+
+
+def _state(kind: str):
+    """(arrays, meta) of a trained router's or engine's state file."""
+    r = sona.Router(["a", "b", "c"], hidden_dim=D, seed=1)
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        r.feedback(r.route(rng.standard_normal(D).astype(np.float32)), float(rng.random()))
+    path = os.path.join(STATE_DIR, kind + ".sona")
+    (r if kind == "router" else r.engine).save(path)
+    return read_state(path)
+
+
+STATES = {kind: _state(kind) for kind in ("router", "engine")}
 
 
 def _array(fdp: atheris.FuzzedDataProvider):
@@ -56,7 +79,7 @@ def _quality(fdp):
 
 
 def _call(fdp):
-    op = fdp.ConsumeIntInRange(0, 15)
+    op = fdp.ConsumeIntInRange(0, 16)
     a, b = _array(fdp), _array(fdp)
     if op == 0:
         LORA.forward(a)
@@ -93,6 +116,52 @@ def _call(fdp):
         record = bytearray(sona.Outcome(a, "a", _quality(fdp), _quality(fdp)).to_bytes())
         record[fdp.ConsumeIntInRange(0, len(record) - 1)] = fdp.ConsumeIntInRange(0, 255)
         sona.Outcome.from_bytes(bytes(record))
+    elif op == 16:
+        _load_fuzzed_state(fdp)
+
+
+def _load_fuzzed_state(fdp):
+    """A state file whose checksum is valid but whose values are fuzzed: it loads only if the
+    object it gives routes and learns with finite weights."""
+    kind = "router" if fdp.ConsumeBool() else "engine"
+    arrays, meta = STATES[kind]
+    arrays = {k: v.copy() for k, v in arrays.items()}
+    meta = json.loads(json.dumps(meta))
+    for _ in range(fdp.ConsumeIntInRange(1, 3)):
+        if fdp.ConsumeBool():
+            names = sorted(arrays)
+            a = arrays[names[fdp.ConsumeIntInRange(0, len(names) - 1)]].reshape(-1)
+            if a.size:
+                v = SPECIAL[fdp.ConsumeIntInRange(0, len(SPECIAL) - 1)] if fdp.ConsumeBool() \
+                    else fdp.ConsumeRegularFloat()
+                with np.errstate(all="ignore"):
+                    a[fdp.ConsumeIntInRange(0, a.size - 1)] = np.asarray(v).astype(a.dtype)
+        else:
+            where = meta
+            keys = sorted(where)
+            key = keys[fdp.ConsumeIntInRange(0, len(keys) - 1)]
+            if isinstance(where[key], dict) and where[key] and fdp.ConsumeBool():
+                where = where[key]
+                keys = sorted(where)
+                key = keys[fdp.ConsumeIntInRange(0, len(keys) - 1)]
+            choice = fdp.ConsumeIntInRange(0, 3)
+            where[key] = (fdp.ConsumeInt(9) if choice == 0 else fdp.ConsumeRegularFloat()
+                          if choice == 1 else fdp.ConsumeUnicode(4) if choice == 2 else None)
+    path = os.path.join(STATE_DIR, "fuzzed.sona")
+    try:
+        write_state(path, arrays, meta, kind)
+    except (TypeError, ValueError):
+        return  # not writable as JSON (NaN/Inf): not a file anyone can produce
+    obj = (sona.Router if kind == "router" else sona.SonaEngine).load(path)
+    x = np.ones(D, np.float32)
+    if kind == "router":
+        obj.feedback(obj.route(x), 1.0)
+        out = obj.scores(x)
+    else:
+        obj.end_trajectory(obj.start_trajectory(x), 1.0)
+        out = obj.apply_lora(x)
+    if not (np.isfinite(out).all() and np.isfinite(obj.micro.B).all()):
+        raise AssertionError(f"a loaded {kind} state file gave NaN/Inf")
 
 
 def test_one_input(data: bytes) -> None:

@@ -24,14 +24,22 @@ cdef class Pattern:
     cdef PatternStore _store
     cdef object _centroid, _route_stats
 
+    cdef int _check(self) except -1:
+        if self._store is None:
+            raise ValueError("this Pattern was not returned by query_patterns(): it refers to no "
+                             "pattern bank")
+        return 0
+
     @property
     def centroid(self):
+        self._check()
         if self._centroid is None:
             self._centroid = np.array(self._store.centroid[self.id])
         return self._centroid
 
     @property
     def route_stats(self):
+        self._check()
         if self._route_stats is None:
             n = self._store.route_n[self.id]
             s = self._store.route_s[self.id]
@@ -57,27 +65,33 @@ cdef class PatternStore:
     cdef object _touched, _refine_scratch, _km_work
     cdef bint _refining
 
-    def __init__(self, Py_ssize_t dim, Py_ssize_t n_routes, Py_ssize_t capacity, double new_cos=0.45,
-                 double decay=0.995, double prior_count=1.0, double baseline_rate=0.05):
-        if dim < 1 or capacity < 1 or n_routes < 0 or n_routes > SONA_MAX_ROUTES:
-            raise ValueError(f"need dim >= 1, capacity >= 1 and 0 <= n_routes <= {SONA_MAX_ROUTES}; "
-                             f"got dim={dim}, capacity={capacity}, n_routes={n_routes}")
-        if not (-1.0 <= new_cos <= 1.0 and 0.0 < decay <= 1.0 and prior_count > 0
+    def __init__(self, dim, n_routes, capacity, new_cos=0.45, decay=0.995, prior_count=1.0,
+                 baseline_rate=0.05):
+        if self.b.centroid != NULL:  # routers and engines point at this bank: never reallocate
+            raise RuntimeError("PatternStore is already initialised; create a new one")
+        cdef Py_ssize_t nd = <Py_ssize_t>_int_in(dim, "dim", 1, SONA_RING_MAX_DIM)
+        cdef Py_ssize_t nr = <Py_ssize_t>_int_in(n_routes, "n_routes", 0, SONA_MAX_ROUTES)
+        cdef Py_ssize_t cap = <Py_ssize_t>_int_in(capacity, "capacity", 1, SONA_STORE_MAX_OPEN)
+        new_cos, decay = _real(new_cos, "new_pattern_cos"), _real(decay, "decay")
+        prior_count = _real(prior_count, "prior_count")
+        baseline_rate = _real(baseline_rate, "baseline_rate")
+        if not (-1.0 <= new_cos <= 1.0 and 0.0 < decay <= 1.0 and 0 < prior_count <= 1e6
                 and 0.0 < baseline_rate <= 1.0):
-            raise ValueError("need new_cos in [-1, 1], decay in (0, 1], prior_count > 0 and "
-                             "baseline_rate in (0, 1]")
-        self.centroid = np.zeros((capacity, dim), np.float32)
-        self.centroid_sum = np.zeros((capacity, dim), np.float32)
-        self.hits = np.zeros(capacity, np.float32)
-        self.route_n = np.zeros((capacity, max(n_routes, 1)), np.float32)
-        self.route_s = np.zeros((capacity, max(n_routes, 1)), np.float32)
-        self.baseline = np.zeros(capacity, np.float32)
-        self.usage = np.zeros(capacity, np.uint64)
-        self._scan = np.zeros(capacity, np.float32)
-        self._touched = np.zeros(capacity, np.uint8)
-        self._refine_scratch = np.zeros(capacity + dim, np.float32)
+            raise ValueError("need new_pattern_cos in [-1, 1], decay in (0, 1], prior_count in "
+                             "(0, 1e6] and baseline_rate in (0, 1]; got "
+                             f"{new_cos}, {decay}, {prior_count}, {baseline_rate}")
+        self.centroid = np.zeros((cap, nd), np.float32)
+        self.centroid_sum = np.zeros((cap, nd), np.float32)
+        self.hits = np.zeros(cap, np.float32)
+        self.route_n = np.zeros((cap, max(nr, 1)), np.float32)
+        self.route_s = np.zeros((cap, max(nr, 1)), np.float32)
+        self.baseline = np.zeros(cap, np.float32)
+        self.usage = np.zeros(cap, np.uint64)
+        self._scan = np.zeros(cap, np.float32)
+        self._touched = np.zeros(cap, np.uint8)
+        self._refine_scratch = np.zeros(cap + nd, np.float32)
         self._km_work = None
-        self.b.dim, self.b.n_routes, self.b.capacity, self.b.n_patterns = dim, n_routes, capacity, 0
+        self.b.dim, self.b.n_routes, self.b.capacity, self.b.n_patterns = nd, nr, cap, 0
         self.b.new_cos, self.b.decay = new_cos, decay
         self.b.prior_count, self.b.baseline_rate = prior_count, baseline_rate
         self.b.centroid = _fptr(self.centroid)
@@ -86,6 +100,15 @@ cdef class PatternStore:
         self.b.route_n = _fptr(self.route_n)
         self.b.route_s = _fptr(self.route_s)
         self.b.baseline = _fptr(self.baseline)
+
+    cdef int _ready(self) except -1:
+        if self.b.centroid == NULL:
+            raise RuntimeError("PatternStore was not initialised (its __init__ did not run)")
+        return 0
+
+    def __reduce__(self):
+        raise TypeError("a PatternStore cannot be pickled; save the engine or router that owns "
+                        "it")
 
     @property
     def dim(self):
@@ -112,6 +135,7 @@ cdef class PatternStore:
 
     def _set_n_patterns(self, Py_ssize_t n):
         """Used by state loading and background refinement after they rewrote the arrays."""
+        self._ready()
         if not 0 <= n <= self.b.capacity:
             raise ValueError(f"n_patterns must be in 0..{self.b.capacity}; got {n}")
         self.b.n_patterns = n
@@ -120,6 +144,7 @@ cdef class PatternStore:
 
     def nearest(self, x):
         """(index, cosine) of the pattern nearest to x, or (-1, -inf) when the bank is empty."""
+        self._ready()
         cdef cnp.ndarray v = _vector(x, self.b.dim, "x")
         cdef cnp.ndarray xhat = np.empty(self.b.dim, np.float32)
         cdef float cos
@@ -127,14 +152,13 @@ cdef class PatternStore:
         cdef int j = sona_bank_nearest(&self.b, _fptr(xhat), &self._scan[0], &cos)
         return j, float(cos)
 
-    def query(self, x, Py_ssize_t k=5):
+    def query(self, x, k=5):
         """The k stored patterns most similar (cosine) to x, most similar first, as Pattern
         objects; counts one use of each. Fewer than k when fewer are stored."""
+        self._ready()
         cdef cnp.ndarray v = _vector(x, self.b.dim, "x")
-        if k < 0:
-            raise ValueError(f"k must be >= 0; got {k}")
         cdef size_t n = self.b.n_patterns, d = self.b.dim, R = self.b.n_routes
-        cdef size_t kk = min(<size_t>k, n)
+        cdef size_t kk = <size_t>min(_int_in(k, "k", 0, _U64_MAX), <uint64_t>n)
         cdef int64_t small_idx[64]
         cdef int64_t *idx = small_idx
         cdef object big = None
@@ -196,6 +220,7 @@ cdef class PatternStore:
         Raises TypeError/ValueError for bad input (nothing changed), RuntimeError when another
         thread is refining this bank.
         """
+        self._ready()
         cdef cnp.ndarray X = _as_f32(embeddings, "embeddings")
         if cnp.PyArray_NDIM(X) != 2 or cnp.PyArray_DIM(X, 1) != self.b.dim:
             raise ValueError(f"embeddings must have shape (n, {self.b.dim}); got {_shape_str(X)}")
@@ -205,11 +230,11 @@ cdef class PatternStore:
         if n and not (0.0 <= float(np.min(q)) and float(np.max(q)) <= 1.0):
             raise ValueError(f"qualities must be in [0, 1]; got values in "
                              f"[{float(np.min(q))}, {float(np.max(q))}]")
-        cdef Py_ssize_t kk = <Py_ssize_t>_kmeans_int(k, "k", 1, 0xFFFFFFFF)
-        cdef Py_ssize_t m = <Py_ssize_t>_kmeans_int(max_points, "max_points", 0, 0xFFFFFFFF)
-        cdef uint32_t trials = <uint32_t>_kmeans_int(n_local_trials, "n_local_trials", 1, 64)
-        cdef uint64_t s = _kmeans_int(seed, "seed", 0, 0xFFFFFFFFFFFFFFFF)
-        cdef uint32_t it = <uint32_t>_kmeans_int(max_iter, "max_iter", 0, 0xFFFFFFFF)
+        cdef Py_ssize_t kk = <Py_ssize_t>_int_in(k, "k", 1, 0xFFFFFFFF)
+        cdef Py_ssize_t m = <Py_ssize_t>_int_in(max_points, "max_points", 0, 0xFFFFFFFF)
+        cdef uint32_t trials = <uint32_t>_int_in(n_local_trials, "n_local_trials", 1, 64)
+        cdef uint64_t s = _int_in(seed, "seed", 0, 0xFFFFFFFFFFFFFFFF)
+        cdef uint32_t it = <uint32_t>_int_in(max_iter, "max_iter", 0, 0xFFFFFFFF)
         if not -1.0 <= merge_cos <= 1.0:
             raise ValueError(f"merge_cos must be in [-1, 1]; got {merge_cos}")
         if not 0.0 <= quality_threshold <= 1.0:

@@ -193,6 +193,12 @@ cdef extern from "ring.h" nogil:
     uint64_t sona_ring_dropped(const sona_ring *r)
     uint64_t sona_ring_pushed(const sona_ring *r)
     uint64_t sona_ring_popped(const sona_ring *r)
+    uint64_t sona_ring_skipped(const sona_ring *r)
+    int sona_ring_validate(const sona_ring *r, size_t size)
+    int sona_ring_stuck(const sona_ring *r, uint64_t *pos_out)
+    int sona_ring_skip(sona_ring *r, int side, uint64_t pos)
+    enum: SONA_RING_STUCK_CONSUMER
+    enum: SONA_RING_STUCK_PRODUCER
     uint64_t sona_ring_next_id(sona_ring *r)
     int sona_ring_push(sona_ring *r, uint64_t id, const float *embedding,
                        const sona_traj_step *steps, uint32_t n_steps, float quality,

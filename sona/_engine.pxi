@@ -23,6 +23,12 @@ cdef class EngineCore:
     def __init__(self, LoRAAdapter micro not None, LoRAAdapter base not None,
                  PatternStore bank not None, TrajectoryStore store not None, double micro_lr,
                  Py_ssize_t late_feedback_window):
+        if self.store is not None:  # routers share these parts: never swap them underneath
+            raise RuntimeError(f"{type(self).__name__} is already initialised; create a new one")
+        micro._ready()
+        base._ready()
+        bank._ready()
+        store._check()
         cdef Py_ssize_t d = micro.dim
         if base.dim != d or bank.dim != d or store.buffer.dim != d:
             raise ValueError(f"adapters, bank and trajectory buffer must share dim={d}")
@@ -39,6 +45,18 @@ cdef class EngineCore:
         self._work = np.zeros(2 * d + bank.capacity, np.float32)
         self._global_baseline = 0.5
         self._activations = {}
+
+    cdef int _ready(self) except -1:
+        """Initialised, and the trajectory store (with its buffer) still open."""
+        if self.store is None:
+            raise RuntimeError(f"{type(self).__name__} was not initialised (its __init__ did "
+                               "not run)")
+        self.store._check()
+        return 0
+
+    def __reduce__(self):
+        raise TypeError(f"a {type(self).__name__} cannot be pickled; save it with "
+                        "engine.save(path) and restore it with SonaEngine.load(path)")
 
     @property
     def global_baseline(self):
@@ -62,6 +80,7 @@ cdef class EngineCore:
     def start_trajectory(self, query_embedding):
         """Open a trajectory for a query embedding (float32 (dim,), finite, |x_i| <= 1e6);
         returns its id. May evict the oldest open trajectory when max_open are open (counted)."""
+        self._ready()
         cdef cnp.ndarray a = (<cnp.ndarray>query_embedding
                               if _is_f32_vector(query_embedding, self.micro.dim)
                               else _vector(query_embedding, self.micro.dim, "query_embedding"))
@@ -70,17 +89,17 @@ cdef class EngineCore:
         sona_store_start(self.store._s, _fptr(a), &tid)
         return tid
 
-    def record_step(self, trajectory_id, node_id, double score, double latency_us,
-                    activations=None):
+    def record_step(self, trajectory_id, node_id, score, latency_us, activations=None):
         """Append a step: the node (route/model/tool id, 0..2**32-1) that acted, its score, its
         latency in µs (>= 0) and optionally its activations (float32 (dim,)), which become the
         direction the instant loop pulls the adapted query towards (away from, for a quality
         below the baseline). Raises UnknownTrajectoryError (a KeyError and ValueError) for an id
         that is not open, ValueError for bad values or a full trajectory; state unchanged."""
+        self._ready()
         cdef uint64_t tid = _as_u64(trajectory_id, "trajectory_id", _U64_MAX)
         cdef uint32_t node = <uint32_t>_as_u64(node_id, "node_id", 0xFFFFFFFF)
-        cdef float s = _finite_f32(score, "score")
-        cdef float lat = _finite_f32(latency_us, "latency_us")
+        cdef float s = _finite_f32(_real(score, "score"), "score")
+        cdef float lat = _finite_f32(_real(latency_us, "latency_us"), "latency_us")
         if lat < 0:
             raise ValueError(f"latency_us must be >= 0; got {latency_us!r}")
         cdef cnp.ndarray act = None
@@ -107,8 +126,9 @@ cdef class EngineCore:
 
         Raises UnknownTrajectoryError for an id that is not open (never started, already ended,
         or evicted) and ValueError for a quality outside [0, 1]; nothing changes then."""
+        self._ready()
         cdef uint64_t tid = _as_u64(trajectory_id, "trajectory_id", _U64_MAX)
-        cdef float q = _quality(quality)
+        cdef float q = <float>_check_quality(quality)
         self._end_and_learn(tid, q)
 
     cdef _end_and_learn(self, uint64_t tid, float q):
@@ -131,7 +151,10 @@ cdef class EngineCore:
         Raises UnknownTrajectoryError for a trajectory id that is neither open nor still stored
         (never started, or ended too long ago), ValueError for a signal with neither a
         trajectory id nor an embedding; nothing changes then."""
-        cdef float q = _quality(signal.quality)
+        self._ready()
+        if not hasattr(signal, "quality"):
+            raise TypeError(f"signal must be a sona.LearningSignal; got {type(signal).__name__}")
+        cdef float q = <float>_check_quality(signal.quality, "signal.quality")
         cdef uint64_t tid
         cdef Py_ssize_t slot
         cdef cnp.ndarray e
@@ -196,29 +219,21 @@ cdef class EngineCore:
         return _lora_forward(self.base, x, out)
 
     def apply_lora(self, x, out=None):
-        """x through both tiers: y = x + s_m B_m A_m x + s_b B_b A_b x (out= supported)."""
-        y = _lora_forward(self.micro, x, out)
+        """x through both tiers: y = x + s_m B_m A_m x + s_b B_b A_b x (out= supported, and may
+        be x itself)."""
         cdef cnp.ndarray v = _vector_or_rows(x, self.micro.dim, "x")
-        cdef cnp.ndarray yy = <cnp.ndarray>y
         cdef size_t n = 1 if cnp.PyArray_NDIM(v) == 1 else cnp.PyArray_DIM(v, 0)
         cdef size_t d = self.micro.dim, r = self.base.rank, row, k
-        cdef float ub[SONA_MAX_RANK]
+        # the base tier's projections first: the micro pass may overwrite x (out=x)
+        cdef cnp.ndarray ub = np.empty(n * r, np.float32)
+        cdef float *pu = _fptr(ub)
         for row in range(n):
-            sona_dot_rows_f32(self.base.pA, r, d, _fptr(v) + row * d, ub)
+            sona_dot_rows_f32(self.base.pA, r, d, _fptr(v) + row * d, pu + row * r)
+        cdef cnp.ndarray yy = <cnp.ndarray>_lora_forward(self.micro, v, out)
+        for row in range(n):
             for k in range(r):
-                sona_axpy_f32(d, self.base.scale * ub[k], self.base.pBt + k * d,
+                sona_axpy_f32(d, self.base.scale * pu[row * r + k], self.base.pBt + k * d,
                               _fptr(yy) + row * d)
-        return y
+        _check_result(yy, "x")
+        return yy
 
-
-cdef float _quality(object quality) except -1.0:
-    cdef double q
-    if isinstance(quality, bool):
-        raise TypeError("quality must be a number in [0, 1]; got bool")
-    try:
-        q = quality
-    except TypeError as exc:
-        raise TypeError(f"quality must be a number in [0, 1]; got {type(quality).__name__}") from exc
-    if not 0.0 <= q <= 1.0:
-        raise ValueError(f"quality must be in [0, 1]; got {q}")
-    return <float>q

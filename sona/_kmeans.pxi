@@ -1,16 +1,6 @@
 # Weighted spherical k-means (csrc/kmeans.c) at the boundary: validation, buffers, GIL release.
 
 
-cdef uint64_t _kmeans_int(object x, str what, uint64_t lo, uint64_t hi) except? 0xFFFFFFFFFFFFFFFF:
-    """x as an integer in lo..hi (ints, numpy integers; bool is refused: a flag is not a count)."""
-    if isinstance(x, bool) or not hasattr(x, "__index__"):
-        raise TypeError(f"{what} must be an integer; got {type(x).__name__}")
-    v = x.__index__()
-    if not lo <= v <= hi:
-        raise ValueError(f"{what} must be an integer in {lo}..{hi}; got {v}")
-    return <uint64_t>v
-
-
 cdef cnp.ndarray _kmeans_weights(object weights, Py_ssize_t n):
     """Validated weights: n finite values >= 0 with a positive sum (float32), or None."""
     if weights is None:
@@ -18,9 +8,17 @@ cdef cnp.ndarray _kmeans_weights(object weights, Py_ssize_t n):
     cdef cnp.ndarray w = _vector(weights, n, "weights")
     if n and float(np.min(w)) < 0.0:
         raise ValueError(f"weights must be >= 0; got a minimum of {float(np.min(w))}")
-    if not float(np.sum(w, dtype=np.float64)) > 0.0:
+    cdef double total = float(np.sum(w, dtype=np.float64))
+    if not total > 0.0:
         raise ValueError("weights must have a positive sum; got all zeros")
+    # a cluster's weighted sum of unit rows and its inertia (<= 4 x weight) stay in float32
+    if total > _MAX_TOTAL_WEIGHT:
+        raise ValueError(f"weights must sum to at most {_MAX_TOTAL_WEIGHT:g}; got {total:g} "
+                         "(only their ratios matter: scale them down)")
     return w
+
+
+cdef double _MAX_TOTAL_WEIGHT = 1e37
 
 
 cdef class _KMeansRun:
@@ -117,13 +115,13 @@ def spherical_kmeans(X, k, weights=None, seed=0, max_iter=50, *, n_init=3,
     if n < 1 or d < 1:
         raise ValueError(f"X must have at least one row and one column; got shape {_shape_str(A)}")
     _check_finite(A, "X")
-    cdef Py_ssize_t kk = <Py_ssize_t>_kmeans_int(k, "k", 1, <uint64_t>n)
+    cdef Py_ssize_t kk = <Py_ssize_t>_int_in(k, "k", 1, <uint64_t>n)
     cdef cnp.ndarray w = _kmeans_weights(weights, n)
-    cdef uint64_t s = _kmeans_int(seed, "seed", 0, 0xFFFFFFFFFFFFFFFF)
-    cdef uint32_t it = <uint32_t>_kmeans_int(max_iter, "max_iter", 0, 0xFFFFFFFF)
+    cdef uint64_t s = _int_in(seed, "seed", 0, 0xFFFFFFFFFFFFFFFF)
+    cdef uint32_t it = <uint32_t>_int_in(max_iter, "max_iter", 0, 0xFFFFFFFF)
     cdef uint32_t trials = 0
     if n_local_trials is not None:
-        trials = <uint32_t>_kmeans_int(n_local_trials, "n_local_trials", 1, 64)
-    cdef uint32_t runs = <uint32_t>_kmeans_int(n_init, "n_init", 1, 1000)
+        trials = <uint32_t>_int_in(n_local_trials, "n_local_trials", 1, 64)
+    cdef uint32_t runs = <uint32_t>_int_in(n_init, "n_init", 1, 1000)
     cdef _KMeansRun r = _kmeans_run(A, w, kk, it, trials, runs, s, None)
     return r.centroids, r.labels.astype(np.int64), float(r.inertia)

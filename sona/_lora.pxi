@@ -5,6 +5,9 @@ from libc.string cimport memset, memcpy
 # Accumulated gradients are refused before any element could pass this magnitude, so float32
 # accumulators can never overflow (FLT_MAX is 3.4e38).
 cdef double _GRAD_LIMIT = 1e36
+# Largest adapter output scale (and step clip): with |x| <= 1e6 and unit-scale weights the
+# adapter's terms stay below 1e6·1e3·sqrt(65536)·(a few), far from float32's 3.4e38.
+cdef double _MAX_SCALE = 1e3
 
 
 cdef double _sumsq(const float *x, size_t n) noexcept nogil:
@@ -42,19 +45,30 @@ cdef class LoRAAdapter:
     cdef float *pgBt
     cdef double _grad_bound     # bound on |element| of the accumulators since the last apply
 
-    def __init__(self, Py_ssize_t dim, Py_ssize_t rank, double scale, double max_step,
-                 Py_ssize_t max_rank, str kind):
+    def __init__(self, dim, rank, scale, max_step, Py_ssize_t max_rank, str kind):
+        if self.pA != NULL:  # routers and engines point at these weights: never reallocate
+            raise RuntimeError(f"{type(self).__name__} is already initialised; create a new one")
+        if isinstance(dim, (bool, np.bool_)) or not hasattr(dim, "__index__"):
+            raise TypeError(f"{kind} dim must be an integer; got {type(dim).__name__}")
+        if isinstance(rank, (bool, np.bool_)) or not hasattr(rank, "__index__"):
+            raise TypeError(f"{kind} rank must be an integer; got {type(rank).__name__}")
         if dim < 1:
             raise ValueError(f"{kind} dim must be >= 1; got {dim}")
-        cdef Py_ssize_t hi = min(max_rank, dim)
+        if dim > SONA_RING_MAX_DIM:
+            raise ValueError(f"{kind} dim must be <= {SONA_RING_MAX_DIM}; got {dim}")
+        cdef Py_ssize_t d = dim
+        cdef Py_ssize_t hi = min(max_rank, d)
         if not 1 <= rank <= hi:
             raise ValueError(f"{kind} rank must be in 1..{hi} (at most {max_rank} and at most "
                              f"dim={dim}); got {rank}")
-        if not (isfinite(scale) and scale > 0):
-            raise ValueError(f"{kind} scale must be a finite number > 0; got {scale}")
-        if not (isfinite(max_step) and max_step > 0):
-            raise ValueError(f"{kind} max_step must be a finite number > 0; got {max_step}")
-        self.dim, self.rank, self.scale, self.max_step = dim, rank, scale, max_step
+        # bounded so that scale·(A x) and the steps stay far inside float32 for any accepted x
+        cdef double sc = _real(scale, f"{kind} scale"), ms = _real(max_step, f"{kind} max_step")
+        if not (isfinite(sc) and 0 < sc <= _MAX_SCALE):
+            raise ValueError(f"{kind} scale must be a number in (0, {_MAX_SCALE:g}]; got {scale}")
+        if not (isfinite(ms) and 0 < ms <= _MAX_SCALE):
+            raise ValueError(f"{kind} max_step must be a number in (0, {_MAX_SCALE:g}]; got "
+                             f"{max_step}")
+        self.dim, self.rank, self.scale, self.max_step = d, rank, sc, ms
         self._A = np.zeros((rank, dim), np.float32)
         self._Bt = np.zeros((rank, dim), np.float32)
         self._gA = np.zeros((rank, dim), np.float32)
@@ -119,6 +133,10 @@ cdef class LoRAAdapter:
         self.pending = 0
         self._grad_bound = 0.0
 
+    def __reduce__(self):
+        raise TypeError(f"a {type(self).__name__} cannot be pickled; pickle (A, B) and restore "
+                        "them with set_weights(), or save the engine or router that owns it")
+
     def forward(self, x, out=None):
         """y = x + scale·B(A x) for x of shape (dim,) or (n, dim); returns float32 of x's shape.
 
@@ -131,7 +149,7 @@ cdef class LoRAAdapter:
             self._ready()  # raises
         return _lora_forward(self, x, out)
 
-    def accumulate_gradient(self, x, grad_y, double weight=1.0):
+    def accumulate_gradient(self, x, grad_y, weight=1.0):
         """Add weight·dL/dA and weight·dL/dB, given x and grad_y = dL/dy (shape (dim,) or (n, dim)).
 
         The rank-r outer products: dB += weight·scale·grad_y (A x)ᵀ, dA += weight·scale·(Bᵀ grad_y) xᵀ,
@@ -142,8 +160,9 @@ cdef class LoRAAdapter:
         cdef cnp.ndarray a, g
         cdef size_t n = 1
         self._ready()
-        if not isfinite(weight):
-            raise ValueError(f"weight must be finite; got {weight}")
+        cdef double w = _real(weight, "weight")
+        if not (isfinite(w) and fabs(w) <= _F32_MAX):
+            raise ValueError(f"weight must be a finite float32 number; got {weight}")
         if _is_f32_vector(x, self.dim) and _is_f32_vector(grad_y, self.dim):
             a, g = <cnp.ndarray>x, <cnp.ndarray>grad_y
         else:
@@ -167,7 +186,7 @@ cdef class LoRAAdapter:
         if n > 1:  # a batch is measured first, so a refused row leaves nothing half-added
             for i in range(n):
                 added = sona_lora_grad_f32(px + i * d, pg + i * d, self.pA, self.pBt, d,
-                                           self.rank, self.scale, <float>weight, <float>room,
+                                           self.rank, self.scale, <float>w, <float>room,
                                            NULL, NULL, coef)
                 if added < 0:
                     self._refuse(px, pg, n)
@@ -177,7 +196,7 @@ cdef class LoRAAdapter:
         for i in range(n):
             # the kernel adds nothing unless every element it adds is finite and <= room
             added = sona_lora_grad_f32(px + i * d, pg + i * d, self.pA, self.pBt, d, self.rank,
-                                       self.scale, <float>weight, <float>room, self.pgA,
+                                       self.scale, <float>w, <float>room, self.pgA,
                                        self.pgBt, coef)
             if added < 0:
                 self._refuse(px, pg, n)
@@ -195,7 +214,7 @@ cdef class LoRAAdapter:
                          f"{_GRAD_LIMIT:.0e}); scale x, grad_y or weight down, or "
                          f"apply_accumulated() first")
 
-    def apply_accumulated(self, double lr):
+    def apply_accumulated(self, lr):
         """Gradient-descent step on BOTH factors: θ ← θ − lr·g, then clear the accumulators.
 
         The step's joint Euclidean norm over A and B is clipped to max_step, so weights stay finite
@@ -203,17 +222,18 @@ cdef class LoRAAdapter:
         for a negative or non-finite lr and RuntimeError when nothing was accumulated.
         """
         self._ready()
-        if not (isfinite(lr) and lr >= 0):
+        cdef double step_lr = _real(lr, "lr")
+        if not (isfinite(step_lr) and step_lr >= 0):
             raise ValueError(f"lr must be a finite number >= 0; got {lr}")
         if self.pending == 0:
             raise RuntimeError("no accumulated gradient to apply: call accumulate_gradient() first")
-        return self._apply_unchecked(lr)
+        return self._apply_unchecked(step_lr)
 
     cdef double _apply_unchecked(self, double lr) noexcept:
         """The descent step itself (lr validated, something pending); returns the step norm."""
         cdef size_t n = self.rank * self.dim
-        cdef double step = lr * sqrt(_sumsq(self.pgA, n) + _sumsq(self.pgBt, n))
-        cdef double factor = self._clipped(lr, &step)
+        cdef double gnorm = sqrt(_sumsq(self.pgA, n) + _sumsq(self.pgBt, n)), step
+        cdef double factor = self._clipped(lr, gnorm, &step)
         sona_axpy_f32(n, <float>-factor, self.pgA, self.pA)
         sona_axpy_f32(n, <float>-factor, self.pgBt, self.pBt)
         self._zero_grad()
@@ -236,10 +256,10 @@ cdef class LoRAAdapter:
         cdef double ws = weight * self.scale, n2 = 0
         for j in range(r):
             n2 += (ws * u[j]) ** 2 * gg + (ws * h[j]) ** 2 * xx
-        cdef double step = lr * sqrt(n2)
-        if not isfinite(step):
+        cdef double gnorm = sqrt(n2), step
+        if not isfinite(gnorm):
             return False
-        cdef double factor = self._clipped(lr, &step)
+        cdef double factor = self._clipped(lr, gnorm, &step)
         for j in range(r):  # B rows first from the pre-step A·x, A rows from the pre-step B·g
             sona_axpy_f32(d, <float>(-factor * ws * u[j]), g, self.pBt + j * d)
             sona_axpy_f32(d, <float>(-factor * ws * h[j]), x, self.pA + j * d)
@@ -247,11 +267,14 @@ cdef class LoRAAdapter:
         _state_epoch += 1
         return True
 
-    cdef inline double _clipped(self, double lr, double *step) noexcept:
-        """The factor that turns the gradient into the step, with |step| clipped to max_step."""
+    cdef inline double _clipped(self, double lr, double gnorm, double *step) noexcept:
+        """The factor that turns the gradient (norm gnorm) into the step, with |step| clipped to
+        max_step; computed from gnorm, so a huge lr (lr·gnorm = inf) still gives the clipped
+        step instead of none."""
+        step[0] = lr * gnorm
         if step[0] > self.max_step:
-            lr = lr * self.max_step / step[0]
             step[0] = self.max_step
+            return self.max_step / gnorm
         return lr
 
 
@@ -261,15 +284,18 @@ cdef inline object _lora_forward(LoRAAdapter self, object x, object out):
     cdef float u[SONA_MAX_RANK]
     cdef cnp.npy_intp dim = self.dim
     cdef ptrdiff_t bad
-    if _is_f32_vector(x, dim) and (out is None or (_is_f32_vector(out, dim)
-                                                   and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>out))):
+    cdef int rc
+    if _is_f32_vector(x, dim) and (out is None or (
+            _is_f32_vector(out, dim) and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>out)
+            and (out is x or not _overlap(<cnp.ndarray>out, <cnp.ndarray>x)))):
         o = cnp.PyArray_EMPTY(1, &dim, cnp.NPY_FLOAT32, 0) if out is None else <cnp.ndarray>out
-        if sona_lora_fwd_f32(_fptr(<cnp.ndarray>x), self.pA, self.pBt, dim, self.rank,
-                             self.scale, _fptr(o), u):
-            raise ValueError("x contains NaN or Inf")
+        rc = sona_lora_fwd_f32(_fptr(<cnp.ndarray>x), self.pA, self.pBt, dim, self.rank,
+                               self.scale, _fptr(o), u)
+        if rc:
+            _forward_failed(rc == -2, "x")
         return o
     a = _vector_or_rows(x, self.dim, "x", False)
-    o = _output(out, cnp.PyArray_NDIM(a), cnp.PyArray_DIMS(a), "out")
+    o = _output(out, cnp.PyArray_NDIM(a), cnp.PyArray_DIMS(a), "out", a, None, True)
     cdef size_t n = 1 if cnp.PyArray_NDIM(a) == 1 else cnp.PyArray_DIM(a, 0)
     cdef const float *px = _fptr(a)
     cdef float *po = _fptr(o)
@@ -281,6 +307,13 @@ cdef inline object _lora_forward(LoRAAdapter self, object x, object out):
     else:
         bad = sona_lora_fwd_batch_f32(px, n, self.pA, self.pBt, d, r, s, po, NULL)
     if bad >= 0:
-        raise ValueError(("x" if cnp.PyArray_NDIM(a) == 1 else f"x[{bad}]")
-                         + " contains NaN or Inf")
+        _forward_failed(sona_maxabs_f32(px + bad * d, d) < INFINITY,
+                        "x" if cnp.PyArray_NDIM(a) == 1 else f"x[{bad}]")
     return o
+
+
+cdef int _forward_failed(bint overflow, str what) except -1:
+    if overflow:
+        raise ValueError(f"the result overflows float32 (beyond +-{_F32_MAX:.4g}): {what} too "
+                         "large in magnitude for these weights; scale it down")
+    raise ValueError(f"{what} contains NaN or Inf")

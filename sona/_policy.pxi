@@ -5,16 +5,19 @@ from libc.math cimport NAN, isfinite
 
 import os
 from collections import deque as _deque
+from weakref import WeakValueDictionary as _WeakValueDictionary
 
-# Decision ids (own serials and outcome ids) a router remembers having learnt from, to refuse a
-# second learning from the same decision through any path.
+# Outcome decision ids a router remembers having learnt (learn()), to refuse a second learning
+# from the same outcome; a live Decision carries its own flag (feedback(), or learn() of its
+# outcome()).
 cdef Py_ssize_t _LEARNT_WINDOW = 1 << 16
 
 cdef class RouterCore
 
 
+# Not no_gc: a Decision refers to its router, and a router that keeps decisions (a dict of
+# pending ones) would otherwise form a cycle the collector cannot see.
 @cython.freelist(64)
-@cython.no_gc
 cdef class Decision:
     """One routing decision: the route taken and what is needed to learn from its outcome.
 
@@ -22,9 +25,8 @@ cdef class Decision:
     drawn: exploration, cost trade-off and allowed routes included), probs (that whole
     distribution, float32, 0 for routes that were not allowed), decision_id (unique across
     routers and processes), trajectory_id (the engine trajectory recording it once learnt from,
-    or None). Learn
-    from it exactly once: Router.feedback(decision, quality), or Router.learn(decision.outcome(
-    quality, cost=...)).
+    or None). Learn from it exactly once: Router.feedback(decision, quality), or
+    Router.learn(decision.outcome(quality, cost=...)).
     """
     cdef readonly str route
     cdef readonly Py_ssize_t index
@@ -34,6 +36,7 @@ cdef class Decision:
     cdef Py_ssize_t n_routes, dim, x_off
     cdef RouterCore owner
     cdef bint done
+    cdef object __weakref__  # the router's map of decisions whose outcome() was taken
     cdef unsigned long long serial, epoch_t, epoch_m
 
     def __dealloc__(self):
@@ -75,7 +78,7 @@ cdef class Decision:
     @property
     def consumed(self):
         """True once the router learnt from this decision (feedback or learn)."""
-        return bool(self.done) or (self.owner is not None and self.owner._was_learnt(self.serial))
+        return bool(self.done)
 
     def outcome(self, quality, cost=None, latency_ms=None):
         """The outcome of this decision as a sona.Outcome (plain data: embedding, route, prob,
@@ -84,7 +87,14 @@ cdef class Decision:
 
         Raises ValueError/TypeError for a bad quality, cost or latency (see sona.Outcome)."""
         self._check_built()
-        return self.owner._make_outcome(self, quality, cost, latency_ms)
+        outcome = self.owner._make_outcome(self, quality, cost, latency_ms)
+        self.owner._issued[self.serial] = self  # learn(outcome) marks this decision learnt
+        return outcome
+
+    def __reduce__(self):
+        raise TypeError("a Decision belongs to the live router that made it and cannot be "
+                        "pickled; ship decision.outcome(quality) (a sona.Outcome: pickles, "
+                        "to_bytes) and learn it with router.learn() wherever the router is")
 
     def __repr__(self):
         return (f"Decision(route={self.route!r}, index={self.index}, prob={self.prob:.4g}, "
@@ -106,10 +116,19 @@ cdef class RouterCore:
     cdef float *_lctx  # prepared context for learning from an outcome (no Decision)
     cdef readonly unsigned long long decisions, feedbacks
     cdef readonly unsigned long long _nonce
-    cdef object _learnt, _learnt_order  # set and FIFO of decision ids learnt (bounded)
+    cdef object _learnt, _learnt_order  # set and FIFO of outcome decision ids learnt (bounded)
+    cdef readonly object _issued  # serial -> live Decision whose outcome() was taken (weak)
 
     def __init__(self, tuple routes, LoRAAdapter micro, LoRAAdapter base, PatternStore bank, keys,
                  dict hp, unsigned long long seed, TrajectoryStore store=None, costs=None):
+        if self.p.dim != 0:  # decisions and the engine point into this router's C state
+            raise RuntimeError(f"{type(self).__name__} is already initialised; create a new one")
+        if micro is None or base is None or bank is None:
+            raise TypeError("micro, base and bank must be a LoRAAdapter, a LoRAAdapter and a "
+                            "PatternStore")
+        micro._ready()
+        base._ready()
+        bank._ready()
         cdef Py_ssize_t K = len(routes), d = micro.dim
         if not 2 <= K <= SONA_MAX_ROUTES:
             raise ValueError(f"a router needs 2..{SONA_MAX_ROUTES} routes; got {K}")
@@ -173,6 +192,7 @@ cdef class RouterCore:
         sona_pcg32_seed(&self.p.rng, seed, 2)
         self._nonce = int.from_bytes(os.urandom(8), "little")
         self._learnt, self._learnt_order = set(), _deque()
+        self._issued = _WeakValueDictionary()
 
     def __dealloc__(self):
         PyMem_Free(self._lctx)
@@ -233,6 +253,7 @@ cdef class RouterCore:
         the chosen route was drawn. Raises ValueError/TypeError for a bad embedding, cost_weight
         or allowed, changing nothing.
         """
+        self._ready()
         cdef cnp.ndarray v = (<cnp.ndarray>x if _is_f32_vector(x, self.p.dim)
                               else _as_f32(x, "x"))
         if cnp.PyArray_NDIM(v) != 1 or cnp.PyArray_DIM(v, 0) != self.p.dim:
@@ -272,9 +293,6 @@ cdef class RouterCore:
         sona_store_end(self._store._s, tid, q)
         return tid
 
-    def _was_learnt(self, key):
-        return key in self._learnt
-
     cdef _remember(self, object key):
         self._learnt.add(key)
         self._learnt_order.append(key)
@@ -290,10 +308,12 @@ cdef class RouterCore:
         """
         if decision is None:
             raise TypeError("decision must be a Decision returned by route()")
-        if decision.owner is not self:
+        if decision.owner is not self or decision.ctx.buf == NULL:
             raise ValueError("this decision was made by another router")
-        cdef float q = _quality(quality)
-        if decision.done or decision.serial in self._learnt:
+        cdef float q = <float>_check_quality(quality)
+        if self._store is not None:
+            self._store._check()
+        if decision.done:
             raise ValueError(f"this decision was already learnt from (route "
                              f"{decision.route!r}, decision {decision.decision_id})")
         if decision.epoch_t != self.p.t or decision.epoch_m != _state_epoch:
@@ -304,7 +324,6 @@ cdef class RouterCore:
         decision.trajectory_id = self._record(decision.ctx.buf + decision.x_off, decision.index,
                                               decision.prob, q)
         decision.done = True
-        self._remember(decision.serial)
         self.feedbacks += 1
 
     def _learn_raw(self, x, Py_ssize_t index, double prob, quality, double cost, key):
@@ -312,20 +331,26 @@ cdef class RouterCore:
         route index, the probability it was chosen with, quality, cost (NaN: not reported), and
         the decision key (a serial of this router, a foreign decision id, or None) for the
         at-most-once rule. Raises ValueError for a key already learnt; nothing changes then."""
+        self._ready()
         cdef cnp.ndarray v = _vector(x, self.p.dim, "embedding")
         _check_embedding(v, "embedding", _MAX_EMBEDDING_ABS)
-        cdef float q = _quality(quality)
+        cdef float q = <float>_check_quality(quality)
         if not 0 <= index < self.p.n_routes:
             raise ValueError(f"route index must be in 0..{self.p.n_routes - 1}; got {index}")
         if not (0.0 < prob <= 1.0):
             raise ValueError(f"prob must be in (0, 1]; got {prob}")
         if key is not None and key in self._learnt:
             raise ValueError(f"decision {key!r} was already learnt from")
+        cdef Decision own = self._issued.get(key) if isinstance(key, int) else None
+        if own is not None and own.done:
+            raise ValueError(f"decision {own.decision_id} was already learnt from (feedback)")
         cdef sona_policy_ctx ctx
         ctx.buf = self._lctx
         sona_policy_prepare(&self.p, _fptr(v), &ctx)
         sona_policy_learn(&self.p, &ctx, <uint32_t>index, <float>prob, q, <float>cost)
         self._record(_fptr(v), <uint32_t>index, <float>prob, q)
+        if own is not None:
+            own.done = True
         if key is not None:
             self._remember(key)
         self.feedbacks += 1
@@ -334,6 +359,7 @@ cdef class RouterCore:
         """Greedy route probabilities for x: (dim,) -> (n_routes,), or a batch (n, dim) ->
         (n, n_routes); float32. No side effects, no exploration. cost_weight and allowed as in
         route(): ranked by quality - cost_weight * cost, routes not allowed get 0."""
+        self._ready()
         cdef cnp.ndarray v = _vector_or_rows(x, self.p.dim, "x")
         _check_embedding(v, "x", INFINITY)
         cdef float w = self._cost_weight(cost_weight)
@@ -344,15 +370,29 @@ cdef class RouterCore:
         cdef cnp.ndarray o
         if cnp.PyArray_NDIM(v) == 1:
             dims[0] = K
-            o = _output(out, 1, dims, "out")
+            o = _output(out, 1, dims, "out", v)
             sona_policy_scores(&self.p, _fptr(v), w, mask, _fptr(o))
             return o
         n = cnp.PyArray_DIM(v, 0)
         dims[0], dims[1] = n, K
-        o = _output(out, 2, dims, "out")
+        o = _output(out, 2, dims, "out", v)
         for i in range(n):
             sona_policy_scores(&self.p, _fptr(v) + i * d, w, mask, _fptr(o) + i * K)
         return o
+
+    cdef int _ready(self, bint store=True) except -1:
+        """The C state exists (a half-constructed router has none) and, with store, the
+        trajectory store it records into is still open."""
+        if self.p.dim == 0:
+            raise RuntimeError(f"{type(self).__name__} was not initialised (its __init__ did "
+                               "not run)")
+        if store and self._store is not None:
+            self._store._check()
+        return 0
+
+    def __reduce__(self):
+        raise TypeError(f"a {type(self).__name__} cannot be pickled; save it with "
+                        "router.save(path) and restore it with Router.load(path)")
 
     @property
     def n_parameters(self):
@@ -369,6 +409,7 @@ cdef class RouterCore:
                         "omega_theta", "mu", "global_n", "global_s", "global_q", "route_cost",
                         "cost_n", "shrink"):
             raise ValueError(f"unknown router array {name!r}")
+        self._ready(False)
         cdef cnp.ndarray dst = getattr(self, name)
         cdef cnp.ndarray src = _as_f32(np.ascontiguousarray(value), name)
         if (<object>src).shape != (<object>dst).shape:
@@ -382,6 +423,7 @@ cdef class RouterCore:
         Fisher and task-memory entries describe the old coordinates, so they restart from zero
         (the memory keeps the keys and the bias), and the EWC++ anchor takes the new weights (the
         function the adapters compute is unchanged)."""
+        self._ready(False)
         cdef size_t d = self.p.dim, rm = self.p.micro_rank, rb = self.p.base_rank
         cdef size_t n_adapt = 2 * (rm + rb) * d
         global _state_epoch

@@ -15,8 +15,6 @@ from libc.stdint cimport uint16_t, uint32_t, uint64_t
 import os as _os
 import sys as _sys
 
-cdef float _F16_MAX = 65504.0
-cdef float _F32_MAX = 3.4028234663852886e38
 cdef uint64_t _U64_MAX = 0xFFFFFFFFFFFFFFFF
 cdef size_t _DRAIN_NOGIL_MIN = 32  # records; below this the drain is shorter than a GIL switch
 
@@ -154,6 +152,11 @@ cdef class TrajectoryBuffer:
     pickled, e.g. as a ``multiprocessing.Process`` argument, which attaches by name); attached
     buffers never unlink. The creator should outlive the users or call ``close()`` last.
 
+    A shared header is re-checked before every use (another process may have overwritten it:
+    ValueError, never a crash). A slot left half-written by a process killed mid-push (or
+    half-read by one killed mid-drain) is skipped by ``drain()`` once it has stayed stuck for
+    ``stuck_timeout_s`` seconds (default 5), and counted in ``skipped_count``.
+
     Raises
     ------
     ValueError
@@ -183,9 +186,15 @@ cdef class TrajectoryBuffer:
     cdef float _limit         # largest |embedding value| the storage type holds
     cdef readonly Py_ssize_t capacity, dim, max_steps
     cdef readonly str dtype
+    # A slot that stays stuck this long (a process killed mid-push or mid-drain) is skipped by
+    # drain() and counted in skipped_count; a live process holds a slot for microseconds.
+    cdef public double stuck_timeout_s
+    cdef int _stuck_side
+    cdef uint64_t _stuck_pos, _stuck_since_ns
 
     def __cinit__(self):
         self._ring = NULL
+        self.stuck_timeout_s = 5.0
         self._has_view = False
         self._private = False
         self._owner = False
@@ -325,9 +334,33 @@ cdef class TrajectoryBuffer:
         self._limit = _F16_MAX if f16 else _F32_MAX
 
     cdef int _check_open(self) except -1:
+        """Open, and for a shared block, a header still as attached: another process can write
+        anywhere in it, and every C call trusts the geometry."""
         if self._ring == NULL:
             raise ValueError("TrajectoryBuffer is closed")
+        if not self._private and (
+                sona_ring_validate(self._ring, <size_t>self._view.len) != SONA_RING_OK
+                or sona_ring_dim(self._ring) != <uint32_t>self.dim
+                or sona_ring_max_steps(self._ring) != <uint32_t>self.max_steps
+                or sona_ring_capacity(self._ring) != <uint64_t>self.capacity
+                or (sona_ring_dtype(self._ring) == SONA_RING_DTYPE_F16) != (self.dtype == "float16")):
+            raise ValueError(f"the header of shared TrajectoryBuffer {self._shm_name!r} was "
+                             "overwritten (corrupted shared memory); close it and create a new "
+                             "buffer")
         return 0
+
+    cdef void _unstick(self) noexcept:
+        """Skips a slot that has looked stuck at the same position for stuck_timeout_s."""
+        cdef uint64_t pos = 0
+        cdef int side = sona_ring_stuck(self._ring, &pos)
+        cdef uint64_t now = sona_now_ns()
+        if side == 0:
+            self._stuck_side = 0
+        elif side != self._stuck_side or pos != self._stuck_pos:
+            self._stuck_side, self._stuck_pos, self._stuck_since_ns = side, pos, now
+        elif <double>(now - self._stuck_since_ns) >= self.stuck_timeout_s * 1e9:
+            sona_ring_skip(self._ring, side, pos)
+            self._stuck_side = 0
 
     cdef cnp.ndarray _embedding(self, object x):
         """x as a float32 vector of length dim whose values the storage type can hold."""
@@ -366,9 +399,7 @@ cdef class TrajectoryBuffer:
         """
         self._check_open()
         cdef cnp.ndarray e = self._embedding(embedding)
-        cdef double q = quality
-        if not (0.0 <= q <= 1.0):
-            raise ValueError(f"quality must be in [0, 1]; got {quality!r}")
+        cdef double q = _check_quality(quality)
         steps = list(steps)
         cdef Py_ssize_t k = len(steps), i
         if k > self.max_steps:
@@ -394,13 +425,15 @@ cdef class TrajectoryBuffer:
                     raise ValueError("each step must be a tuple (node_id, score, latency_us"
                                      f"[, reward]); step {i} is {step!r}")
                 st[i].node = <uint32_t>_as_u64(step[0], f"step {i} node_id", 0xFFFFFFFF)
-                st[i].score = _finite_f32(step[1], f"step {i} score")
-                st[i].latency_us = _finite_f32(step[2], f"step {i} latency_us")
+                st[i].score = _finite_f32(_real(step[1], f"step {i} score"), f"step {i} score")
+                st[i].latency_us = _finite_f32(_real(step[2], f"step {i} latency_us"),
+                                               f"step {i} latency_us")
                 if st[i].latency_us < 0:
                     raise ValueError(f"step {i} latency_us must be >= 0; got {step[2]!r}")
                 st[i].reward = NAN
                 if len(step) == 4 and step[3] is not None:
-                    st[i].reward = _finite_f32(step[3], f"step {i} reward")
+                    st[i].reward = _finite_f32(_real(step[3], f"step {i} reward"),
+                                               f"step {i} reward")
             if trajectory_id is None:
                 tid = sona_ring_next_id(self._ring)
             rc = sona_ring_push(self._ring, tid, <const float *>cnp.PyArray_DATA(e), st,
@@ -467,6 +500,7 @@ cdef class TrajectoryBuffer:
         out.ids, out.embeddings, out.n_steps, out.nodes = ids, emb, nsteps, nodes
         out.scores, out.latencies_us, out.rewards = scores, lats, rewards
         out.qualities, out.start_ns, out.end_ns = quals, t0, t1
+        self._unstick()
         return out
 
     # ---- state ----------------------------------------------------------------------------
@@ -487,6 +521,13 @@ cdef class TrajectoryBuffer:
         """Records accepted since the buffer was created, by every attached process."""
         self._check_open()
         return sona_ring_pushed(self._ring)
+
+    @property
+    def skipped_count(self):
+        """Stuck slots skipped (a process killed mid-push or mid-drain, or a scribbled slot):
+        their records, if any, are lost. See stuck_timeout_s."""
+        self._check_open()
+        return sona_ring_skipped(self._ring)
 
     @property
     def drained_count(self):
@@ -644,8 +685,11 @@ cdef class TrajectoryStore:
             self._s = NULL
 
     cdef int _check(self) except -1:
-        if self.buffer._ring == NULL:
-            raise ValueError("the TrajectoryBuffer of this store is closed")
+        """The store was initialised and its buffer is open (and, shared, has a sound header):
+        every method checks this before touching the C state."""
+        if self._s == NULL:
+            raise RuntimeError("TrajectoryStore was not initialised (its __init__ did not run)")
+        self.buffer._check_open()
         return 0
 
     cdef int _fail(self, int rc, uint64_t tid) except -1:
@@ -673,7 +717,7 @@ cdef class TrajectoryStore:
         sona_store_start(self._s, <const float *>cnp.PyArray_DATA(e), &tid)
         return tid
 
-    def record_step(self, trajectory_id, node_id, double score, double latency_us, reward=None):
+    def record_step(self, trajectory_id, node_id, score, latency_us, reward=None):
         """Append a step (node id 0..2**32-1, finite score, latency in µs >= 0, optional
         finite reward; stored as NaN when omitted).
 
@@ -684,18 +728,18 @@ cdef class TrajectoryStore:
         self._check()
         cdef uint64_t tid = _as_u64(trajectory_id, "trajectory_id", _U64_MAX)
         cdef uint32_t node = <uint32_t>_as_u64(node_id, "node_id", 0xFFFFFFFF)
-        cdef float s = _finite_f32(score, "score")
-        cdef float lat = _finite_f32(latency_us, "latency_us")
+        cdef float s = _finite_f32(_real(score, "score"), "score")
+        cdef float lat = _finite_f32(_real(latency_us, "latency_us"), "latency_us")
         if lat < 0:
             raise ValueError(f"latency_us must be >= 0; got {latency_us!r}")
         cdef float rw = NAN
         if reward is not None:
-            rw = _finite_f32(reward, "reward")
+            rw = _finite_f32(_real(reward, "reward"), "reward")
         cdef int rc = sona_store_step(self._s, tid, node, s, lat, rw)
         if rc != 0:
             self._fail(rc, tid)
 
-    def end(self, trajectory_id, double quality):
+    def end(self, trajectory_id, quality):
         """Close a trajectory with its quality in [0, 1] and push it to the buffer.
 
         Returns True if stored, False if the buffer was full (the record is dropped and
@@ -705,15 +749,15 @@ cdef class TrajectoryStore:
         """
         self._check()
         cdef uint64_t tid = _as_u64(trajectory_id, "trajectory_id", _U64_MAX)
-        if not (0.0 <= quality <= 1.0):
-            raise ValueError(f"quality must be in [0, 1]; got {quality!r}")
-        cdef int rc = sona_store_end(self._s, tid, <float>quality)
+        cdef float q = <float>_check_quality(quality)
+        cdef int rc = sona_store_end(self._s, tid, q)
         if rc < 0:
             self._fail(rc, tid)
         return rc == 1
 
     def cancel(self, trajectory_id):
         """Forget an open trajectory without recording it (UnknownTrajectoryError if not open)."""
+        self._check()
         cdef uint64_t tid = _as_u64(trajectory_id, "trajectory_id", _U64_MAX)
         cdef int rc = sona_store_cancel(self._s, tid)
         if rc != 0:
@@ -721,10 +765,13 @@ cdef class TrajectoryStore:
 
     def evict_expired(self):
         """Evict every trajectory open longer than timeout_s now; returns how many."""
+        self._check()
         return sona_store_evict_expired(self._s)
 
-    cdef sona_store_stats _stats(self):
+    cdef sona_store_stats _stats(self) except *:
         cdef sona_store_stats st
+        if self._s == NULL:
+            raise RuntimeError("TrajectoryStore was not initialised (its __init__ did not run)")
         sona_store_get_stats(self._s, &st)
         return st
 
@@ -760,11 +807,13 @@ cdef class TrajectoryStore:
 
     @property
     def max_open(self):
+        self._stats()  # raises when not initialised
         return sona_store_max_open(self._s)
 
     @property
     def nbytes(self):
         """Heap bytes of the table (fixed at construction)."""
+        self._stats()
         return sona_store_bytes(self._s)
 
     def stats(self):
@@ -774,7 +823,13 @@ cdef class TrajectoryStore:
                 "cancelled": st.cancelled, "evicted_overflow": st.evicted_overflow,
                 "evicted_timeout": st.evicted_timeout}
 
+    def __reduce__(self):
+        raise TypeError("a TrajectoryStore is per process and cannot be pickled; pickle its "
+                        "shared buffer and create a store on it in the other process")
+
     def __repr__(self):
+        if self._s == NULL:
+            return "TrajectoryStore(uninitialised)"
         return (f"TrajectoryStore(max_open={self.max_open}, timeout_s={self.timeout_s}, "
                 f"open={self.open_count})")
 

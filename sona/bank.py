@@ -18,14 +18,16 @@ state files (engine and router) need no new array.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
+import numpy as np
 import numpy.typing as npt
 
 from ._core import Pattern, PatternStore
+from .state import check_values
 
-__all__ = ["BANK_DEFAULTS", "REFINE_DEFAULTS", "Pattern", "PatternStore", "new_bank",
-           "refine_bank"]
+__all__ = ["BANK_DEFAULTS", "REFINE_DEFAULTS", "Pattern", "PatternStore", "check_bank_arrays",
+           "new_bank", "refine_bank"]
 
 #: Online clustering and statistics parameters (see csrc/bank.h). new_pattern_cos = 0.45 suits
 #: sentence embeddings whose same-topic cosine is ~0.5 and cross-topic ~0.3 (the routing
@@ -34,6 +36,28 @@ __all__ = ["BANK_DEFAULTS", "REFINE_DEFAULTS", "Pattern", "PatternStore", "new_b
 #: a new kind of query is routed as the whole traffic says until its own outcomes outweigh that.
 BANK_DEFAULTS = {"new_pattern_cos": 0.45, "decay": 0.995, "prior_count": 10.0,
                  "baseline_rate": 0.05}
+
+
+def check_bank_arrays(fail: Callable[[str], Any], arrays: dict, prefix: str = "bank.") -> None:
+    """Calls fail(msg) unless loaded bank arrays (finite, shapes already checked) hold what the
+    bank itself can produce: unit or zero centroids, baselines (mean rewards) in [0, 1], counts
+    >= 0, per-route reward sums within [0, count] (rewards are in [0, 1])."""
+    def arr(name: str) -> np.ndarray:
+        return arrays[prefix + name]
+
+    check_values(fail, prefix + "centroid", arr("centroid"), -1.001, 1.001)
+    norms = np.linalg.norm(arr("centroid").astype(np.float64), axis=1)
+    if (norms > 1.001).any():
+        fail(f"array {prefix + 'centroid'!r} has a row of norm {norms.max():g}; centroids are "
+             "unit vectors (or zero)")
+    check_values(fail, prefix + "centroid_sum", arr("centroid_sum"))
+    check_values(fail, prefix + "baseline", arr("baseline"), 0.0, 1.0)
+    for name in ("hits", "route_n", "route_s"):
+        check_values(fail, prefix + name, arr(name), 0.0)
+    n, s = arr("route_n").astype(np.float64), arr("route_s").astype(np.float64)
+    if (s > n * (1 + 1e-4) + 1e-4).any():
+        fail(f"array {prefix + 'route_s'!r} holds a reward sum above its count "
+             f"{prefix + 'route_n'!r}; rewards are in [0, 1]")
 
 
 def new_bank(dim: int, n_routes: int, capacity: int, **params: float) -> PatternStore:

@@ -95,7 +95,7 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
-def _int_at_least(lo: int):
+def _int_at_least(lo: int, hi: int | None = None):
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -103,6 +103,8 @@ def _int_at_least(lo: int):
             raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
         if value < lo:
             raise argparse.ArgumentTypeError(f"must be >= {lo}, got {value}")
+        if hi is not None and value > hi:
+            raise argparse.ArgumentTypeError(f"must be <= {hi}, got {value}")
         return value
 
     return parse
@@ -143,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--dim",
-        type=_int_at_least(demo.MIN_DIM),
+        type=_int_at_least(demo.MIN_DIM, demo.MAX_DIM),
         default=None,
         metavar="D",
         help="synthetic: embedding dimension (default 256)",

@@ -43,6 +43,8 @@ MAX_OPEN_TRAJECTORIES = 1 << 24
 MAX_ROUTES = 1024
 MAX_PATTERNS = 1_000_000
 MAX_INTERVAL_S = 7 * 24 * 3600.0  # also keeps us below threading.TIMEOUT_MAX everywhere
+# Every float field is bounded so that the float32 arithmetic it enters cannot overflow (a
+# finite 1e39 would become Inf in the kernels): lrs <= 1, thresholds in [0, 1], and this.
 EMBEDDING_DTYPES = ("float32", "float16")
 MAX_SEED = 2**64 - 1
 

@@ -29,11 +29,12 @@ from typing import Callable, TextIO
 import numpy as np
 
 from ._core import get_backend
+from .config import MAX_DIM
 from .router import Router
 from .synthetic import FixedRouter, RoutingTask, heldout_accuracy
 
-__all__ = ["ROUTES", "N_CLUSTERS", "MIN_DIM", "run", "format_table", "plot", "main", "present",
-           "check_outputs", "Progress", "DemoError"]
+__all__ = ["ROUTES", "N_CLUSTERS", "MIN_DIM", "MAX_DIM", "run", "format_table", "plot", "main",
+           "present", "check_outputs", "Progress", "DemoError"]
 
 #: The simulated models the demo routes between.
 ROUTES = ("gpt-small", "gpt-medium", "gpt-large", "code-expert")
@@ -387,8 +388,9 @@ def _require(condition: bool, message: str) -> None:
 
 
 def _check_parent(path: str, option: str) -> None:
-    parent = Path(path).expanduser().resolve().parent
-    _require(parent.is_dir(), f"{option} {path}: directory {parent} does not exist")
+    target = Path(path).expanduser().resolve()
+    _require(not target.is_dir(), f"{option} {path}: is a directory; give a file name")
+    _require(target.parent.is_dir(), f"{option} {path}: directory {target.parent} does not exist")
 
 
 def main(
@@ -411,6 +413,7 @@ def main(
     try:  # everything that can refuse is checked before the run, not after it
         _require(queries >= 1 and window >= 1, "--queries and --window must be >= 1")
         _require(dim >= MIN_DIM, f"--dim must be >= {MIN_DIM} for {N_CLUSTERS} clusters")
+        _require(dim <= MAX_DIM, f"--dim must be <= {MAX_DIM}")
         check_outputs(plot_path, save_path)
     except DemoError as exc:
         print(f"sona demo: error: {exc}", file=err)
@@ -459,10 +462,14 @@ def present(run_demo: Callable, *, header: str, format_row: Callable[[dict], str
         print(json.dumps(result, indent=2), file=out)
     else:
         print("\n" + format_summary(result), file=out)
-    if plot_path is not None:
-        plot(result, plot_path)
-        print(f"sona demo: learning curve written to {plot_path}", file=err)
-    if save_path is not None:
-        router.save(save_path)
-        print(f"sona demo: router state saved to {save_path}", file=err)
+    try:  # checked above, but the file system can still refuse (permissions, disk full)
+        if plot_path is not None:
+            plot(result, plot_path)
+            print(f"sona demo: learning curve written to {plot_path}", file=err)
+        if save_path is not None:
+            router.save(save_path)
+            print(f"sona demo: router state saved to {save_path}", file=err)
+    except OSError as exc:
+        print(f"sona demo: error: {exc}", file=err)
+        return 1
     return 0

@@ -14,20 +14,33 @@ this module builds the parts from a SonaConfig and runs the background loop.
 from __future__ import annotations
 
 import logging
+import numbers
+import os
 import threading
 import time
 import weakref
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any, NoReturn
 
 import numpy as np
 import numpy.typing as npt
 
-from ._core import EngineCore, Pattern, TrajectoryBuffer, TrajectoryStore, get_backend
-from .bank import REFINE_DEFAULTS, new_bank, refine_bank
-from .config import REMOVED_FIELDS, SonaConfig
+from ._core import EngineCore, Pattern, TrajectoryBuffer, TrajectoryStore, _snapshot, get_backend
+from .bank import REFINE_DEFAULTS, check_bank_arrays, new_bank, refine_bank
+from .config import MAX_INTERVAL_S, REMOVED_FIELDS, SonaConfig
 from .lora import BaseLoRA, MicroLoRA
-from .state import PathLike, StateFileError, decode_state, encode_state, read_state, write_state
+from .state import (
+    MAX_COUNT,
+    PathLike,
+    StateFileError,
+    check_number,
+    check_weights,
+    decode_state,
+    encode_state,
+    read_state,
+    write_state,
+)
 
 __all__ = ["SonaEngine", "CycleResult", "ENGINE_STATE_VERSION"]
 
@@ -41,6 +54,38 @@ _COUNTERS = ("global_baseline", "n_seen", "instant_updates", "late_feedbacks", "
 # Late feedback (learn_from_feedback on an ended trajectory) is accepted for the most recent
 # min(trajectory_capacity, this) ended trajectories: embeddings kept in a fixed table.
 _LATE_FEEDBACK_WINDOW = 4096
+
+# Every live engine, for the fork handlers below.
+_ENGINES: weakref.WeakSet = weakref.WeakSet()
+
+
+def _before_fork() -> None:
+    # Fork while no cycle runs: the child then inherits whole states, and no lock held by a
+    # thread that does not exist in the child.
+    for engine in list(_ENGINES):
+        engine._fork_held = engine._cycle_lock.acquire(timeout=30.0)
+
+
+def _after_fork_parent() -> None:
+    for engine in list(_ENGINES):
+        if engine._fork_held:
+            engine._fork_held = False
+            engine._cycle_lock.release()
+
+
+def _after_fork_child() -> None:
+    # Threads do not survive fork: the coordinator is gone in the child (start_background()
+    # there starts a new one), and the locks are new.
+    for engine in list(_ENGINES):
+        engine._cycle_lock = threading.Lock()
+        engine._fork_held = False
+        engine._stop = threading.Event()
+        engine._thread = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_parent,
+                        after_in_child=_after_fork_child)
 
 
 @dataclass(frozen=True)
@@ -114,6 +159,10 @@ class SonaEngine(EngineCore):
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._routers: weakref.WeakSet = weakref.WeakSet()  # told when the adapters re-factor
+        self._fork_held = False
+        self._bg_errors = 0
+        self._bg_last_error: str | None = None
+        _ENGINES.add(self)
 
     # -- cycles ----------------------------------------------------------------------------------
     def run_instant_cycle(self) -> CycleResult:
@@ -133,19 +182,28 @@ class SonaEngine(EngineCore):
         released, then merge/dedupe/prune), and folds MicroLoRA's learned change into BaseLoRA
         (truncated SVD to BaseLoRA's rank), then resets MicroLoRA's B so its next feedbacks start
         from the identity. Fewer than refine_params["min_records"] queries are kept for the next
-        cycle (counted as ``deferred``), never dropped. Returns counts and the wall time."""
+        cycle (counted as ``deferred``), never dropped. Returns counts and the wall time.
+
+        Raises ValueError for invalid refine_params before anything is drained; if anything
+        else fails after draining, the drained queries are kept for the next cycle."""
         with self._cycle_lock:
             t0 = time.perf_counter()
+            params = self._refine_settings()
             drained = 0
             embs, quals = self._deferred
-            while True:
-                batch = self.store.buffer.drain()
-                if len(batch.ids) == 0:
-                    break
-                drained += len(batch.ids)
-                embs.append(batch.embeddings)
-                quals.append(batch.qualities)
-            refined = self._refine(embs, quals)
+            try:
+                while True:
+                    batch = self.store.buffer.drain()
+                    if len(batch.ids) == 0:
+                        break
+                    drained += len(batch.ids)
+                    embs.append(batch.embeddings)
+                    quals.append(batch.qualities)
+                refined = self._refine(embs, quals, params)
+            except BaseException:
+                self._deferred = (embs, quals)  # drained records wait for the next cycle
+                self._counts["trajectories_drained"] += drained
+                raise
             consolidated = self._consolidate()
             self._counts["background_cycles"] += 1
             self._counts["trajectories_drained"] += drained
@@ -157,20 +215,33 @@ class SonaEngine(EngineCore):
                    "%.2f ms", drained, result.patterns, consolidated, 1e3 * result.seconds)
         return result
 
-    def _refine(self, embs: list, quals: list) -> dict:
+    def _refine_settings(self) -> dict:
+        """refine_params checked (names, types, ranges) without changing anything: a bad value
+        raises here, before a cycle drains the ring."""
+        params = dict(self.refine_params)
+        min_records = params.pop("min_records", REFINE_DEFAULTS["min_records"])
+        if (isinstance(min_records, bool) or not isinstance(min_records, numbers.Integral)
+                or min_records < 1):
+            raise ValueError(f"refine_params['min_records'] must be an integer >= 1; got "
+                             f"{min_records!r}")
+        d = self.config.hidden_dim
+        refine_bank(self.bank, np.empty((0, d), np.float32), np.empty(0, np.float32), k=1,
+                    quality_threshold=self.config.quality_threshold, **params)
+        return {"min_records": int(min_records), **params}
+
+    def _refine(self, embs: list, quals: list, settings: dict) -> dict:
         """Refines the bank with the queued queries, or defers them while they are too few."""
         t0 = time.perf_counter()
         n = sum(len(q) for q in quals)
         if n == 0:
             return {}
-        if n < self.refine_params["min_records"]:
+        if n < settings["min_records"]:
             self._deferred = (embs, quals)
             return {"deferred": n}
-        self._deferred = ([], [])
         X = embs[0] if len(embs) == 1 else np.concatenate(embs)
         q = quals[0] if len(quals) == 1 else np.concatenate(quals)
         cfg = self.config
-        params = {k: v for k, v in self.refine_params.items() if k != "min_records"}
+        params = {k: v for k, v in settings.items() if k != "min_records"}
         seed = (cfg.seed * 0x9E3779B97F4A7C15 + self._counts["background_cycles"]) % 2**64
         try:
             res = refine_bank(self.bank, X, q, k=min(cfg.pattern_clusters, n), seed=seed,
@@ -185,6 +256,7 @@ class SonaEngine(EngineCore):
                 return {"refine_seconds": time.perf_counter() - t0}
             res = refine_bank(self.bank, X[ok], q[ok], k=min(cfg.pattern_clusters, int(ok.sum())),
                               seed=seed, quality_threshold=cfg.quality_threshold, **params)
+        self._deferred = ([], [])
         return {"refined": res["clustered"], "patterns_created": res["created"],
                 "patterns_updated": res["updated"], "patterns_merged": res["merged"],
                 "patterns_pruned": res["pruned"], "refine_seconds": time.perf_counter() - t0}
@@ -218,33 +290,67 @@ class SonaEngine(EngineCore):
         every interval_s seconds (default: the config's), and also as soon as
         every_n_trajectories records wait in the ring, when given; with checkpoint_path, save()
         the engine there after every cycle (atomically: a crash leaves the previous checkpoint).
-        RuntimeError if already running, ValueError for a bad interval or count."""
-        interval = self.config.background_interval_s if interval_s is None else float(interval_s)
-        if not (np.isfinite(interval) and interval > 0):
-            raise ValueError(f"interval_s must be a finite number > 0; got {interval_s!r}")
+
+        A cycle or checkpoint that fails does not stop the thread: the error is logged on the
+        ``"sona"`` logger and counted in stats() (``background_errors``,
+        ``last_background_error``); drained records are kept for the next cycle. After
+        os.fork() the child has no coordinator (start one there if wanted).
+
+        Raises RuntimeError if already running, TypeError/ValueError for an interval that is not
+        a number in (0, 604800] seconds, a bad count, or a checkpoint path that is not a path
+        or whose directory does not exist.
+        """
+        interval = self.config.background_interval_s if interval_s is None else interval_s
+        if isinstance(interval, (bool, np.bool_)) or not isinstance(interval, numbers.Real):
+            raise TypeError(f"interval_s must be a number of seconds; got "
+                            f"{type(interval_s).__name__} {interval_s!r}")
+        interval = float(interval)
+        if not 0 < interval <= MAX_INTERVAL_S:
+            raise ValueError(f"interval_s must be in (0, {MAX_INTERVAL_S:g}] seconds; got "
+                             f"{interval_s!r}")
         if every_n_trajectories is not None and (
                 isinstance(every_n_trajectories, bool)
                 or not isinstance(every_n_trajectories, (int, np.integer))
                 or every_n_trajectories < 1):
             raise ValueError(f"every_n_trajectories must be an integer >= 1 or None; got "
                              f"{every_n_trajectories!r}")
+        if checkpoint_path is not None:
+            try:
+                target = os.fsdecode(os.fspath(checkpoint_path))
+            except TypeError:
+                raise TypeError(f"checkpoint_path must be a str, bytes or os.PathLike; got "
+                                f"{type(checkpoint_path).__name__}") from None
+            folder = os.path.dirname(os.path.abspath(target))
+            if not os.path.isdir(folder) or os.path.isdir(target):
+                raise ValueError(f"checkpoint_path {target!r} must name a file in an existing "
+                                 "directory")
         if self._thread is not None and self._thread.is_alive():
             raise RuntimeError("the background coordinator is already running")
         self._stop.clear()
         # with a count trigger the thread looks at the ring's fill level every 10 ms (a load)
         poll = interval if every_n_trajectories is None else min(interval, 0.01)
         buffer = self.store.buffer
+        stop = self._stop
 
         def loop() -> None:
-            last = time.monotonic()
-            while not self._stop.wait(poll):
+            last, failing = time.monotonic(), False
+            while not stop.wait(poll):
                 due = time.monotonic() - last >= interval
-                if due or (every_n_trajectories is not None
-                           and len(buffer) >= every_n_trajectories):
-                    self.run_background_cycle()
-                    last = time.monotonic()
-                    if checkpoint_path is not None:
-                        self.save(checkpoint_path)
+                try:
+                    # after a failure only the period retries (a count trigger would retry,
+                    # and log, every poll while the records wait)
+                    if due or (not failing and every_n_trajectories is not None
+                               and len(buffer) >= every_n_trajectories):
+                        last = time.monotonic()
+                        self.run_background_cycle()
+                        if checkpoint_path is not None:
+                            self.save(checkpoint_path)
+                        failing = False
+                except Exception as exc:  # reported, and the next period tries again
+                    failing = True
+                    self._bg_errors += 1
+                    self._bg_last_error = f"{type(exc).__name__}: {exc}"
+                    _log.exception("sona background cycle failed (the coordinator keeps running)")
 
         self._thread = threading.Thread(target=loop, name="sona-background", daemon=True)
         self._thread.start()
@@ -292,6 +398,10 @@ class SonaEngine(EngineCore):
             "global_baseline": self.global_baseline,
             "last_background_cycle": None if self._last_cycle is None else
             self._last_cycle.to_dict(),
+            "background_running": self._thread is not None and self._thread.is_alive(),
+            "background_errors": self._bg_errors,
+            "last_background_error": self._bg_last_error,
+            "trajectories_deferred": sum(len(q) for q in self._deferred[1]),
         }
 
     # -- state files -----------------------------------------------------------------------------
@@ -312,16 +422,18 @@ class SonaEngine(EngineCore):
         the file is written outside it while learning goes on)."""
         from . import __version__
 
-        with self._cycle_lock:
-            arrays = {"micro.A": self.micro.A, "micro.B": self.micro.B,
-                      "base.A": self.base.A, "base.B": self.base.B}
-            arrays.update({f"bank.{n}": getattr(self.bank, n) for n in _BANK_ARRAYS})
-            meta = {"engine_state_version": ENGINE_STATE_VERSION, "sona_version": __version__,
-                    "config": self.config.to_dict(), "bank_params": self.bank.params,
-                    "micro_scale": float(self.micro.scale), "base_scale": float(self.base.scale),
-                    "counters": self._counters(), "counts": dict(self._counts),
-                    "n_patterns": int(self.bank.n_patterns)}
-            return {k: np.array(v, order="C", copy=True) for k, v in arrays.items()}, meta
+        with self._cycle_lock:  # no background cycle (consolidation) half done
+            live = {"micro.A": self.micro.A, "micro.B": self.micro.B,
+                    "base.A": self.base.A, "base.B": self.base.B}
+            live.update({f"bank.{n}": getattr(self.bank, n) for n in _BANK_ARRAYS})
+            arrays, (counters, n_patterns) = _snapshot(
+                live, (self._counters, partial(getattr, self.bank, "n_patterns")))
+            counts = dict(self._counts)
+        meta = {"engine_state_version": ENGINE_STATE_VERSION, "sona_version": __version__,
+                "config": self.config.to_dict(), "bank_params": self.bank.params,
+                "micro_scale": float(self.micro.scale), "base_scale": float(self.base.scale),
+                "counters": counters, "counts": counts, "n_patterns": int(n_patterns)}
+        return {k: np.ascontiguousarray(v) for k, v in arrays.items()}, meta
 
     def to_bytes(self) -> bytes:
         """The engine's learned state as bytes: exactly the file :meth:`save` writes.
@@ -403,15 +515,19 @@ class SonaEngine(EngineCore):
             a = arrays[name]
             if a.shape != ref.shape or a.dtype != ref.dtype:
                 fail(f"{name} is {a.dtype}{a.shape}, expected {ref.dtype}{ref.shape}")
-            if a.dtype.kind == "f" and not np.isfinite(a).all():
-                fail(f"{name} holds NaN or Inf")
+        check_weights(fail, arrays, ("micro.A", "micro.B", "base.A", "base.B"))
+        check_bank_arrays(fail, arrays)
         counters, n = meta["counters"], meta["n_patterns"]
         if not isinstance(counters, dict) or set(counters) != set(_COUNTERS):
             fail(f"counters {counters!r}")
-        if not isinstance(n, int) or not 0 <= n <= engine.bank.capacity:
-            fail(f"n_patterns {n!r} outside 0..{engine.bank.capacity}")
+        check_number(fail, "counters['global_baseline']", counters["global_baseline"], 0.0, 1.0)
+        for key in _COUNTERS[1:]:
+            check_number(fail, f"counters[{key!r}]", counters[key], 0, MAX_COUNT, integer=True)
+        check_number(fail, "n_patterns", n, 0, engine.bank.capacity, integer=True)
         if not isinstance(meta["counts"], dict) or set(meta["counts"]) != set(engine._counts):
             fail(f"counts {meta['counts']!r}")
+        for key, v in meta["counts"].items():
+            check_number(fail, f"counts[{key!r}]", v, 0, MAX_COUNT, integer=True)
         try:
             engine.micro.set_weights(arrays["micro.A"], arrays["micro.B"])
             engine.base.set_weights(arrays["base.A"], arrays["base.B"])

@@ -19,16 +19,28 @@ from __future__ import annotations
 
 import os
 import time
+from functools import partial
 from typing import Any, Union
 
 import numpy as np
 
-from ._core import RouterCore, get_backend
-from .bank import BANK_DEFAULTS
+from ._core import RouterCore, _snapshot, get_backend
+from .bank import BANK_DEFAULTS, check_bank_arrays
 from .config import SonaConfig
 from .engine import SonaEngine
 from .outcome import Outcome
-from .state import StateFileError, decode_state, encode_state, read_state, write_state
+from .state import (
+    F32_MAX,
+    MAX_COUNT,
+    StateFileError,
+    check_number,
+    check_values,
+    check_weights,
+    decode_state,
+    encode_state,
+    read_state,
+    write_state,
+)
 
 __all__ = ["Router", "POLICY_DEFAULTS", "ROUTER_STATE_VERSION"]
 
@@ -61,7 +73,27 @@ POLICY_DEFAULTS = {
 }
 
 _BOOL = {"ewc", "use_micro", "use_base", "use_prior", "learn_keys", "learn_bias", "unit_keys"}
-_INT = {"micro_rank", "base_rank", "ewc_every", "fisher_every", "mean_window", "max_patterns"}
+# Integer parameters: name -> largest value (ranks as SonaConfig allows; periods fit uint32).
+_INT = {"micro_rank": 2, "base_rank": 64, "ewc_every": 2**32 - 1, "fisher_every": 2**32 - 1,
+        "mean_window": 2**32 - 1, "max_patterns": 1_000_000}
+# Float parameters: name -> (low, high, low excluded, high excluded). Inside these ranges every
+# quantity the policy forms in float32 stays far from overflow (1/tau and 1/tau_prior <= 1e6
+# logits, rms_eps**2 a normal float32, steps of at most lr against weights clipped to
+# weight_clip); finite values outside (tau=1e-46, lr=1e39, micro_scale=1e39) gave NaN within
+# two steps, and a router that could not be saved and loaded back.
+_FLOAT = {
+    "tau": (1e-6, 1e6, False, False), "tau_prior": (1e-6, 1e6, False, False),
+    "ts_scale": (0.0, 1e3, False, False), "explore": (0.0, 1.0, False, False),
+    "adv_clip": (0.0, 1e6, True, False), "lr": (0.0, 1.0, False, False),
+    "rms_decay": (0.0, 1.0, False, True), "rms_eps": (1e-12, 1.0, False, False),
+    "weight_clip": (0.0, 1e6, True, False), "global_rate": (0.0, 1.0, False, False),
+    "ewc_alpha": (0.0, 1.0, False, False), "ewc_lambda": (0.0, 1e6, False, False),
+    "ewc_margin": (0.0, 1.0, False, False), "ewc_memory": (0.0, 1e6, False, False),
+    "ewc_novelty": (0.0, 1.0, False, False), "micro_scale": (0.0, 1e3, True, False),
+    "base_scale": (0.0, 1e3, True, False), "new_pattern_cos": (-1.0, 1.0, False, False),
+    "decay": (0.0, 1.0, True, False), "prior_count": (0.0, 1e6, True, False),
+    "baseline_rate": (0.0, 1.0, True, False), "prior_window": (1.0, 1e9, False, False),
+}  # fmt: skip
 
 
 def _check_hp(hp: dict) -> dict:
@@ -74,30 +106,16 @@ def _check_hp(hp: dict) -> dict:
             if not isinstance(v, (bool, np.bool_)):
                 raise TypeError(f"{k} must be a bool; got {v!r}")
         elif k in _INT:
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{k} must be an integer >= 1; got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 1 <= v <= _INT[k]:
+                raise ValueError(f"{k} must be an integer in [1, {_INT[k]}]; got {v!r}")
         else:
-            real = isinstance(v, (int, float, np.floating)) and not isinstance(v, bool)
+            real = isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool)
             if not real or not np.isfinite(v):
                 raise ValueError(f"{k} must be a finite number; got {v!r}")
-    positive = ("tau", "tau_prior", "adv_clip", "rms_eps", "weight_clip", "micro_scale",
-                "base_scale", "prior_count")
-    if not h["prior_window"] >= 1:
-        raise ValueError(f"prior_window must be >= 1; got {h['prior_window']}")
-    for k in positive:
-        if h[k] <= 0:
-            raise ValueError(f"{k} must be > 0; got {h[k]}")
-    for k in ("explore", "global_rate", "ewc_alpha", "baseline_rate", "ewc_novelty"):
-        if not 0 <= h[k] <= 1:
-            raise ValueError(f"{k} must be in [0, 1]; got {h[k]}")
-    for k in ("rms_decay", "decay"):
-        if not 0 < h[k] <= 1 if k == "decay" else not 0 <= h[k] < 1:
-            raise ValueError(f"{k} out of range; got {h[k]}")
-    for k in ("lr", "ts_scale", "ewc_lambda", "ewc_margin", "ewc_memory"):
-        if h[k] < 0:
-            raise ValueError(f"{k} must be >= 0; got {h[k]}")
-    if not -1 <= h["new_pattern_cos"] <= 1:
-        raise ValueError(f"new_pattern_cos must be in [-1, 1]; got {h['new_pattern_cos']}")
+            lo, hi, lo_open, hi_open = _FLOAT[k]
+            if v < lo or v > hi or (lo_open and v == lo) or (hi_open and v == hi):
+                raise ValueError(f"{k} must be in {'(' if lo_open else '['}{lo:g}, {hi:g}"
+                                 f"{')' if hi_open else ']'}; got {v!r}")
     return h
 
 
@@ -140,6 +158,27 @@ _V5_ARRAYS = ("global_n", "global_s", "global_q", "route_cost", "cost_n", "shrin
 _POLICY_ARRAYS = ("keys", "bias", "rms", "fisher", "anchor", *_V3_ARRAYS, "mu", *_V5_ARRAYS)
 _BANK_ARRAYS = ("centroid", "centroid_sum", "hits", "route_n", "route_s", "baseline")
 _U64 = 1 << 64
+
+
+def _route_names(routes: Any) -> tuple:
+    """routes as a tuple of at least 2 unique, non-empty names a state file can hold."""
+    if isinstance(routes, (str, bytes)):
+        raise TypeError(f"routes must be a list of route names, not one {type(routes).__name__} "
+                        f"({routes!r} would become the routes {list(routes)!r})")
+    names = tuple(routes)
+    if len(names) < 2:
+        raise ValueError(f"a router needs at least 2 routes; got {len(names)}")
+    if not all(isinstance(n, str) and n for n in names):
+        raise TypeError(f"route names must be non-empty strings; got {names!r}")
+    for n in names:
+        try:
+            n.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"route name {n!r} is not valid Unicode text (a lone surrogate?); "
+                             "names must be encodable as UTF-8") from None
+    if len(set(names)) != len(names):
+        raise ValueError(f"route names must be unique; got {names!r}")
+    return names
 
 
 def _is_int(v: Any) -> bool:
@@ -237,6 +276,27 @@ def _check_meta(fail, meta: Any) -> None:
             fail(f"counters[{key!r}] must be {want}, got {v!r}")
 
 
+def _check_loaded_values(fail, meta: dict, arrays: dict) -> None:
+    """Values a running router can hold, checked as strictly as construction checks its inputs:
+    weights bounded, second moments and Fisher >= 0, reward means in [0, 1], counters that
+    cannot wrap; the bank's arrays as check_bank_arrays says."""
+    counters = meta["counters"]
+    for key in ("global_baseline", "reward_short", "reward_long"):
+        check_number(fail, f"counters[{key!r}]", counters[key], 0.0, 1.0)
+    for key in ("fisher_max", "omega_max"):
+        check_number(fail, f"counters[{key!r}]", counters[key], 0.0, F32_MAX)
+    for key, kind in _COUNTER_KEYS.items():
+        if kind == "u64" and not key.startswith("rng_"):  # the generator's state spans 2**64
+            check_number(fail, f"counters[{key!r}]", counters[key], 0, MAX_COUNT, integer=True)
+    for key in ("decisions", "feedbacks"):
+        check_number(fail, key, meta[key], 0, MAX_COUNT, integer=True)
+    check_weights(fail, arrays, ("micro.A", "micro.B", "base.A", "base.B", "keys", "bias",
+                                 "anchor", "mu"))
+    for name in ("rms", "fisher", "fisher_ckpt", "omega"):
+        check_values(fail, name, arrays[name], 0.0)
+    check_bank_arrays(fail, arrays)
+
+
 class Router(RouterCore):
     """Learns which route serves each kind of query best, from one quality score per query.
 
@@ -267,13 +327,7 @@ class Router(RouterCore):
 
     def __init__(self, routes, hidden_dim: int | None = None, *, engine: SonaEngine | None = None,
                  explore: float = 0.0, seed: int = 0, costs=None, **params) -> None:
-        names = tuple(routes)
-        if len(names) < 2:
-            raise ValueError(f"a router needs at least 2 routes; got {len(names)}")
-        if not all(isinstance(n, str) and n for n in names):
-            raise TypeError(f"route names must be non-empty strings; got {names!r}")
-        if len(set(names)) != len(names):
-            raise ValueError(f"route names must be unique; got {names!r}")
+        names = _route_names(routes)
         if hidden_dim is not None and (isinstance(hidden_dim, bool)
                                        or not isinstance(hidden_dim, (int, np.integer))
                                        or hidden_dim < 1):
@@ -301,10 +355,12 @@ class Router(RouterCore):
             if engine.bank.n_routes < K:
                 raise ValueError(f"the engine's pattern bank tracks {engine.bank.n_routes} routes "
                                  f"(SonaConfig.max_routes); this router has {K}")
+            # the engine's parts fix these; the router records them, so its file rebuilds them
             shared = {"micro_rank": engine.micro.rank, "base_rank": engine.base.rank,
                       "micro_scale": engine.micro.scale, "base_scale": engine.base.scale,
-                      "max_patterns": engine.bank.capacity}
-            clash = {k: (params[k], v) for k, v in shared.items() if k in params and params[k] != v}
+                      "max_patterns": engine.bank.capacity, **engine.bank.params}
+            clash = {k: (params[k], v) for k, v in shared.items()
+                     if k in params and np.float32(params[k]) != np.float32(v)}
             if clash:
                 raise ValueError(f"parameters fixed by the engine differ: {clash} (given, engine)")
             hp = _check_hp({**params, **shared, "explore": explore})
@@ -487,17 +543,26 @@ class Router(RouterCore):
 
     # ------------------------------------------------------------------------ state files
 
-    def _state_arrays(self) -> dict:
-        arrays = {
+    def _state_snapshot(self) -> tuple[dict, dict, int, int, int]:
+        """(arrays, counters, decisions, feedbacks, n_patterns), copied in one stretch that
+        holds the GIL (sona._core._snapshot): a route or feedback in another thread lands
+        wholly before or wholly after it."""
+        live = {
             "micro.A": self.micro.A, "micro.B": self.micro.B,
             "base.A": self.base.A, "base.B": self.base.B,
         }  # fmt: skip
         for name in _POLICY_ARRAYS:
-            arrays[name] = getattr(self, name)
+            live[name] = getattr(self, name)
         for name in _BANK_ARRAYS:
-            arrays["bank." + name] = getattr(self.bank, name)
-        # Copies first: the snapshot is taken in one go, before any (slow) file I/O.
-        return {k: np.array(v, dtype=np.float32, order="C", copy=True) for k, v in arrays.items()}
+            live["bank." + name] = getattr(self.bank, name)
+        arrays, scalars = _snapshot(live, (
+            self._counters, partial(getattr, self, "decisions"),
+            partial(getattr, self, "feedbacks"), partial(getattr, self.bank, "n_patterns")))
+        K = len(self.routes)
+        for name in ("bank.route_n", "bank.route_s"):  # an engine's bank may track more routes
+            arrays[name] = arrays[name][:, :K]
+        arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in arrays.items()}
+        return (arrays, *scalars)
 
     def save(self, path: PathLike) -> None:
         """Write the router's complete learning state to ``path`` (a safetensors file), atomically.
@@ -534,8 +599,10 @@ class Router(RouterCore):
 
         Not saved: decisions still waiting for feedback (a Decision belongs to the router that
         made it; the loaded router refuses it), and gradients accumulated on ``micro``/``base``
-        through ``accumulate_gradient`` but not yet applied. Do not call save() while another
-        thread routes or learns on this router: the snapshot would mix two states.
+        through ``accumulate_gradient`` but not yet applied. Safe while other threads route and
+        learn: the state is copied in one step that they cannot interleave, then written (the
+        checksum covers exactly what is written). A router on a shared engine saves the columns
+        of its own routes (the engine's bank may track more).
 
         Raises OSError when the file system refuses (e.g. the directory does not exist); the
         previous file at ``path``, if any, is then untouched (temp file + fsync + rename).
@@ -554,7 +621,7 @@ class Router(RouterCore):
         """(arrays, metadata) of the state file: what save() writes and to_bytes() returns."""
         from . import __version__
 
-        arrays = self._state_arrays()
+        arrays, counters, decisions, feedbacks, n_patterns = self._state_snapshot()
         meta = {
             "router_state_version": ROUTER_STATE_VERSION,
             "sona_version": __version__,
@@ -562,10 +629,10 @@ class Router(RouterCore):
             "hidden_dim": int(self.micro.dim),
             "seed": int(self.seed),
             "params": _plain_params(self.params),
-            "counters": self._counters(),
-            "decisions": int(self.decisions),
-            "feedbacks": int(self.feedbacks),
-            "n_patterns": int(self.bank.n_patterns),
+            "counters": counters,
+            "decisions": int(decisions),
+            "feedbacks": int(feedbacks),
+            "n_patterns": int(n_patterns),
         }
         return arrays, meta
 
@@ -685,6 +752,7 @@ class Router(RouterCore):
         for key in ("novelty_short", "novelty_long"):
             if not 0 <= counters[key] <= 1:
                 fail(f"counters[{key!r}] must be a share in [0, 1], got {counters[key]!r}")
+        _check_loaded_values(fail, meta, arrays)
 
         # Build a fresh router (sizes already match the arrays, so allocation is bounded by the
         # file), check what only it knows, then fill it. It is returned only if all succeeded.

@@ -13,16 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from ._core import _check_quality
+
 __all__ = ["LearningSignal"]
-
-
-def _check_quality(quality: Any) -> float:
-    if isinstance(quality, bool) or not isinstance(quality, (int, float, np.floating, np.integer)):
-        raise TypeError(f"quality must be a number in [0, 1]; got {type(quality).__name__}")
-    q = float(quality)
-    if not 0.0 <= q <= 1.0:  # also rejects NaN
-        raise ValueError(f"quality must be in [0, 1]; got {q}")
-    return q
 
 
 @dataclass(frozen=True)

@@ -38,15 +38,22 @@ import os
 import stat
 import struct
 import tempfile
+import threading
 from collections.abc import Mapping
 from typing import Any, Union
 
 import numpy as np
 
 __all__ = [
+    "F32_MAX",
     "FORMAT_MARKER",
     "FORMAT_VERSION",
+    "MAX_COUNT",
+    "MAX_WEIGHT_ABS",
     "StateFileError",
+    "check_number",
+    "check_values",
+    "check_weights",
     "decode_state",
     "encode_state",
     "read_state",
@@ -146,7 +153,9 @@ def _prepare_arrays(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
                 f"arrays[{name!r}] has dtype {a.dtype}, which a state file cannot hold; "
                 f"expected one of float16/32/64, int8..int64, uint8..uint64, bool, complex64"
             )
-        out[name] = _little_endian(a)
+        # a private copy: the checksum and the bytes written must see the same values even if
+        # the caller's array changes meanwhile (another thread learning while a save runs)
+        out[name] = np.array(_little_endian(a), order="C", copy=True)
     return out
 
 
@@ -266,7 +275,7 @@ def write_state(
     -------
     >>> write_state("e.sona", {"A": np.zeros(8, np.float32)}, {"n": 1}, "engine")  # doctest: +SKIP
     """
-    target = os.fspath(path)
+    target = _path(path)
     head, payload = _encode(arrays, meta, kind)  # all validation happens before touching disk
 
     directory = os.path.dirname(os.path.abspath(target))
@@ -275,9 +284,11 @@ def write_state(
     except OSError:
         mode = _new_file_mode()
 
-    fd, tmp = tempfile.mkstemp(
-        prefix="." + os.path.basename(target) + ".", suffix=".tmp", dir=directory
-    )
+    prefix = "." + os.path.basename(target) + "."
+    _remove_orphans(directory, prefix)
+    fd, tmp = tempfile.mkstemp(prefix=f"{prefix}{os.getpid()}.", suffix=".tmp", dir=directory)
+    with _ACTIVE_LOCK:
+        _ACTIVE.add(tmp)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(head)
@@ -296,9 +307,108 @@ def write_state(
         except OSError:
             pass
         raise
+    finally:
+        with _ACTIVE_LOCK:
+            _ACTIVE.discard(tmp)
     _fsync_directory(directory)
     _log.info("saved %s state to %s (%d bytes)", kind, target,
               len(head) + sum(a.nbytes for a in payload))
+
+
+# Temp files being written by this process (a save in another thread must not remove them).
+_ACTIVE: set[str] = set()
+_ACTIVE_LOCK = threading.Lock()
+
+
+def _path(path: Any) -> str:
+    """path (str, bytes or os.PathLike) as a str; TypeError naming what came otherwise."""
+    try:
+        return os.fsdecode(os.fspath(path))
+    except TypeError:
+        raise TypeError(f"path must be a str, bytes or os.PathLike; got "
+                        f"{type(path).__name__}") from None
+
+
+def _remove_orphans(directory: str, prefix: str) -> None:
+    """Removes temp files of earlier saves to the same target whose writer died (killed mid-save:
+    no exception handler ran). A temp file is named <prefix><pid>.<random>.tmp; it is an orphan
+    when that process is gone, or is this one and no save of ours is writing it."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    me = os.getpid()
+    for name in names:
+        if not (name.startswith(prefix) and name.endswith(".tmp")):
+            continue
+        # exactly <pid>.<random>: a longer name belongs to another target ("x.sona.1", ...)
+        pid_s, dot, rand = name[len(prefix):-len(".tmp")].partition(".")
+        if not (pid_s.isdigit() and dot and rand and "." not in rand):
+            continue
+        full = os.path.join(directory, name)
+        pid = int(pid_s)
+        if pid == me:
+            with _ACTIVE_LOCK:
+                if full in _ACTIVE:
+                    continue
+        elif _alive(pid):
+            continue
+        try:
+            os.unlink(full)
+        except OSError:
+            pass
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True  # exists (another user's) or cannot tell: leave its file alone
+    return True
+
+
+# --------------------------------------------------------------------------- loaded values
+# A file with a valid checksum can still hold values no running sona produces (hand-edited,
+# written by a buggy tool): the loaders check them as strictly as construction checks its inputs.
+
+F32_MAX = float(np.finfo(np.float32).max)
+#: Largest |weight| a loaded adapter, key or bias may hold: far beyond anything learning
+#: produces, and small enough that a forward pass of an accepted embedding (|x_i| <= 1e6) stays
+#: inside float32.
+MAX_WEIGHT_ABS = 1e6
+#: Counters are counts of events: below 2**63 nothing can make them wrap at 2**64.
+MAX_COUNT = 2**63 - 1
+
+
+def check_values(fail, name: str, a: np.ndarray, lo: float = -F32_MAX,
+                 hi: float = F32_MAX) -> None:
+    """Calls fail(msg) unless every value of ``a`` is finite and in [lo, hi]."""
+    if a.size == 0:
+        return
+    if a.dtype.kind == "f" and not np.isfinite(a).all():
+        fail(f"array {name!r} contains NaN or Inf")
+    low, high = float(a.min()), float(a.max())
+    if low < lo or high > hi:
+        fail(f"array {name!r} holds values in [{low:g}, {high:g}]; expected [{lo:g}, {hi:g}]")
+
+
+def check_weights(fail, arrays: Mapping[str, np.ndarray], names) -> None:
+    """Calls fail(msg) unless every array named holds finite weights within +-MAX_WEIGHT_ABS."""
+    for name in names:
+        check_values(fail, name, arrays[name], -MAX_WEIGHT_ABS, MAX_WEIGHT_ABS)
+
+
+def check_number(fail, name: str, v: Any, lo: float, hi: float, integer: bool = False) -> None:
+    """Calls fail(msg) unless ``v`` is a number (an int when ``integer``; never a bool) in
+    [lo, hi] (so a float is finite and fits float32 when [lo, hi] does)."""
+    ok_type = isinstance(v, int) if integer else isinstance(v, (int, float))
+    if isinstance(v, bool) or not ok_type or not (lo <= v <= hi):
+        kind = "an integer" if integer else "a number"
+        fail(f"{name} must be {kind} in [{lo:g}, {hi:g}]; got {v!r}")
 
 
 # --------------------------------------------------------------------------- reading
@@ -334,6 +444,8 @@ def _parse_header(src: str, data: bytes) -> tuple[dict, int]:
         )
     try:
         header = json.loads(data[8 : 8 + n].decode("utf-8"))
+    except RecursionError:
+        raise _fail(src, "header is corrupted (JSON nested too deeply)") from None
     except (UnicodeDecodeError, ValueError):
         if looks_json:
             raise _fail(src, "header is corrupted (not valid JSON)") from None
@@ -419,7 +531,7 @@ def read_state(path: PathLike, kind: str | None = None) -> tuple[dict[str, np.nd
     -------
     >>> arrays, meta = read_state("engine.sona", kind="engine")  # doctest: +SKIP
     """
-    p = os.fspath(path)
+    p = _path(path)
     with open(p, "rb") as f:
         data = f.read()
     arrays, meta = decode_state(data, kind=kind, source=f"file {p!r}")
@@ -478,8 +590,9 @@ def decode_state(
 
     try:
         meta = json.loads(metadata["meta"])
-    except ValueError:  # checksum matched, so this was written like this: still not ours
-        raise _fail(source, "metadata is corrupted (meta is not JSON)") from None
+    except (ValueError, RecursionError):  # checksum matched: written like this, still not ours
+        raise _fail(source, "metadata is corrupted (meta is not JSON, or nested too deeply)") \
+            from None
 
     # Native byte order for the caller (a no-op on little-endian machines).
     for name, a in arrays.items():

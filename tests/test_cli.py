@@ -314,6 +314,7 @@ def test_json_output_is_the_result():
         (["demo", "--cost-weight", "x"], "--cost-weight: expected a number"),
         (["demo", "--embedding", "bert"], "--embedding: invalid choice"),
         (["demo", "--data", "fake"], "--data: invalid choice"),
+        (["demo", "--dim", "70000"], "--dim: must be <= 65536"),
     ],
 )
 def test_bad_options_exit_2(argv, message, capsys):
@@ -327,6 +328,14 @@ def test_plot_into_a_missing_directory_exits_2(tmp_path):
     code, out, err = _main(queries=10, plot_path=str(tmp_path / "nope" / "curve.png"))
     assert code == 2 and out == ""
     assert "does not exist" in err or 'pip install "sona[plot]"' in err
+
+
+def test_save_or_plot_onto_a_directory_exits_2_before_the_run(tmp_path):
+    # issue 16, finding 19: the existing directory was found only after the whole run
+    for key in ("save_path", "plot_path"):
+        code, out, err = _main(queries=10, **{key: str(tmp_path)})
+        assert code == 2 and out == ""
+        assert "is a directory" in err or 'pip install "sona[plot]"' in err
 
 
 def test_run_rejects_bad_arguments():

@@ -2,6 +2,8 @@
 and random call orders never crash the interpreter, never put NaN in a weight, and a rejected call
 changes nothing. Plus a long adversarial feedback run."""
 
+import json
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -131,3 +133,74 @@ def test_million_adversarial_feedbacks_stay_finite_and_bounded():
     assert np.abs(r.mu).max() <= 1e6  # the running query mean stays within the inputs' range
     for a in (e.micro.A, e.micro.B):
         assert np.isfinite(a).all()
+
+
+# ---- state-file loading (issue 16): a file with a valid checksum but fuzzed values --------------
+
+def _saved(kind):
+    """(arrays, meta) of a trained router's or engine's state file."""
+    import tempfile
+
+    from sona.state import read_state
+
+    r = sona.Router(["a", "b", "c"], hidden_dim=D, seed=0)
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        r.feedback(r.route(rng.standard_normal(D).astype(np.float32)), float(rng.random()))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = f"{tmp}/s.sona"
+        (r if kind == "router" else r.engine).save(path)
+        return read_state(path)
+
+
+_STATES = {}
+values = st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.integers(-2**65, 2**65),
+                   st.booleans(), st.none(), st.text(max_size=3),
+                   st.lists(st.integers(), max_size=2),
+                   st.sampled_from([2**63, 2**64 - 1, -1, 1e39, 3.4e38]))
+
+
+@SETTINGS
+@given(kind=st.sampled_from(["router", "engine"]), data=st.data())
+def test_state_file_loading_never_yields_a_poisoned_object(kind, data, tmp_path):
+    from sona.state import StateFileError, write_state
+
+    if kind not in _STATES:
+        _STATES[kind] = _saved(kind)
+    arrays, meta = _STATES[kind]
+    arrays = {k: v.copy() for k, v in arrays.items()}
+    meta = json.loads(json.dumps(meta))
+    for _ in range(data.draw(st.integers(1, 3))):
+        if data.draw(st.booleans()):  # an array element
+            name = data.draw(st.sampled_from(sorted(arrays)))
+            a = arrays[name].reshape(-1)
+            if a.size:
+                i = data.draw(st.integers(0, a.size - 1))
+                with np.errstate(all="ignore"):
+                    a[i] = np.asarray(data.draw(floats)).astype(a.dtype)
+        else:  # a metadata value, at the top level or one level down
+            key = data.draw(st.sampled_from(sorted(meta)))
+            if isinstance(meta[key], dict) and meta[key] and data.draw(st.booleans()):
+                meta[key][data.draw(st.sampled_from(sorted(meta[key])))] = data.draw(values)
+            else:
+                meta[key] = data.draw(values)
+    path = tmp_path / "fuzzed.sona"
+    write_state(path, arrays, meta, kind)
+    cls = sona.Router if kind == "router" else sona.SonaEngine
+    try:
+        obj = cls.load(path)
+    except StateFileError:
+        return
+    x = np.ones(D, np.float32)
+    if kind == "router":
+        for q in (1.0, 0.0, 0.5):
+            obj.feedback(obj.route(x), q)
+        assert np.isfinite(obj.scores(x)).all()
+        weights = [obj.keys, obj.bias, obj.mu]
+    else:
+        for q in (1.0, 0.0):
+            obj.end_trajectory(obj.start_trajectory(x), q)
+        assert np.isfinite(obj.apply_lora(x)).all()
+        weights = [obj.bank.baseline, obj.bank.route_n]
+    for w in weights + [obj.micro.A, obj.micro.B, obj.base.A, obj.base.B]:
+        assert np.isfinite(w).all()

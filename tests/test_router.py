@@ -223,8 +223,8 @@ def test_ewc_penalty_pulls_towards_the_anchor():
     ({"ewc_novelty": 1.5}, ValueError, r"ewc_novelty must be in \[0, 1\]; got 1.5"),
     ({"ewc_novelty": float("nan")}, ValueError, r"ewc_novelty must be a finite number"),
     ({"ewc_memory": -1.0}, ValueError, r"ewc_memory"),
-    ({"tau": 0.0}, ValueError, r"tau must be > 0"),
-    ({"fisher_every": 0}, ValueError, r"fisher_every must be an integer >= 1"),
+    ({"tau": 0.0}, ValueError, r"tau must be in \[1e-06, 1e\+06\]; got 0.0"),
+    ({"fisher_every": 0}, ValueError, r"fisher_every must be an integer in \[1, "),
     ({"ewc": 1}, TypeError, r"ewc must be a bool"),
     ({"ewc_lambda2": 1.0}, ValueError, r"unknown router parameters \['ewc_lambda2'\]"),
 ])

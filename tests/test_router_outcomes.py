@@ -12,7 +12,7 @@ ROUTES = ["a", "b", "c", "d"]
 
 def _state(router):
     """Every learned array and counter (not the exploration RNG: only routing advances it)."""
-    arrays = {k: v.copy() for k, v in router._state_arrays().items()}
+    arrays = {k: v.copy() for k, v in router._state_snapshot()[0].items()}
     counters = {k: v for k, v in router._counters().items() if not k.startswith("rng_")}
     return arrays, counters, router.bank.n_patterns, router.feedbacks
 

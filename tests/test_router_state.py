@@ -227,7 +227,7 @@ def _bad_cases():
         "route count": (None, lambda m: _set(m, "routes", ["a", "b", "c"]), r"has shape"),
         "n_patterns": (None, lambda m: _set(m, "n_patterns", 101), r"exceeds max_patterns"),
         "bad param value": (None, lambda m: _set(m["params"], "tau", -1.0),
-                            r"invalid router configuration: tau must be > 0"),
+                            r"invalid router configuration: tau must be in"),
         "bad param type": (None, lambda m: _set(m["params"], "ewc", 1),
                            r"invalid router configuration: ewc must be a bool"),
         "ckpt_patterns": (None, lambda m: _set(m["counters"], "ckpt_patterns", 101),

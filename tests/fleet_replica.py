@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import multiprocessing as mp
+import queue
 import time
 from dataclasses import dataclass
 
@@ -21,15 +22,18 @@ import numpy as np
 
 import sona
 from sona.data import load_routerbench
+from sona.state import decode_state
 from sona.synthetic import RoutingTask
 
 
 def state(router) -> dict:
-    """Everything learning writes, bit for bit; not the routing draws' generator and the count of
-    decisions, which each replica's own routing advances."""
-    counters = {k: v for k, v in router._counters().items() if not k.startswith("rng_")}
-    arrays = {k: v.tobytes() for k, v in router._state_arrays().items()}
-    return {"counters": counters, "arrays": arrays, "feedbacks": int(router.feedbacks)}
+    """The router's state file (``to_bytes``) minus what each replica's own routing advances:
+    the routing draws' generator and the count of decisions. Everything learning writes, bit
+    for bit."""
+    arrays, meta = decode_state(router.to_bytes(), kind="router")
+    meta["counters"] = {k: v for k, v in meta["counters"].items() if not k.startswith("rng_")}
+    del meta["decisions"]
+    return {"meta": meta, "arrays": {k: v.tobytes() for k, v in arrays.items()}}
 
 
 @dataclass
@@ -172,11 +176,20 @@ class Fleet:
         return p
 
     def wait_for(self, kind, timeout=120.0):
-        """Reports of `kind` by shard, once every shard sent one; raises queue.Empty after
-        `timeout` seconds."""
+        """Reports of `kind` by shard, once every shard sent one. Raises RuntimeError when a
+        replica process died first, queue.Empty after `timeout` seconds."""
         deadline = time.monotonic() + timeout
         while len(self.mail[kind]) < self.n_shards:
-            msg = self.results.get(timeout=max(0.1, deadline - time.monotonic()))
+            try:
+                msg = self.results.get(timeout=0.5)
+            except queue.Empty:
+                dead = {s: p.exitcode for s, p in self.procs.items()
+                        if p.exitcode not in (None, 0)}
+                if dead:
+                    raise RuntimeError(f"replica processes died: {dead}") from None
+                if time.monotonic() > deadline:
+                    raise
+                continue
             self.mail[msg[0]][msg[1]] = msg[2:]
         return self.mail.pop(kind)
 

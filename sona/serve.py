@@ -31,6 +31,7 @@ import binascii
 import contextlib
 import hmac
 import json
+import logging
 import math
 import numbers
 import threading
@@ -41,12 +42,15 @@ from typing import Any, Callable
 
 import numpy as np
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .outcome import Outcome
 from .router import Router
+
+_log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY = 4 << 20
 DEFAULT_DECISION_TTL_S = 600.0
@@ -400,6 +404,12 @@ def create_app(router: Router, *, token: str | None = None, max_body: int = DEFA
                 return handler()
         return endpoint
 
+    async def http_error(request: Request, exc: Exception) -> Response:
+        # unknown paths and methods answer in the same JSON shape as every other refusal
+        assert isinstance(exc, HTTPException)
+        return JSONResponse({"error": f"{request.method} {request.url.path}: {exc.detail}",
+                             "field": None}, status_code=exc.status_code, headers=exc.headers)
+
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
@@ -410,7 +420,10 @@ def create_app(router: Router, *, token: str | None = None, max_body: int = DEFA
     async def checkpoint_loop(every: float) -> None:
         while True:
             await asyncio.sleep(every)
-            save()
+            try:
+                save()
+            except OSError as exc:  # a full disk must not stop routing; the next period retries
+                _log.error("sona serve: checkpoint to %s failed: %s", checkpoint_path, exc)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -435,6 +448,7 @@ def create_app(router: Router, *, token: str | None = None, max_body: int = DEFA
             Route("/healthz", healthz, methods=["GET"]),
         ],
         lifespan=lifespan,
+        exception_handlers={HTTPException: http_error},
     )
     app.state.sona = service
     return app

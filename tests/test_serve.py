@@ -153,9 +153,10 @@ def test_bad_route_requests_are_refused_and_change_nothing():
             _refused(client.post("/v1/route", json=body), 400, field)
         _refused(client.post("/v1/route", content=b"{not json"), 400, None)
         _refused(client.post("/v1/route", content=b"\xff\xfe"), 400, None)
-        assert client.get("/v1/route").status_code == 405
+        _refused(client.get("/v1/route"), 405, None)
+        _refused(client.post("/v1/rout", json={"embedding": _x()}), 404, None)
         stats = client.get("/v1/stats").json()
-        assert stats["server"]["rejected"] == len(BAD_ROUTES) + 2
+        assert stats["server"]["rejected"] == len(BAD_ROUTES) + 2  # not counting wrong paths
         assert stats["server"]["pending"] == 0
     assert router.decisions == 0 and router.to_bytes() == before
 
@@ -427,3 +428,17 @@ def test_cli_refuses_a_state_file_of_other_routes(tmp_path):
                            "--routes", "a,c"], cwd=OUTSIDE, env=subprocess_env(),
                           capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert proc.returncode == 2 and "differ from the routes" in proc.stderr
+
+
+def test_a_failed_periodic_checkpoint_is_logged_and_routing_goes_on(tmp_path, caplog):
+    path = tmp_path / "missing-directory" / "router.sona"
+    router = _router()
+    with caplog.at_level("ERROR", logger="sona.serve"):
+        with serving(router, checkpoint_path=str(path), checkpoint_every_s=0.05) as client:
+            client.post("/v1/route", json={"embedding": _x()}).raise_for_status()
+            deadline = time.monotonic() + HANG_GUARD_S
+            while not any("checkpoint to" in r.getMessage() for r in caplog.records):
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            assert client.post("/v1/route", json={"embedding": _x(1)}).status_code == 200
+    assert router.decisions == 2 and not path.exists()

@@ -2,7 +2,9 @@
 POST /v1/feedback with 1 and 4 client threads, next to the in-process route + feedback.
 
 The server runs as its own process (`python -m sona serve`, as a sidecar would), each client
-thread keeps one HTTP connection (httpx). Bounded: --requests per endpoint and thread count.
+thread keeps one HTTP/1.1 connection (the standard library's http.client: the lightest Python
+client, so the numbers are mostly the server's; httpx adds ~0.3 ms a request here).
+Bounded: --requests per endpoint and thread count.
 
 Run: python bench/bench_serve.py [--requests 2000] [--dim 384] [--routes 4] [--b64] [--json]
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import http.client
 import json
 import os
 import socket
@@ -21,7 +24,6 @@ import tempfile
 import threading
 import time
 
-import httpx
 import numpy as np
 
 import sona
@@ -43,17 +45,17 @@ def _server(routes: list[str], dim: int):
         [sys.executable, "-m", "sona", "serve", "--routes", ",".join(routes), "--dim", str(dim),
          "--port", str(port), "--log-level", "warning", "--max-pending", "100000"],
         cwd=tempfile.gettempdir(), env=env)
-    url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
         while True:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("sona serve did not start")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/healthz").status_code == 200:
+            with contextlib.suppress(OSError):
+                if _post_or_get(http.client.HTTPConnection("127.0.0.1", port), "GET",
+                                "/healthz")[0] == 200:
                     break
             time.sleep(0.05)
-        yield url
+        yield port
     finally:
         proc.terminate()
         proc.wait(60)
@@ -66,22 +68,32 @@ def _summary(latencies: list[float], wall: float) -> dict:
             "p99_ms": round(float(np.percentile(ms, 99)), 3)}
 
 
-def _run_clients(url: str, threads: int, work: list[list[dict]], path: str,
+def _post_or_get(conn: http.client.HTTPConnection, method: str, path: str,
+                 body: dict | None = None) -> tuple[int, bytes]:
+    data = None if body is None else json.dumps(body)
+    conn.request(method, path, data, {"Content-Type": "application/json"})
+    response = conn.getresponse()
+    return response.status, response.read()
+
+
+def _run_clients(port: int, threads: int, work: list[list[dict]], path: str,
                  results: list[list]) -> float:
     """Each thread posts its share of bodies on one connection; returns the wall time."""
     latencies: list[list[float]] = [[] for _ in range(threads)]
     barrier = threading.Barrier(threads + 1)
 
     def client(i: int) -> None:
-        with httpx.Client(base_url=url) as c:
-            c.get("/healthz")  # connect before the clock starts
-            barrier.wait()
-            for body in work[i]:
-                t0 = time.perf_counter()
-                r = c.post(path, json=body)
-                latencies[i].append(time.perf_counter() - t0)
-                r.raise_for_status()
-                results[i].append(r.json())
+        conn = http.client.HTTPConnection("127.0.0.1", port)
+        _post_or_get(conn, "GET", "/healthz")  # connect before the clock starts
+        barrier.wait()
+        for body in work[i]:
+            t0 = time.perf_counter()
+            status, data = _post_or_get(conn, "POST", path, body)
+            latencies[i].append(time.perf_counter() - t0)
+            if status != 200:
+                raise RuntimeError(f"{path}: HTTP {status}: {data[:200]!r}")
+            results[i].append(json.loads(data))
+        conn.close()
 
     pool = [threading.Thread(target=client, args=(i,)) for i in range(threads)]
     for t in pool:
@@ -123,17 +135,17 @@ def main(argv: list[str] | None = None) -> dict:
 
     report: dict = {"dim": args.dim, "routes": args.routes, "b64": args.b64,
                     "in_process": _in_process(routes, args.dim, X), "http": {}}
-    with _server(routes, args.dim) as url:
+    with _server(routes, args.dim) as port:
         for threads in (1, 4):
             shares = [list(range(i, args.requests, threads)) for i in range(threads)]
             decisions: list[list] = [[] for _ in range(threads)]
-            wall = _run_clients(url, threads, [[route_body(X[j]) for j in s] for s in shares],
+            wall = _run_clients(port, threads, [[route_body(X[j]) for j in s] for s in shares],
                                 "/v1/route", decisions)
             route = _summary(decisions.pop(), wall)
             feedbacks = [[{"decision_id": d["decision_id"], "quality": 0.5} for d in mine]
                          for mine in decisions]
             done: list[list] = [[] for _ in range(threads)]
-            wall = _run_clients(url, threads, feedbacks, "/v1/feedback", done)
+            wall = _run_clients(port, threads, feedbacks, "/v1/feedback", done)
             report["http"][f"{threads}_threads"] = {"route": route,
                                                     "feedback": _summary(done.pop(), wall)}
     if args.json:

@@ -184,8 +184,8 @@ class _Service:
         try:
             decision = self.router.route(x, cost_weight=cost_weight, allowed=allowed)
         except (TypeError, ValueError) as exc:  # the ranges only the router knows
-            field = "cost_weight" if "cost_weight" in str(exc) else (
-                "embedding" if "embedding" in body else "embedding_b64")
+            field = next((f for f in ("cost_weight", "allowed") if str(exc).startswith(f)),
+                         "embedding" if "embedding" in body else "embedding_b64")
             raise _bad(field, str(exc)) from None
         self._expire()
         decision_id = decision.decision_id

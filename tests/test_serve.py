@@ -138,6 +138,8 @@ BAD_ROUTES = [
     ({"embedding_b64": 12}, "embedding_b64"),
     ({"embedding": _x(), "allowed": ["nope"]}, "allowed"),
     ({"embedding": _x(), "allowed": "small"}, "allowed"),
+    ({"embedding": _x(), "allowed": []}, "allowed"),
+    ({"embedding": _x(), "cost_weight": 1e31}, "cost_weight"),
     ({"embedding": _x(), "cost_weight": -1}, "cost_weight"),
     ({"embedding": _x(), "cost_weight": "high"}, "cost_weight"),
     ({"embedding": _x(), "temperature": 1}, "temperature"),

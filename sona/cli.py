@@ -1,4 +1,4 @@
-"""The `sona` command: `sona demo` (the main job), `sona bench`, `sona info`."""
+"""The `sona` command: `sona demo` (the main job), `sona bench`, `sona info`, `sona serve`."""
 
 from __future__ import annotations
 
@@ -110,6 +110,72 @@ def _int_at_least(lo: int, hi: int | None = None):
     return parse
 
 
+def _serve_router(args: argparse.Namespace):
+    """The router `sona serve` serves: loaded from --state, or new from --routes and --dim
+    (saved to --state at once when given, so the file exists from the start)."""
+    import os
+
+    from .router import Router
+
+    routes = None if args.routes is None else [r.strip() for r in args.routes.split(",")]
+    if args.state is not None and os.path.exists(args.state):
+        router = Router.load(args.state)
+        if routes is not None and list(router.routes) != routes:
+            raise ValueError(f"--routes {args.routes} differ from the routes of {args.state}: "
+                             f"{','.join(router.routes)}")
+        if args.dim is not None and args.dim != router.micro.dim:
+            raise ValueError(f"--dim {args.dim} differs from the dimension of {args.state}: "
+                             f"{router.micro.dim}")
+        return router
+    if routes is None or args.dim is None:
+        where = f"{args.state} does not exist: " if args.state is not None else ""
+        raise ValueError(f"{where}give --routes a,b,... and --dim N to create a router")
+    router = Router(routes, hidden_dim=args.dim, seed=args.seed)
+    if args.state is not None:
+        router.save(args.state)
+    return router
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import os
+
+    try:
+        import uvicorn
+
+        from .serve import create_app
+    except ImportError as exc:
+        print(f'sona serve: error: {exc.name} is not installed: pip install "sona[serve]"',
+              file=sys.stderr)
+        return 2
+    if args.checkpoint_every is not None and args.state is None:
+        print("sona serve: error: --checkpoint-every needs --state FILE", file=sys.stderr)
+        return 2
+    token = args.token if args.token is not None else os.environ.get("SONA_SERVE_TOKEN") or None
+    try:
+        router = _serve_router(args)
+    except (OSError, ValueError, TypeError) as exc:
+        print(f"sona serve: error: {exc}", file=sys.stderr)
+        return 2
+    if token is None and args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"sona serve: warning: listening on {args.host} without a token (--token or "
+              "SONA_SERVE_TOKEN): anyone who reaches the port can route and teach the router",
+              file=sys.stderr)
+    app = create_app(router, token=token, max_body=args.max_body,
+                     decision_ttl_s=args.decision_ttl, max_pending=args.max_pending,
+                     checkpoint_path=args.state, checkpoint_every_s=args.checkpoint_every)
+    # uvicorn turns SIGINT/SIGTERM into a graceful shutdown: the app's lifespan then saves --state
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
+                access_log=args.access_log)
+    return 0
+
+
+def _positive_float(text: str) -> float:
+    value = _non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be > 0, got 0")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sona", description=__doc__)
     parser.add_argument("--version", action="version", version=f"sona {__version__}")
@@ -188,6 +254,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--quick", action="store_true", help="fewer repeats, d=256 only")
     p.set_defaults(func=_bench)
+    p = sub.add_parser(
+        "serve",
+        help='the router as an HTTP service for gateways (needs pip install "sona[serve]")',
+        description="Serve a sona.Router over HTTP: POST /v1/route, /v1/feedback, /v1/outcomes; "
+        "GET /v1/stats, /metrics, /healthz. Ctrl-C or SIGTERM saves --state before exiting.",
+    )
+    p.add_argument("--state", metavar="FILE", help="router state file: loaded if it exists, "
+                   "created from --routes/--dim otherwise; saved at shutdown")
+    p.add_argument("--routes", metavar="A,B,...", help="route names of a new router")
+    p.add_argument("--dim", type=_int_at_least(1), metavar="N",
+                   help="embedding dimension of a new router")
+    p.add_argument("--seed", type=_int_at_least(0), default=0,
+                   help="seed of a new router (default 0)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=_int_at_least(0, 65535), default=8000,
+                   help="port (default 8000)")
+    p.add_argument("--token", help="require Authorization: Bearer TOKEN (default: the "
+                   "SONA_SERVE_TOKEN environment variable; none if unset)")
+    p.add_argument("--checkpoint-every", type=_positive_float, metavar="S",
+                   help="also save --state every S seconds when the router changed")
+    p.add_argument("--decision-ttl", type=_positive_float, default=600.0, metavar="S",
+                   help="seconds a decision waits for its feedback (default 600)")
+    p.add_argument("--max-pending", type=_int_at_least(1), default=10_000, metavar="N",
+                   help="most decisions waiting for feedback (default 10000)")
+    p.add_argument("--max-body", type=_int_at_least(1), default=4 << 20, metavar="BYTES",
+                   help="largest request body (default 4 MiB)")
+    p.add_argument("--log-level", default="info",
+                   choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=False,
+                   help="log every request (default off)")
+    p.set_defaults(func=_serve)
     return parser
 
 

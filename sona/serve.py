@@ -1,0 +1,454 @@
+"""sona as an HTTP service for gateways in any language (``pip install "sona[serve]"``).
+
+    sona serve --state router.sona --routes small,large --dim 384     # 127.0.0.1:8000
+
+``create_app(router)`` returns an ASGI application (Starlette; served by uvicorn in ``sona
+serve``) with these endpoints, all JSON:
+
+* ``POST /v1/route``: ``{"embedding": [...]}`` or ``{"embedding_b64": "<little-endian float32>"}``,
+  optional ``"allowed": [route names]`` and ``"cost_weight"`` -> ``{"route", "index", "prob",
+  "probs", "decision_id"}``. The decision waits for its feedback for ``decision_ttl_s`` seconds,
+  and at most ``max_pending`` decisions wait (the oldest is dropped first).
+* ``POST /v1/feedback``: ``{"decision_id", "quality"}``, optional ``"cost"``, ``"latency_ms"``
+  -> learns ``decision.outcome(...)``. Unknown id 404, expired or dropped 410, given twice 409.
+* ``POST /v1/outcomes``: ``{"outcomes": [Outcome.to_dict() forms]}`` (logged outcomes in bulk);
+  every record is checked before the first is learnt.
+* ``GET /v1/stats``: ``{"router": router.stats(), "server": counters of this service}``.
+* ``GET /metrics``: Prometheus text (with ``sona[metrics]`` installed; 404 otherwise).
+* ``GET /healthz``: ``{"status": "ok"}``, never behind the token (for load balancers).
+
+Every refused request gets a 4xx and ``{"error": message, "field": name or null}`` and changes
+nothing. With a token, every endpoint but /healthz needs ``Authorization: Bearer <token>`` (401).
+Bodies over ``max_body`` bytes get 413. The router is called synchronously on the event loop,
+under one lock (each call takes microseconds); no request body is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import hmac
+import json
+import logging
+import math
+import numbers
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Callable
+
+import numpy as np
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .outcome import Outcome
+from .router import Router
+
+_log = logging.getLogger(__name__)
+
+DEFAULT_MAX_BODY = 4 << 20
+DEFAULT_DECISION_TTL_S = 600.0
+DEFAULT_MAX_PENDING = 10_000
+
+_ROUTE_FIELDS = frozenset({"embedding", "embedding_b64", "allowed", "cost_weight"})
+_JSON_NUMBERS = frozenset({int, float})
+_FEEDBACK_FIELDS = frozenset({"decision_id", "quality", "cost", "latency_ms"})
+
+
+class RequestError(Exception):
+    """A refused request: HTTP status, message, and the JSON field at fault (or None)."""
+
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.field = field
+
+
+def _bad(field: str | None, message: str) -> RequestError:
+    return RequestError(400, message, field)
+
+
+def _check_fields(body: Any, known: frozenset, what: str) -> Mapping[str, Any]:
+    if not isinstance(body, Mapping):
+        raise _bad(None, f"the {what} body must be a JSON object; got {type(body).__name__}")
+    unknown = sorted(set(body) - known)
+    if unknown:
+        raise _bad(unknown[0], f"unknown field {unknown[0]!r}; {what} takes {sorted(known)}")
+    return body
+
+
+def _real(field: str, value: Any) -> float:
+    """A JSON number (not a bool); the range is the router's or Outcome's to check."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise _bad(field, f"{field} must be a number; got {type(value).__name__}")
+    return float(value)
+
+
+def _field_of(exc: Exception, fields: tuple[str, ...]) -> str | None:
+    """The field a sona.Outcome validation message starts with ("quality must be ...")."""
+    text = str(exc)
+    return next((f for f in fields if text.startswith(f"{f} ")), None)
+
+
+class _Service:
+    """The router, its lock, the decisions waiting for feedback, and the service's counters."""
+
+    def __init__(self, router: Router, decision_ttl_s: float, max_pending: int,
+                 checkpoint_path: str | None, clock: Callable[[], float]) -> None:
+        self.router = router
+        self.lock = threading.Lock()
+        self.ttl = decision_ttl_s
+        self.max_pending = max_pending
+        self.checkpoint_path = checkpoint_path
+        self.clock = clock
+        # decision id -> (Decision, deadline), oldest first
+        self.pending: OrderedDict[str, tuple[Any, float]] = OrderedDict()
+        # ids no longer pending -> why ("expired", "dropped", "learnt"), for 410/409 over 404;
+        # bounded like the pending map so a flood of decisions cannot grow it without limit
+        self.gone: OrderedDict[str, str] = OrderedDict()
+        self.counts = {"routed": 0, "feedbacks": 0, "outcomes": 0, "expired": 0, "dropped": 0,
+                       "rejected": 0, "checkpoints": 0}
+        self.saved_at = self._progress()
+
+    def _progress(self) -> tuple[int, int]:
+        return int(self.router.decisions), int(self.router.feedbacks)
+
+    def _forget(self, decision_id: str, why: str) -> None:
+        self.gone[decision_id] = why
+        while len(self.gone) > 4 * self.max_pending:
+            self.gone.popitem(last=False)
+
+    def _expire(self) -> None:
+        now = self.clock()
+        while self.pending:
+            decision_id, (_, deadline) = next(iter(self.pending.items()))
+            if deadline > now:
+                break
+            del self.pending[decision_id]
+            self._forget(decision_id, "expired")
+            self.counts["expired"] += 1
+
+    def _embedding(self, body: Mapping[str, Any]) -> np.ndarray:
+        d = int(self.router.micro.dim)
+        if ("embedding" in body) == ("embedding_b64" in body):
+            raise _bad("embedding", "give exactly one of 'embedding' (a list of numbers) and "
+                       "'embedding_b64' (base64 of little-endian float32)")
+        if "embedding" in body:
+            values = body["embedding"]
+            # JSON numbers decode to exactly int or float; checking the concrete types (not
+            # numbers.Real, 20x slower) keeps this under the router's own time at d=384
+            if not isinstance(values, list) or not set(map(type, values)) <= _JSON_NUMBERS:
+                raise _bad("embedding", f"embedding must be a list of {d} numbers")
+            with np.errstate(over="ignore"):  # beyond float32 becomes inf, refused below
+                x = np.array(values, dtype=np.float32)
+            field = "embedding"
+        else:
+            text = body["embedding_b64"]
+            if not isinstance(text, str):
+                raise _bad("embedding_b64", f"embedding_b64 must be a base64 string; got "
+                           f"{type(text).__name__}")
+            try:
+                raw = base64.b64decode(text, validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise _bad("embedding_b64", f"embedding_b64 is not valid base64: {exc}") from None
+            if len(raw) != 4 * d:
+                raise _bad("embedding_b64", f"embedding_b64 must decode to {4 * d} bytes "
+                           f"({d} float32); got {len(raw)}")
+            x = np.frombuffer(raw, dtype="<f4").astype(np.float32)
+            field = "embedding_b64"
+        if x.shape != (d,):
+            raise _bad(field, f"{field} must have {d} values (the router's dimension); "
+                       f"got {x.shape[0]}")
+        if not np.isfinite(x).all():
+            raise _bad(field, f"{field} must be finite float32 values")
+        return x
+
+    def route(self, body: Any) -> dict:
+        body = _check_fields(body, _ROUTE_FIELDS, "/v1/route")
+        x = self._embedding(body)
+        cost_weight = _real("cost_weight", body.get("cost_weight", 0.0))
+        allowed = body.get("allowed")
+        if allowed is not None:
+            if not isinstance(allowed, list) or not all(isinstance(a, str) for a in allowed):
+                raise _bad("allowed", "allowed must be a list of route names")
+            unknown = [a for a in allowed if a not in self.router.routes]
+            if unknown:
+                raise _bad("allowed", f"allowed names unknown routes {unknown}; routes are "
+                           f"{list(self.router.routes)}")
+        try:
+            decision = self.router.route(x, cost_weight=cost_weight, allowed=allowed)
+        except (TypeError, ValueError) as exc:  # the ranges only the router knows
+            field = next((f for f in ("cost_weight", "allowed") if str(exc).startswith(f)),
+                         "embedding" if "embedding" in body else "embedding_b64")
+            raise _bad(field, str(exc)) from None
+        self._expire()
+        decision_id = decision.decision_id
+        self.pending[decision_id] = (decision, self.clock() + self.ttl)
+        while len(self.pending) > self.max_pending:
+            dropped, _ = self.pending.popitem(last=False)
+            self._forget(dropped, "dropped")
+            self.counts["dropped"] += 1
+        self.counts["routed"] += 1
+        return {"route": decision.route, "index": int(decision.index),
+                "prob": float(decision.prob), "probs": decision.probs.tolist(),
+                "decision_id": decision_id}
+
+    def feedback(self, body: Any) -> dict:
+        body = _check_fields(body, _FEEDBACK_FIELDS, "/v1/feedback")
+        for name in ("decision_id", "quality"):
+            if name not in body:
+                raise _bad(name, f"/v1/feedback needs {name!r}")
+        decision_id = body["decision_id"]
+        if not isinstance(decision_id, str):
+            raise _bad("decision_id", f"decision_id must be a string; got "
+                       f"{type(decision_id).__name__}")
+        quality = _real("quality", body["quality"])
+        cost, latency = (None if body.get(k) is None else _real(k, body[k])
+                         for k in ("cost", "latency_ms"))
+        self._expire()
+        entry = self.pending.get(decision_id)
+        if entry is None:
+            why = self.gone.get(decision_id)
+            if why == "learnt":
+                raise RequestError(409, f"decision {decision_id} already has its feedback",
+                                   "decision_id")
+            if why is not None:
+                raise RequestError(410, f"decision {decision_id} was {why} before its feedback "
+                                   f"(decision_ttl_s={self.ttl:g}, max_pending="
+                                   f"{self.max_pending})", "decision_id")
+            raise RequestError(404, f"no decision {decision_id} is known here", "decision_id")
+        decision = entry[0]
+        try:
+            outcome = decision.outcome(quality, cost=cost, latency_ms=latency)
+        except (TypeError, ValueError) as exc:
+            raise _bad(_field_of(exc, ("quality", "cost", "latency_ms")), str(exc)) from None
+        self.router.learn(outcome)
+        del self.pending[decision_id]
+        self._forget(decision_id, "learnt")
+        self.counts["feedbacks"] += 1
+        return {"decision_id": decision_id, "learnt": True}
+
+    def outcomes(self, body: Any) -> dict:
+        body = _check_fields(body, frozenset({"outcomes"}), "/v1/outcomes")
+        records = body.get("outcomes")
+        if not isinstance(records, list):
+            raise _bad("outcomes", "/v1/outcomes needs 'outcomes': a list of outcome objects")
+        d = int(self.router.micro.dim)
+        parsed, ids = [], set()
+        for i, record in enumerate(records):
+            field = f"outcomes[{i}]"
+            try:
+                outcome = Outcome.from_dict(record)
+            except (TypeError, ValueError) as exc:
+                raise _bad(field, f"{field}: {exc}") from None
+            if outcome.dim != d:
+                raise _bad(field, f"{field}: embedding has {outcome.dim} values; the router's "
+                           f"dimension is {d}")
+            if outcome.route not in self.router.routes:
+                raise _bad(field, f"{field}: unknown route {outcome.route!r}; routes are "
+                           f"{list(self.router.routes)}")
+            if outcome.decision_id is not None:
+                if outcome.decision_id in ids or self.gone.get(outcome.decision_id) == "learnt":
+                    raise RequestError(409, f"{field}: decision {outcome.decision_id} was "
+                                       "already learnt from", field)
+                ids.add(outcome.decision_id)
+            parsed.append(outcome)
+        n = 0
+        try:
+            for outcome in parsed:
+                self.router.learn(outcome)
+                n += 1
+        except ValueError as exc:  # an id the router learnt before this service knew of it
+            raise RequestError(409, f"outcomes[{n}]: {exc} (the {n} before it were learnt)",
+                               f"outcomes[{n}]") from None
+        finally:
+            self.counts["outcomes"] += n
+            for outcome in parsed[:n]:
+                if outcome.decision_id is not None:
+                    if self.pending.pop(outcome.decision_id, None) is not None:
+                        self._forget(outcome.decision_id, "learnt")
+        return {"learnt": n}
+
+    def stats(self) -> dict:
+        self._expire()
+        return {"router": self.router.stats(),
+                "server": {**self.counts, "pending": len(self.pending),
+                           "decision_ttl_s": self.ttl, "max_pending": self.max_pending}}
+
+    def checkpoint(self) -> bool:
+        """Save the router to the checkpoint path if it changed since the last save."""
+        if self.checkpoint_path is None or self._progress() == self.saved_at:
+            return False
+        self.router.save(self.checkpoint_path)
+        self.saved_at = self._progress()
+        self.counts["checkpoints"] += 1
+        return True
+
+
+def _metrics_endpoint(service: _Service) -> Callable[[], Response]:
+    try:
+        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+        from .metrics import register
+    except ImportError:
+        def missing() -> Response:
+            return JSONResponse({"error": 'GET /metrics needs prometheus_client: pip install '
+                                 '"sona[metrics]"', "field": None}, status_code=404)
+        return missing
+    registry = CollectorRegistry()
+    register(service.router, registry)
+
+    def scrape() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    return scrape
+
+
+def create_app(router: Router, *, token: str | None = None, max_body: int = DEFAULT_MAX_BODY,
+               decision_ttl_s: float = DEFAULT_DECISION_TTL_S,
+               max_pending: int = DEFAULT_MAX_PENDING, checkpoint_path: str | None = None,
+               checkpoint_every_s: float | None = None,
+               clock: Callable[[], float] = time.monotonic) -> Starlette:
+    """The ASGI application serving ``router`` over HTTP (endpoints: see the module docstring).
+
+    Parameters
+    ----------
+    router: the sona.Router to route with and learn into (the app owns it while serving).
+    token: if given, requests (but GET /healthz) need ``Authorization: Bearer <token>``.
+    max_body: largest request body in bytes (413 above it).
+    decision_ttl_s: seconds a routed decision waits for its feedback (410 after).
+    max_pending: most decisions waiting at once; the oldest is dropped first (410 after).
+    checkpoint_path: save the router there (atomically) at shutdown and, with
+        ``checkpoint_every_s``, every so many seconds when it changed.
+    clock: monotonic seconds, for the TTL.
+
+    Raises ValueError for a non-positive bound, an empty token, or a checkpoint period without a
+    path; TypeError for a router that is not a sona.Router.
+
+    >>> import sona
+    >>> from sona.serve import create_app
+    >>> app = create_app(sona.Router(["small", "large"], hidden_dim=8))
+    >>> # uvicorn.run(app, host="127.0.0.1", port=8000)
+    """
+    if not isinstance(router, Router):
+        raise TypeError(f"create_app() serves a sona.Router; got {type(router).__name__}")
+    if token is not None and (not isinstance(token, str) or not token):
+        raise ValueError("token must be a non-empty string or None")
+    for name, value in (("max_body", max_body), ("max_pending", max_pending)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
+    for name, seconds in (("decision_ttl_s", decision_ttl_s),
+                          ("checkpoint_every_s", checkpoint_every_s)):
+        if seconds is not None and not (isinstance(seconds, numbers.Real)
+                                        and math.isfinite(seconds) and seconds > 0):
+            raise ValueError(f"{name} must be a finite number of seconds > 0; got {seconds!r}")
+    if checkpoint_every_s is not None and checkpoint_path is None:
+        raise ValueError("checkpoint_every_s needs a checkpoint_path")
+    service = _Service(router, float(decision_ttl_s), max_pending,
+                       None if checkpoint_path is None else str(checkpoint_path), clock)
+    expected = None if token is None else f"Bearer {token}".encode()
+    scrape = _metrics_endpoint(service)
+
+    def refuse(exc: RequestError) -> JSONResponse:
+        with service.lock:
+            service.counts["rejected"] += 1
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse({"error": str(exc), "field": exc.field}, status_code=exc.status,
+                            headers=headers)
+
+    def authorise(request: Request) -> None:
+        if expected is not None:
+            given = request.headers.get("authorization", "").encode()
+            if not hmac.compare_digest(given, expected):
+                raise RequestError(401, "missing or wrong bearer token (Authorization: Bearer "
+                                   "<token>)")
+
+    async def read_json(request: Request) -> Any:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > max_body:
+            raise RequestError(413, f"the body has {declared} bytes; the limit is {max_body}")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_body:
+                raise RequestError(413, f"the body exceeds the limit of {max_body} bytes")
+            chunks.append(chunk)
+        try:
+            return json.loads(b"".join(chunks))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise _bad(None, f"the body is not valid JSON: {exc}") from None
+
+    def json_post(handler: Callable[[Any], dict]) -> Callable:
+        async def endpoint(request: Request) -> Response:
+            try:
+                authorise(request)
+                body = await read_json(request)
+                with service.lock:
+                    return JSONResponse(handler(body))
+            except RequestError as exc:
+                return refuse(exc)
+        return endpoint
+
+    def get(handler: Callable[[], Response]) -> Callable:
+        async def endpoint(request: Request) -> Response:
+            try:
+                authorise(request)
+            except RequestError as exc:
+                return refuse(exc)
+            with service.lock:
+                return handler()
+        return endpoint
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        # unknown paths and methods answer in the same JSON shape as every other refusal
+        assert isinstance(exc, HTTPException)
+        return JSONResponse({"error": f"{request.method} {request.url.path}: {exc.detail}",
+                             "field": None}, status_code=exc.status_code, headers=exc.headers)
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    def save() -> None:
+        with service.lock:
+            service.checkpoint()
+
+    async def checkpoint_loop(every: float) -> None:
+        while True:
+            await asyncio.sleep(every)
+            try:
+                save()
+            except OSError as exc:  # a full disk must not stop routing; the next period retries
+                _log.error("sona serve: checkpoint to %s failed: %s", checkpoint_path, exc)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        task = (None if checkpoint_every_s is None
+                else asyncio.ensure_future(checkpoint_loop(float(checkpoint_every_s))))
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            save()
+
+    app = Starlette(
+        routes=[
+            Route("/v1/route", json_post(service.route), methods=["POST"]),
+            Route("/v1/feedback", json_post(service.feedback), methods=["POST"]),
+            Route("/v1/outcomes", json_post(service.outcomes), methods=["POST"]),
+            Route("/v1/stats", get(lambda: JSONResponse(service.stats())), methods=["GET"]),
+            Route("/metrics", get(scrape), methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+        exception_handlers={HTTPException: http_error},
+    )
+    app.state.sona = service
+    return app

@@ -115,6 +115,8 @@ cdef class RouterCore:
     cdef size_t _ctx_floats
     cdef float *_lctx  # prepared context for learning from an outcome (no Decision)
     cdef readonly unsigned long long decisions, feedbacks
+    cdef readonly object route_decisions  # uint64 per route: decisions since built or loaded
+    cdef readonly double exploration  # EMA (1/1000) of decisions that were not the greedy route
     cdef readonly unsigned long long _nonce
     cdef object _learnt, _learnt_order  # set and FIFO of outcome decision ids learnt (bounded)
     cdef readonly object _issued  # serial -> live Decision whose outcome() was taken (weak)
@@ -167,6 +169,7 @@ cdef class RouterCore:
         self.global_q = np.zeros(K, np.float32)
         self.shrink = np.full(K, bank.params["prior_count"], np.float32)
         self._mask = np.zeros(K, np.uint8)
+        self.route_decisions = np.zeros(K, np.uint64)
         self._work = np.zeros(sona_policy_work_floats(d, K, bank.capacity), np.float32)
         self._ctx_floats = sona_policy_ctx_floats(d, K, micro.rank, base.rank)
         PyMem_Free(self._lctx)
@@ -273,6 +276,13 @@ cdef class RouterCore:
         dec.epoch_t, dec.epoch_m = self.p.t, _state_epoch
         cdef uint32_t a = sona_policy_route(&self.p, _fptr(v), w, mask, &dec.ctx)
         dec.prob = dec.ctx.buf[3 * d + self.p.n_routes + a]
+        (<uint64_t *>cnp.PyArray_DATA(self.route_decisions))[a] += 1
+        cdef const float *pil = dec.ctx.buf + 3 * d  # the learning policy's probabilities
+        cdef uint32_t k, greedy = 0
+        for k in range(1, self.p.n_routes):
+            if pil[k] > pil[greedy]:
+                greedy = k
+        self.exploration += 0.001 * ((a != greedy) - self.exploration)
         dec.index = a
         dec.route = self.routes[a]
         dec.n_routes, dec.dim = self.p.n_routes, d

@@ -48,7 +48,6 @@ __all__ = ["COUNTERS", "StatsCollector", "register"]
 COUNTERS = frozenset({
     # Router.stats()
     "decisions", "feedbacks", "ewc_checkpoints", "task_boundaries", "route_decisions",
-    "route_feedbacks",
     # SonaEngine.stats()
     "trajectories_started", "trajectories_ended", "trajectories_evicted",
     "trajectories_dropped", "trajectories_drained", "instant_updates",

@@ -513,6 +513,13 @@ class Router(RouterCore):
         (``sona.get_backend()``, the kernels in use now), ``n_parameters`` (learned floats:
         adapters, keys, bias), ``seed`` and ``params`` (every hyper-parameter).
 
+        Per route (dicts keyed by route name): ``route_decisions`` (decisions since this router
+        was built or loaded), ``route_feedbacks``, ``route_quality`` (outcomes learnt and their
+        mean quality over the last ``prior_window`` feedbacks: the traffic-wide statistics the
+        prior uses; None before any), ``route_cost`` (cost per call, given or learnt; None while
+        unknown); and ``exploration``, the share of recent decisions (moving average over about
+        1000) that took another route than the greedy one.
+
         >>> import json, sona
         >>> s = sona.Router(["a", "b"], hidden_dim=8).stats()
         >>> s["decisions"], s["n_patterns"], bool(json.dumps(s))
@@ -539,6 +546,13 @@ class Router(RouterCore):
             "n_parameters": int(self.n_parameters),
             "seed": int(self.seed),
             "params": _plain_params(self.params),
+            "route_decisions": dict(zip(self.routes, map(int, self.route_decisions))),
+            "route_feedbacks": dict(zip(self.routes, map(float, self.global_n))),
+            "route_quality": {r: float(s / n) if n > 0 else None for r, s, n in
+                              zip(self.routes, self.global_s, self.global_n)},
+            "route_cost": {r: float(c) if w > 0 else None for r, c, w in
+                           zip(self.routes, self.route_cost, self.cost_n)},
+            "exploration": float(self.exploration),
         }
 
     # ------------------------------------------------------------------------ state files

@@ -91,7 +91,7 @@ class _PerRouteStats:
             "route_feedbacks": {r: 5 * (i + 1) for i, r in enumerate(self.routes)},
             "route_quality": self.quality,
             "route_cost": [0.1, 1.0, 0.5],
-            "exploration_rate": 0.05,
+            "exploration": 0.05,
             "last_error": None,
         }
 
@@ -103,12 +103,13 @@ def test_per_route_values_carry_a_route_label():
     got = _scrape(registry)
     assert got["sona_router_route_decisions_total"] == {
         (("route", "small"),): 10.0, (("route", "large"),): 20.0, (("route", "code"),): 30.0}
-    assert got["sona_router_route_feedbacks_total"][(("route", "large"),)] == 10.0
+    # windowed (the router's decayed per-route counts): a gauge
+    assert got["sona_router_route_feedbacks"][(("route", "large"),)] == 10.0
     assert got["sona_router_route_quality"] == {
         (("route", "small"),): 0.4, (("route", "large"),): 0.9}  # None: nothing to report
     assert got["sona_router_route_cost"] == {
         (("route", "small"),): 0.1, (("route", "large"),): 1.0, (("route", "code"),): 0.5}
-    assert got["sona_router_exploration_rate"] == {(): 0.05}
+    assert got["sona_router_exploration"] == {(): 0.05}
     assert not any("last_error" in name for name in got)
     # a route added at run time appears at the next scrape, a retired one disappears
     source.routes = ["large", "code", "new"]

@@ -247,3 +247,22 @@ def test_fit_warm_starts_from_a_labelled_set():
     with pytest.raises(ValueError, match="costs must be finite"):
         router.fit(X[:2], Q[:2], costs=-np.ones((2, 4)))
     _assert_same(before, _state(router))
+
+
+def test_stats_per_route_and_exploration():
+    router = sona.Router(["a", "b", "c"], hidden_dim=8, explore=0.3, seed=0, costs=[1.0, 2.0, 0.0])
+    x = np.ones(8, np.float32)
+    s = router.stats()
+    assert s["route_decisions"] == {"a": 0, "b": 0, "c": 0}
+    assert s["route_quality"] == {"a": None, "b": None, "c": None}
+    assert s["route_cost"] == {"a": 1.0, "b": 2.0, "c": 0.0}
+    for _ in range(400):
+        d = router.route(x)
+        router.learn(d.outcome(1.0 if d.route == "b" else 0.0, cost=0.5))
+    s = router.stats()
+    assert sum(s["route_decisions"].values()) == s["decisions"] == 400
+    assert s["route_decisions"]["b"] > s["route_decisions"]["a"]
+    assert s["route_quality"]["b"] == 1.0 and s["route_quality"]["a"] == 0.0
+    assert sum(s["route_feedbacks"].values()) == pytest.approx(400, rel=0.05)  # decayed slowly
+    assert 0.0 < s["route_cost"]["b"] < 2.0
+    assert 0.05 < s["exploration"] < 0.5  # explore=0.3 over 3 routes: about 0.2 off-greedy

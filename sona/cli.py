@@ -156,16 +156,33 @@ def _serve(args: argparse.Namespace) -> int:
     except (OSError, ValueError, TypeError) as exc:
         print(f"sona serve: error: {exc}", file=sys.stderr)
         return 2
+    fleet = None
+    if args.fleet is not None:
+        try:
+            from .fleet import FleetRouter
+
+            fleet = FleetRouter(router, args.fleet, stream=args.stream)
+        except ImportError as exc:
+            print(f'sona serve: error: {exc.name} is not installed: pip install "sona[redis]"',
+                  file=sys.stderr)
+            return 2
+        except (OSError, ValueError, TypeError) as exc:
+            print(f"sona serve: error: --fleet {args.fleet}: {exc}", file=sys.stderr)
+            return 2
     if token is None and args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"sona serve: warning: listening on {args.host} without a token (--token or "
               "SONA_SERVE_TOKEN): anyone who reaches the port can route and teach the router",
               file=sys.stderr)
-    app = create_app(router, token=token, max_body=args.max_body,
+    app = create_app(router if fleet is None else fleet, token=token, max_body=args.max_body,
                      decision_ttl_s=args.decision_ttl, max_pending=args.max_pending,
                      checkpoint_path=args.state, checkpoint_every_s=args.checkpoint_every)
     # uvicorn turns SIGINT/SIGTERM into a graceful shutdown: the app's lifespan then saves --state
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
-                access_log=args.access_log)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
+                    access_log=args.access_log)
+    finally:
+        if fleet is not None:
+            fleet.close()
     return 0
 
 
@@ -274,6 +291,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "SONA_SERVE_TOKEN environment variable; none if unset)")
     p.add_argument("--checkpoint-every", type=_positive_float, metavar="S",
                    help="also save --state every S seconds when the router changed")
+    p.add_argument("--fleet", metavar="REDIS_URL", help="share learning with every server on "
+                   "the same Redis stream (sona.fleet; pip install \"sona[redis]\")")
+    p.add_argument("--stream", default="sona:outcomes",
+                   help="the fleet's Redis stream (default sona:outcomes)")
     p.add_argument("--decision-ttl", type=_positive_float, default=600.0, metavar="S",
                    help="seconds a decision waits for its feedback (default 600)")
     p.add_argument("--max-pending", type=_int_at_least(1), default=10_000, metavar="N",

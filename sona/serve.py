@@ -13,7 +13,9 @@ serve``) with these endpoints, all JSON:
   -> learns ``decision.outcome(...)``. Unknown id 404, expired or dropped 410, given twice 409.
 * ``POST /v1/outcomes``: ``{"outcomes": [Outcome.to_dict() forms]}`` (logged outcomes in bulk);
   every record is checked before the first is learnt.
-* ``GET /v1/stats``: ``{"router": router.stats(), "server": counters of this service}``.
+* ``GET /v1/stats``: ``{"router": router.stats(), "server": counters of this service}`` (and
+  ``"fleet"``: the replica's stats, when serving a ``sona.fleet.FleetRouter``: ``sona serve
+  --fleet redis://...``, where every server on the stream learns every outcome).
 * ``GET /metrics``: Prometheus text (with ``sona[metrics]`` installed; 404 otherwise).
 * ``GET /healthz``: ``{"status": "ok"}``, never behind the token (for load balancers).
 
@@ -100,8 +102,13 @@ class _Service:
     """The router, its lock, the decisions waiting for feedback, and the service's counters."""
 
     def __init__(self, router: Router, decision_ttl_s: float, max_pending: int,
-                 checkpoint_path: str | None, clock: Callable[[], float]) -> None:
+                 checkpoint_path: str | None, clock: Callable[[], float],
+                 fleet: Any = None) -> None:
         self.router = router
+        # route and learn go through the fleet replica when there is one (outcomes then reach
+        # every server sharing its stream, this one included, in stream order)
+        self.fleet = fleet
+        self.front: Any = router if fleet is None else fleet
         self.lock = threading.Lock()
         self.ttl = decision_ttl_s
         self.max_pending = max_pending
@@ -182,7 +189,7 @@ class _Service:
                 raise _bad("allowed", f"allowed names unknown routes {unknown}; routes are "
                            f"{list(self.router.routes)}")
         try:
-            decision = self.router.route(x, cost_weight=cost_weight, allowed=allowed)
+            decision = self.front.route(x, cost_weight=cost_weight, allowed=allowed)
         except (TypeError, ValueError) as exc:  # the ranges only the router knows
             field = next((f for f in ("cost_weight", "allowed") if str(exc).startswith(f)),
                          "embedding" if "embedding" in body else "embedding_b64")
@@ -228,7 +235,7 @@ class _Service:
             outcome = decision.outcome(quality, cost=cost, latency_ms=latency)
         except (TypeError, ValueError) as exc:
             raise _bad(_field_of(exc, ("quality", "cost", "latency_ms")), str(exc)) from None
-        self.router.learn(outcome)
+        self.front.learn(outcome)
         del self.pending[decision_id]
         self._forget(decision_id, "learnt")
         self.counts["feedbacks"] += 1
@@ -262,7 +269,7 @@ class _Service:
         n = 0
         try:
             for outcome in parsed:
-                self.router.learn(outcome)
+                self.front.learn(outcome)
                 n += 1
         except ValueError as exc:  # an id the router learnt before this service knew of it
             raise RequestError(409, f"outcomes[{n}]: {exc} (the {n} before it were learnt)",
@@ -277,9 +284,12 @@ class _Service:
 
     def stats(self) -> dict:
         self._expire()
-        return {"router": self.router.stats(),
-                "server": {**self.counts, "pending": len(self.pending),
-                           "decision_ttl_s": self.ttl, "max_pending": self.max_pending}}
+        out = {"router": self.router.stats(),
+               "server": {**self.counts, "pending": len(self.pending),
+                          "decision_ttl_s": self.ttl, "max_pending": self.max_pending}}
+        if self.fleet is not None:
+            out["fleet"] = self.fleet.stats()
+        return out
 
     def checkpoint(self) -> bool:
         """Save the router to the checkpoint path if it changed since the last save."""
@@ -309,7 +319,7 @@ def _metrics_endpoint(service: _Service) -> Callable[[], Response]:
     return scrape
 
 
-def create_app(router: Router, *, token: str | None = None, max_body: int = DEFAULT_MAX_BODY,
+def create_app(router: Any, *, token: str | None = None, max_body: int = DEFAULT_MAX_BODY,
                decision_ttl_s: float = DEFAULT_DECISION_TTL_S,
                max_pending: int = DEFAULT_MAX_PENDING, checkpoint_path: str | None = None,
                checkpoint_every_s: float | None = None,
@@ -318,7 +328,10 @@ def create_app(router: Router, *, token: str | None = None, max_body: int = DEFA
 
     Parameters
     ----------
-    router: the sona.Router to route with and learn into (the app owns it while serving).
+    router: the sona.Router to route with and learn into (the app owns it while serving), or a
+        sona.fleet.FleetRouter: routing stays local, every learnt outcome goes to its Redis
+        Stream, and every server sharing the stream learns it (GET /v1/stats adds ``"fleet"``;
+        the caller closes the fleet after serving).
     token: if given, requests (but GET /healthz) need ``Authorization: Bearer <token>``.
     max_body: largest request body in bytes (413 above it).
     decision_ttl_s: seconds a routed decision waits for its feedback (410 after).
@@ -335,8 +348,13 @@ def create_app(router: Router, *, token: str | None = None, max_body: int = DEFA
     >>> app = create_app(sona.Router(["small", "large"], hidden_dim=8))
     >>> # uvicorn.run(app, host="127.0.0.1", port=8000)
     """
+    fleet = None
     if not isinstance(router, Router):
-        raise TypeError(f"create_app() serves a sona.Router; got {type(router).__name__}")
+        fleet = router
+        router = getattr(fleet, "router", None)
+        if not isinstance(router, Router) or not hasattr(fleet, "learn"):
+            raise TypeError(f"create_app() serves a sona.Router or a sona.fleet.FleetRouter; "
+                            f"got {type(fleet).__name__}")
     if token is not None and (not isinstance(token, str) or not token):
         raise ValueError("token must be a non-empty string or None")
     for name, value in (("max_body", max_body), ("max_pending", max_pending)):
@@ -350,7 +368,7 @@ def create_app(router: Router, *, token: str | None = None, max_body: int = DEFA
     if checkpoint_every_s is not None and checkpoint_path is None:
         raise ValueError("checkpoint_every_s needs a checkpoint_path")
     service = _Service(router, float(decision_ttl_s), max_pending,
-                       None if checkpoint_path is None else str(checkpoint_path), clock)
+                       None if checkpoint_path is None else str(checkpoint_path), clock, fleet)
     expected = None if token is None else f"Bearer {token}".encode()
     scrape = _metrics_endpoint(service)
 

@@ -444,3 +444,42 @@ def test_a_failed_periodic_checkpoint_is_logged_and_routing_goes_on(tmp_path, ca
                 time.sleep(0.02)
             assert client.post("/v1/route", json={"embedding": _x(1)}).status_code == 200
     assert router.decisions == 2 and not path.exists()
+
+
+def test_two_servers_on_one_fleet_share_learning(tmp_path):
+    """`sona serve --fleet`: an outcome given to one server reaches the other's router through
+    the Redis stream (a real redis-server of the test's own)."""
+    import os
+
+    from redis_server import REQUIRE_ENV, RedisServer, missing_reason
+
+    reason = missing_reason()
+    if reason is not None:
+        if os.environ.get(REQUIRE_ENV) == "1":
+            pytest.fail(f"{REQUIRE_ENV}=1 but {reason}", pytrace=False)
+        pytest.skip(reason)
+    from sona.fleet import FleetRouter
+
+    with RedisServer(tmp_path / "redis") as redis_server:
+        a = FleetRouter(_router(), redis_server.url, "serve:test")
+        b = FleetRouter(_router(), redis_server.url, "serve:test")
+        try:
+            with serving(a) as client_a, serving(b) as client_b:
+                d = client_a.post("/v1/route", json={"embedding": _x(1)}).json()
+                got = client_a.post("/v1/feedback", json={"decision_id": d["decision_id"],
+                                                          "quality": 1.0})
+                assert got.status_code == 200
+                assert a.sync(timeout=HANG_GUARD_S) and b.sync(timeout=HANG_GUARD_S)
+                for client in (client_a, client_b):
+                    stats = client.get("/v1/stats").json()
+                    assert stats["router"]["feedbacks"] == 1
+                    assert stats["fleet"]["applied"] == 1
+                # the same decision twice is refused by the replica that recorded it
+                again = client_a.post("/v1/feedback", json={"decision_id": d["decision_id"],
+                                                            "quality": 1.0})
+                assert again.status_code == 409
+        finally:
+            a.close()
+            b.close()
+    with pytest.raises(TypeError, match="sona.Router or a sona.fleet.FleetRouter"):
+        create_app(object())

@@ -34,6 +34,19 @@ def missing_reason() -> str | None:
     return None
 
 
+def require_redis() -> None:
+    """Skip the calling test when missing_reason() says Redis cannot run here; fail it instead
+    under SONA_REQUIRE_REDIS=1 (CI), where a silent skip would hide a missing install step."""
+    import pytest
+
+    reason = missing_reason()
+    if reason is None:
+        return
+    if os.environ.get(REQUIRE_ENV) == "1":
+        pytest.fail(f"{REQUIRE_ENV}=1 but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

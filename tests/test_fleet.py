@@ -5,7 +5,6 @@ tests/fleet_replica.py."""
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 import uuid
@@ -13,7 +12,7 @@ import uuid
 import numpy as np
 import pytest
 from fleet_replica import Fleet, compare, state
-from redis_server import REQUIRE_ENV, RedisServer, missing_reason
+from redis_server import RedisServer, require_redis
 
 import sona
 from sona.outcome import Outcome
@@ -30,19 +29,10 @@ ROUTES = ("small", "medium", "large")
 DIM = 16
 
 
-def _require_redis() -> None:
-    reason = missing_reason()
-    if reason is None:
-        return
-    if os.environ.get(REQUIRE_ENV) == "1":
-        pytest.fail(f"{REQUIRE_ENV}=1 but {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):
     """One server for the tests that do not stop it; each test uses its own stream."""
-    _require_redis()
+    require_redis()
     with RedisServer(tmp_path_factory.mktemp("redis")) as server:
         yield server
 
@@ -50,7 +40,7 @@ def redis_server(tmp_path_factory):
 @pytest.fixture
 def own_server(tmp_path):
     """A server of the test's own, which it may kill and restart."""
-    _require_redis()
+    require_redis()
     server = RedisServer(tmp_path / "redis")
     server.start()
     yield server
@@ -284,7 +274,7 @@ def test_a_full_buffer_drops_and_counts_the_overflow(own_server, stream, replica
 
 
 def test_a_replica_started_while_redis_is_down_joins_when_it_is_up(tmp_path, stream, replicas):
-    _require_redis()
+    require_redis()
     server = RedisServer(tmp_path / "redis")
     a = replicas(new_router(), server.url, stream)
     assert a.route(np.ones(DIM, np.float32)).route in ROUTES

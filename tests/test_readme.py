@@ -28,15 +28,9 @@ def test_readme_example_runs(index, tmp_path, monkeypatch):
     if LOCAL_REDIS not in code:
         exec(compile(code, f"README.md example {index}", "exec"), {})
         return
-    import os
+    from redis_server import RedisServer, require_redis
 
-    from redis_server import REQUIRE_ENV, RedisServer, missing_reason
-
-    reason = missing_reason()
-    if reason is not None:
-        if os.environ.get(REQUIRE_ENV) == "1":
-            pytest.fail(f"{REQUIRE_ENV}=1 but {reason}", pytrace=False)
-        pytest.skip(reason)
+    require_redis()
     with RedisServer(tmp_path / "redis") as server:
         code = code.replace(LOCAL_REDIS, server.url)
         exec(compile(code, f"README.md example {index}", "exec"), {})

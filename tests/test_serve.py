@@ -449,15 +449,9 @@ def test_a_failed_periodic_checkpoint_is_logged_and_routing_goes_on(tmp_path, ca
 def test_two_servers_on_one_fleet_share_learning(tmp_path):
     """`sona serve --fleet`: an outcome given to one server reaches the other's router through
     the Redis stream (a real redis-server of the test's own)."""
-    import os
+    from redis_server import RedisServer, require_redis
 
-    from redis_server import REQUIRE_ENV, RedisServer, missing_reason
-
-    reason = missing_reason()
-    if reason is not None:
-        if os.environ.get(REQUIRE_ENV) == "1":
-            pytest.fail(f"{REQUIRE_ENV}=1 but {reason}", pytrace=False)
-        pytest.skip(reason)
+    require_redis()
     from sona.fleet import FleetRouter
 
     with RedisServer(tmp_path / "redis") as redis_server:

@@ -56,16 +56,13 @@ skip_under_valgrind=(
     --deselect tests/test_engine.py::test_save_load_round_trip
     --deselect tests/test_engine.py::test_load_rejects_router_and_broken_files
     --deselect tests/test_engine.py::test_coordinator_checkpoints
-    --deselect tests/test_reliability.py::test_engine_and_router_saves_under_concurrent_learning_always_load
-    --deselect tests/test_reliability.py::test_router_on_an_engine_saves_a_file_it_loads
-    --deselect tests/test_reliability.py::test_absurd_values_in_a_valid_file_are_refused
-    --deselect tests/test_reliability.py::test_router_file_counters_and_moments_are_checked
-    --deselect tests/test_reliability.py::test_errors_name_the_parameter_and_the_value
-    --deselect tests/test_reliability.py::test_route_names_are_a_list_of_savable_strings
+    --deselect tests/test_engine.py::test_bytes_and_pickle_round_trip
+    --deselect tests/test_engine.py::test_from_bytes_rejects_router_and_broken_bytes
+    --deselect tests/test_engine.py::test_load_reads_a_config_saved_with_the_removed_fields
     --deselect tests/test_fuzz.py::test_state_file_loading_never_yields_a_poisoned_object
-    # threads and forked children waiting on each other: ASan runs these at full speed
-    --deselect tests/test_reliability.py::test_failed_cycle_keeps_drained_records_and_reports
-    --deselect tests/test_reliability.py::test_fork_while_the_coordinator_runs_leaves_a_usable_child
+    # the reliability regressions (state files, threads and forked children among them):
+    # ASan+UBSan run all of them; under valgrind they doubled this stage (15 -> 29 min)
+    --deselect tests/test_reliability.py
 )
 
 run() {

@@ -15,6 +15,11 @@ cdef Py_ssize_t _LEARNT_WINDOW = 1 << 16
 cdef class RouterCore
 
 
+cdef str _decision_id(unsigned long long nonce, unsigned long long serial):
+    """The one form of a decision id: the router's random nonce and the decision's serial, hex."""
+    return f"{nonce:016x}-{serial:x}"
+
+
 # Not no_gc: a Decision refers to its router, and a router that keeps decisions (a dict of
 # pending ones) would otherwise form a cycle the collector cannot see.
 @cython.freelist(64)
@@ -68,7 +73,7 @@ cdef class Decision:
     def decision_id(self):
         """A string naming this decision uniquely (the router's random nonce and a counter)."""
         self._check_built()
-        return f"{self.owner._nonce:016x}-{self.serial:x}"
+        return _decision_id(self.owner._nonce, self.serial)
 
     @property
     def pattern(self):
@@ -290,6 +295,22 @@ cdef class RouterCore:
         dec.serial = self.decisions
         self.decisions += 1
         return dec
+
+    def _decision_key(self, decision_id):
+        """The at-most-once key of an outcome's decision_id: the serial (an int) of a decision
+        this router made (exactly the id _decision_id wrote), the id itself for a foreign one,
+        None without an id."""
+        if decision_id is None:
+            return None
+        nonce, sep, serial = decision_id.partition("-")
+        if sep and nonce == f"{self._nonce:016x}":
+            try:
+                key = int(serial, 16)
+            except ValueError:
+                return decision_id
+            if 0 <= key < 2**64 and _decision_id(self._nonce, key) == decision_id:
+                return key
+        return decision_id
 
     cdef object _record(self, const float *x, uint32_t a, float prob, float q):
         """A learnt outcome becomes a finished one-step trajectory of the engine (the record goes

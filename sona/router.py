@@ -421,7 +421,7 @@ class Router(RouterCore):
             raise ValueError(f"outcome embedding has dimension {outcome.dim}; this router's is "
                              f"{self.micro.dim}")
         index = self.index(outcome.route)
-        key = self._own_serial(outcome.decision_id)
+        key = self._decision_key(outcome.decision_id)
         cost = float("nan") if outcome.cost is None else outcome.cost
         self._learn_raw(outcome.embedding, index, outcome.prob, outcome.quality, cost, key)
 
@@ -474,19 +474,6 @@ class Router(RouterCore):
             for k in range(K):
                 cost = float("nan") if C is None else float(C[i, k])
                 self._learn_raw(x, k, 1.0, float(Q[i, k]), cost, None)
-
-    def _own_serial(self, decision_id):
-        """The learnt-id key of a decision id: this router's serial (an int) for its own
-        decisions, the id itself for foreign ones, None without an id."""
-        if decision_id is None:
-            return None
-        nonce, sep, serial = decision_id.partition("-")
-        if sep and nonce == f"{self._nonce:016x}":
-            try:
-                return int(serial, 16)
-            except ValueError:
-                pass
-        return decision_id
 
     def _make_outcome(self, decision, quality, cost, latency_ms) -> Outcome:
         """Decision.outcome(): the record of a decision of this router."""

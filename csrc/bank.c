@@ -37,13 +37,28 @@ int32_t sona_bank_match(const sona_bank *b, const float *xhat, float *scratch) {
     return (j >= 0 && cos >= b->new_cos) ? j : -1;
 }
 
-void sona_bank_route_means(const sona_bank *b, int32_t j, uint32_t K, const double *target,
-                           const float *n0, double *m, double *n) {
+double sona_bank_offset(const sona_bank *b, int32_t j, uint32_t K, const double *target,
+                        double offset_count) {
     const float *cnt = b->route_n + (size_t)j * b->n_routes;
     const float *s = b->route_s + (size_t)j * b->n_routes;
+    double num = 0.0, den = offset_count;
     for (uint32_t k = 0; k < K; ++k) {
+        num += (double)s[k] - (double)cnt[k] * target[k];
+        den += (double)cnt[k];
+    }
+    return num / den;
+}
+
+void sona_bank_route_means(const sona_bank *b, int32_t j, uint32_t K, const double *target,
+                           const float *n0, double offset_count, double *m, double *n) {
+    const float *cnt = b->route_n + (size_t)j * b->n_routes;
+    const float *s = b->route_s + (size_t)j * b->n_routes;
+    const double off = sona_bank_offset(b, j, K, target, offset_count);
+    for (uint32_t k = 0; k < K; ++k) {
+        double base = target[k] + off;
+        base = base < 0.0 ? 0.0 : base > 1.0 ? 1.0 : base;
         n[k] = (double)cnt[k] + n0[k];
-        m[k] = ((double)s[k] + n0[k] * target[k]) / n[k];
+        m[k] = ((double)s[k] + n0[k] * base) / n[k];
     }
 }
 

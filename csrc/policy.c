@@ -6,14 +6,19 @@
  *   (6) j = nearest pattern of x^ with cosine >= new_cos, else -1
  *   (7) traffic-wide route means g_k = (G_k + 1) / (N_k + 2) (Beta(1, 1) prior; G, N decay by
  *       1 - 1/prior_window per feedback);
- *       m_k = (S_jk + n0_k g_k) / (N_jk + n0_k) (pattern j's statistics shrunk towards them;
- *       m = g when no pattern matched; n0 by empirical Bayes every SONA_SHRINK_EVERY feedbacks)
+ *       o_j = sum_k (S_jk - N_jk g_k) / (sum_k N_jk + SONA_OFFSET_COUNT) (pattern j's offset:
+ *       how much easier or harder its queries are for every route);
+ *       m_k = (S_jk + n0_k clamp(g_k + o_j)) / (N_jk + n0_k) (pattern j's statistics shrunk
+ *       towards them; m = g when no pattern matched; n0 by empirical Bayes every
+ *       SONA_SHRINK_EVERY feedbacks)
  *   (8) z_pr = (m - max m) / tau_p;  pi = softmax(z_ad + z_pr): the policy that learns
  * route(x, lambda, mask): prepare, then the behaviour policy
  *   (9) Thompson draws: g~_k = g_k + ts e_k sd(g_k, N_k + 2), m~ from g~ as in (7) plus
  *       ts e'_k sd(m~_k, N_jk + n0), sd(m, n) = sqrt(max(m (1 - m), 0.01) / n), e ~ IrwinHall
  *   (10) z = z_ad + (m~ - max m~) / tau_p - lambda c / tau_p (c: cost per call), masked routes
- *        -inf; q = (1 - eps) softmax(z) + eps / K_allowed on the allowed routes
+ *        -inf; q = (1 - eps) softmax(z) + eps / K_allowed on the allowed routes. Except while an
+ *        allowed route has fewer than SONA_MIN_EVIDENCE (decayed) outcomes N_k: then z is -inf
+ *        but on the allowed route of least N_k (the first of them)
  *   (11) a: first k with u < cumsum(q)_k
  * learn(a, prob, r, cost) on a prepared ctx:
  *   (12) j = pattern (new one if none matched and there is room)
@@ -128,7 +133,7 @@ static void add_prior(const sona_policy *p, int32_t j, sona_pcg32 *rng, double *
         if (rng) g[k] += ts * sona_pcg32_irwin_hall(rng) * post_sd(g[k], ng);
     }
     if (j >= 0) {
-        sona_bank_route_means(p->bank, j, (uint32_t)K, g, p->shrink, mk, n);
+        sona_bank_route_means(p->bank, j, (uint32_t)K, g, p->shrink, SONA_OFFSET_COUNT, mk, n);
         if (rng)
             for (size_t k = 0; k < K; ++k)
                 mk[k] += ts * sona_pcg32_irwin_hall(rng) * post_sd(mk[k], n[k]);
@@ -199,9 +204,23 @@ uint32_t sona_policy_route(sona_policy *p, const float *x, float cost_weight, co
     const float *za = CTX_Z(p, ctx);
     float *q = CTX_Q(p, ctx);
     double z[SONA_MAX_ROUTES];
-    for (size_t k = 0; k < K; ++k) z[k] = za[k];
-    add_prior(p, ctx->pattern, &p->rng, z);
-    add_cost_mask(p, cost_weight, mask, z);
+    /* a posterior from a handful of outcomes cannot be trusted: a route whose first outcome was
+     * unlucky would be drawn so rarely that it stays locked out for thousands of queries (seen on
+     * the real data with the best route). So every route is tried until it has
+     * SONA_MIN_EVIDENCE outcomes, and again whenever its decayed count falls below that */
+    int64_t least = -1;
+    if (p->hp.use_prior)
+        for (size_t k = 0; k < K; ++k)
+            if ((!mask || mask[k]) && p->global_n[k] < SONA_MIN_EVIDENCE &&
+                (least < 0 || p->global_n[k] < p->global_n[least]))
+                least = (int64_t)k;
+    if (least >= 0) {
+        for (size_t k = 0; k < K; ++k) z[k] = (int64_t)k == least ? 0.0 : -INFINITY;
+    } else {
+        for (size_t k = 0; k < K; ++k) z[k] = za[k];
+        add_prior(p, ctx->pattern, &p->rng, z);
+        add_cost_mask(p, cost_weight, mask, z);
+    }
     softmax(z, K, q);
     size_t allowed = K;
     if (mask) {
@@ -304,18 +323,27 @@ static void remember_task(sona_policy *p, float weight) {
     p->tasks += 1;
 }
 
-/* Empirical Bayes for the pattern prior (7), by the method of moments, per route: the rewards'
- * traffic-wide variance is V = tau^2 + s^2 (between patterns + within a pattern), and the
- * count-weighted spread of the patterns' observed means around the traffic-wide mean is
- * D = tau^2 + s^2 P / W (P patterns that tried the route, W their total count). So
- * s^2 = (V - D) / (1 - P / W), tau^2 = V - s^2, and the pseudo-count that matches them is
- * s^2 / tau^2: where patterns really differ they get little shrinkage; a route that looks alike
- * everywhere follows the traffic-wide evidence (which keeps a route that is bad everywhere from
- * being explored again in every new kind of query). Pooling over the routes instead was measured
- * worse on the real data (bench/bench_real.py) and no better on the synthetic task. */
+/* Empirical Bayes for the pattern prior (7), by the method of moments, per route: what a
+ * pattern's mean of route k says beyond the traffic-wide mean g_k and the pattern's offset (the
+ * interaction, variance tau^2 between patterns) is measured by the count-weighted spread of the
+ * patterns' observed means around g_k + offset, D = tau^2 + s^2 P / W (P patterns that tried the
+ * route, W their total count, s^2 the variance of one reward within a pattern); the pseudo-count
+ * that matches them is s^2 / tau^2. Where a route is better on some kinds of query than on
+ * others, patterns get little shrinkage; a route that ranks alike everywhere follows the
+ * traffic-wide evidence (which keeps a route that is bad everywhere from being explored again
+ * in every new kind of query). Pooling over the routes instead was measured worse on the real
+ * data (bench/bench_real.py) and no better on the synthetic task. */
 static void estimate_shrink(sona_policy *p) {
     const sona_bank *b = p->bank;
     const size_t K = p->n_routes, R = b->n_routes;
+    /* every pattern's offset (7) once, from the traffic-wide Beta means route time uses; into
+     * the pattern-scan scratch (bank capacity floats, free after the feedback's step) */
+    double beta[SONA_MAX_ROUTES];
+    for (size_t k = 0; k < K; ++k)
+        beta[k] = ((double)p->global_s[k] + 1.0) / ((double)p->global_n[k] + 2.0);
+    float *off = WORK_VEC(p) + 2u * (size_t)p->dim;
+    for (uint32_t j = 0; j < b->n_patterns; ++j)
+        off[j] = (float)sona_bank_offset(b, (int32_t)j, (uint32_t)K, beta, SONA_OFFSET_COUNT);
     for (size_t k = 0; k < K; ++k) {
         const double nk = p->global_n[k];
         if (!(nk > 0.0)) continue;
@@ -324,7 +352,7 @@ static void estimate_shrink(sona_policy *p) {
         for (uint32_t j = 0; j < b->n_patterns; ++j) {
             const double n = b->route_n[(size_t)j * R + k];
             if (!(n > 0.0)) continue;
-            const double d = b->route_s[(size_t)j * R + k] / n - g;
+            const double d = b->route_s[(size_t)j * R + k] / n - g - (double)off[j];
             w += n;
             dev += n * d * d;
             tried += 1.0;
@@ -333,11 +361,11 @@ static void estimate_shrink(sona_policy *p) {
          * SONA_SHRINK_EVIDENCE outcomes per pattern on average), or none at all (every reward
          * equal): the pseudo-count stays where it is */
         if (tried < 2.0 || w < SONA_SHRINK_EVIDENCE * tried || !(V > 0.0)) continue;
-        const double D = dev / w;
-        double s2 = (V - D) / (1.0 - tried / w);
-        if (!(s2 > 0.0)) s2 = 0.0;
-        const double tau2 = V - s2;
-        const double n0 = tau2 * SONA_SHRINK_MAX > s2 ? s2 / tau2 : SONA_SHRINK_MAX;
+        /* V bounds the within-pattern variance s^2 from above (it adds the spread between
+         * patterns), so tau^2 = D - V P / W errs small and the pseudo-count V / tau^2 errs
+         * towards the traffic-wide evidence */
+        const double tau2 = dev / w - V * tried / w;
+        const double n0 = tau2 * SONA_SHRINK_MAX > V ? V / tau2 : SONA_SHRINK_MAX;
         p->shrink[k] = (float)(n0 > SONA_SHRINK_MIN ? n0 : SONA_SHRINK_MIN);
     }
 }

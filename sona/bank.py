@@ -34,7 +34,7 @@ __all__ = ["BANK_DEFAULTS", "REFINE_DEFAULTS", "Pattern", "PatternStore", "check
 #: benchmark's geometry); set it midway between those two medians for other embedding models.
 #: prior_count is the pseudo-count of traffic-wide evidence each pattern starts from per route:
 #: a new kind of query is routed as the whole traffic says until its own outcomes outweigh that.
-BANK_DEFAULTS = {"new_pattern_cos": 0.45, "decay": 0.995, "prior_count": 10.0,
+BANK_DEFAULTS = {"new_pattern_cos": 0.45, "decay": 0.999, "prior_count": 10.0,
                  "baseline_rate": 0.05}
 
 

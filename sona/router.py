@@ -52,7 +52,7 @@ ROUTER_STATE_VERSION = 5
 #: Hyper-parameters of the router policy (see csrc/policy.c for where each enters).
 POLICY_DEFAULTS = {
     "micro_rank": 2, "base_rank": 8, "micro_scale": 1.0, "base_scale": 1.0,
-    "tau": 0.15,               # adapter temperature
+    "tau": 0.3,                # adapter temperature
     "tau_prior": 0.01,         # prior logit scale: a 0.2 reward gap is 20 logits
     "ts_scale": 0.7,           # Thompson draws: this many posterior standard deviations
     "prior_window": 10000.0,   # feedbacks the traffic-wide route statistics remember

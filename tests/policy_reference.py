@@ -67,13 +67,13 @@ DEFAULTS = {
     # adapters
     "micro_rank": 2, "micro_scale": 1.0, "base_rank": 8, "base_scale": 1.0,
     "use_micro": True, "use_base": True, "learn_keys": True, "learn_bias": True,
-    "tau": 0.15,               # adapter temperature: logits = keys . y_hat / tau + bias
+    "tau": 0.3,                # adapter temperature: logits = keys . y_hat / tau + bias
     "unit_keys": True,         # renormalise keys each step: |adapter logits| <= 1/tau + |bias|
     "lr": 1e-3, "rms_decay": 0.999, "rms_eps": 1e-3, "weight_clip": 4.0,
     "mean_window": 1000,       # mu: cumulative mean for n <= 1000 queries, then EMA 1/1000
     # pattern memory (leader clustering) and prior
     "use_prior": True, "max_patterns": 100, "new_pattern_cos": 0.45,
-    "decay": 0.995,            # per hit of a pattern: its per-route (count, reward sum) *= decay
+    "decay": 0.999,            # per hit of a pattern: its per-route (count, reward sum) *= decay
     "prior_count": 10.0,       # pseudo-count of the traffic-wide route means in each pattern
     "ts_scale": 0.7,           # Thompson draws: m + ts_scale * N(0,1) * posterior sd
     "prior_window": 10000.0,   # traffic-wide route statistics decay by 1 - 1/window per feedback
@@ -132,11 +132,12 @@ class PolicyReference:
         self.centroid_sum = np.zeros((M, d))
         self.n_patterns = 0
         self.pat_count = np.zeros(M)              # hits
-        self.pat_n = np.zeros((M, K))             # decayed per-route counts
-        self.pat_s = np.zeros((M, K))             # decayed per-route reward sums
-        self.global_n = np.zeros(K)               # traffic-wide per-route counts (decayed)
-        self.global_s = np.zeros(K)               # and reward sums
-        self.global_q = np.zeros(K)               # and squared-reward sums
+        self.pat_n = np.zeros((M, K), np.float32)  # decayed per-route counts (float32 as in C)
+        self.pat_s = np.zeros((M, K), np.float32)  # decayed per-route reward sums
+        # float32 as in C: the minimum-evidence rule compares the decayed count with 5 exactly
+        self.global_n = np.zeros(K, np.float32)   # traffic-wide per-route counts (decayed)
+        self.global_s = np.zeros(K, np.float32)   # and reward sums
+        self.global_q = np.zeros(K, np.float32)   # and squared-reward sums
         self.shrink = np.full(K, h["prior_count"])  # per-route pseudo-counts (empirical Bayes)
         self.pat_base = np.zeros(M)               # per-pattern reward baseline
         self.global_base = 0.5
@@ -178,26 +179,35 @@ class PolicyReference:
         j = int(np.argmax(cos))
         return j if cos[j] >= self.h["new_pattern_cos"] else -1
 
+    def _offset(self, j, g):
+        """Pattern j's offset from the route means g, shrunk by 1 pseudo-outcome (7)."""
+        n, s = self.pat_n[j].astype(np.float64), self.pat_s[j].astype(np.float64)
+        return float((s - n * g).sum() / (n.sum() + 1.0))
+
     def _estimate_shrink(self) -> None:
-        """Empirical Bayes, every 64 feedbacks, per route (method of moments): V = tau^2 + s^2
-        (traffic-wide variance), D = tau^2 + s^2 P / W (count-weighted spread of the P patterns'
-        means); n0 = s^2 / tau^2 in [1, 100]; kept while the evidence is thin."""
-        N, S = self.pat_n[:self.n_patterns], self.pat_s[:self.n_patterns]
+        """Empirical Bayes, every 64 feedbacks, per route (method of moments): the spread of the
+        P patterns' means around g + offset is D = tau^2 + s^2 P / W; with the traffic-wide
+        variance V for s^2, tau^2 = D - V P / W and n0 = V / tau^2 in [1, 100]; kept while the
+        evidence is thin."""
+        N, S = (a[:self.n_patterns].astype(np.float64) for a in (self.pat_n, self.pat_s))
+        gn, gs, gq = (a.astype(np.float64) for a in (self.global_n, self.global_s, self.global_q))
+        beta = (gs + 1.0) / (gn + 2.0)
+        off = np.array([np.float32(self._offset(j, beta)) for j in range(self.n_patterns)],
+                       dtype=np.float64)
         for k in range(self.K):
-            nk = self.global_n[k]
+            nk = gn[k]
             if nk <= 0:
                 continue
-            g = self.global_s[k] / nk
-            V = self.global_q[k] / nk - g * g
+            g = gs[k] / nk
+            V = gq[k] / nk - g * g
             tried = N[:, k] > 0
             n, P = N[tried, k], tried.sum()
             w = n.sum()
             if P < 2 or w < 4.0 * P or not V > 0:
                 continue
-            D = (n * (S[tried, k] / n - g) ** 2).sum() / w
-            s2 = max((V - D) / (1.0 - P / w), 0.0)
-            tau2 = V - s2
-            n0 = s2 / tau2 if tau2 * 100.0 > s2 else 100.0
+            D = (n * (S[tried, k] / n - g - off[tried]) ** 2).sum() / w
+            tau2 = D - V * P / w
+            n0 = V / tau2 if tau2 * 100.0 > V else 100.0
             self.shrink[k] = max(n0, 1.0)
 
     @staticmethod
@@ -208,15 +218,16 @@ class PolicyReference:
         h = self.h
         if not h["use_prior"]:
             return np.zeros(self.K)
-        ng = self.global_n + 2.0
-        g = (self.global_s + 1.0) / ng                            # (7) traffic-wide means
+        ng = self.global_n.astype(np.float64) + 2.0
+        g = (self.global_s.astype(np.float64) + 1.0) / ng                            # (7) traffic-wide means
         if sample:                                                # (9) Thompson draws, route order
             e = np.array([self.rng.irwin_hall() for _ in range(self.K)])
             g = g + h["ts_scale"] * e * self._sd(g, ng)
         m = g
         if j >= 0:
-            n = self.pat_n[j] + self.shrink
-            m = (self.pat_s[j] + self.shrink * g) / n             # (7) shrunk towards them
+            n = self.pat_n[j].astype(np.float64) + self.shrink
+            base = np.clip(g + self._offset(j, g), 0.0, 1.0)      # (7) moved by the offset
+            m = (self.pat_s[j].astype(np.float64) + self.shrink * base) / n  # (7) shrunk
             if sample:
                 e = np.array([self.rng.irwin_hall() for _ in range(self.K)])
                 m = m + h["ts_scale"] * e * self._sd(m, n)
@@ -241,7 +252,12 @@ class PolicyReference:
         xt, um, ub, ny, yh, z_ad = self._adapter(x)
         j = self._nearest(x)
         pi = self._softmax(z_ad + self._prior(j, False))         # the policy that learns
-        q = self._softmax(z_ad + self._prior(j, True))            # the behaviour policy
+        few = self.global_n < 5.0 if self.h["use_prior"] else np.zeros(self.K, bool)
+        if few.any():                                             # (10) minimum evidence
+            q = np.zeros(self.K)
+            q[int(np.argmin(np.where(few, self.global_n, np.inf)))] = 1.0
+        else:
+            q = self._softmax(z_ad + self._prior(j, True))        # the behaviour policy
         q = (1.0 - self.h["explore"]) * q + self.h["explore"] / self.K
         u = self.rng.uniform()
         a, acc = 0, q[0]
@@ -369,22 +385,23 @@ class PolicyReference:
         if fisher_step:
             self.fisher_max = max(float(f.max()) for f in self.fisher.values())
 
-        self.pat_n[j] *= h["decay"]
-        self.pat_s[j] *= h["decay"]
-        self.pat_n[j, a] += 1.0
-        self.pat_s[j, a] += r
+        self.pat_n[j] *= np.float32(h["decay"])
+        self.pat_s[j] *= np.float32(h["decay"])
+        self.pat_n[j, a] += np.float32(1.0)
+        self.pat_s[j, a] += np.float32(r)
         if self.pat_count[j] * h["baseline_rate"] < 1.0:
             self.pat_base[j] += (r - self.pat_base[j]) / (self.pat_count[j] + 1.0)
         else:
             self.pat_base[j] += h["baseline_rate"] * (r - self.pat_base[j])
         self.pat_count[j] += 1.0
-        decay = 1.0 - 1.0 / h["prior_window"]
+        decay = np.float32(1.0 - 1.0 / h["prior_window"])
         self.global_n *= decay
         self.global_s *= decay
         self.global_q *= decay
-        self.global_n[a] += 1.0
-        self.global_s[a] += r
-        self.global_q[a] += r * r
+        r32 = np.float32(r)
+        self.global_n[a] += np.float32(1.0)
+        self.global_s[a] += r32
+        self.global_q[a] += r32 * r32
         if self.t % 64 == 0:
             self._estimate_shrink()
         self.centroid_sum[j] += x / max(float(np.sqrt(x @ x)), 1e-12)

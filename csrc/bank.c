@@ -37,23 +37,24 @@ int32_t sona_bank_match(const sona_bank *b, const float *xhat, float *scratch) {
     return (j >= 0 && cos >= b->new_cos) ? j : -1;
 }
 
-double sona_bank_offset(const sona_bank *b, int32_t j, uint32_t K, const double *target,
-                        double offset_count) {
+double sona_bank_offset(const sona_bank *b, int32_t j, uint32_t K, const double *target) {
     const float *cnt = b->route_n + (size_t)j * b->n_routes;
     const float *s = b->route_s + (size_t)j * b->n_routes;
-    double num = 0.0, den = offset_count;
+    const double c = SONA_OFFSET_CAP;
+    double num = 0.0, den = c; /* the prior: an offset of 0 worth one route's full weight */
     for (uint32_t k = 0; k < K; ++k) {
-        num += (double)s[k] - (double)cnt[k] * target[k];
-        den += (double)cnt[k];
+        const double n = (double)cnt[k];
+        num += c * ((double)s[k] - n * target[k]) / (n + c); /* weight c n / (n + c) x residual */
+        den += c * n / (n + c);
     }
     return num / den;
 }
 
 void sona_bank_route_means(const sona_bank *b, int32_t j, uint32_t K, const double *target,
-                           const float *n0, double offset_count, double *m, double *n) {
+                           const float *n0, double *m, double *n) {
     const float *cnt = b->route_n + (size_t)j * b->n_routes;
     const float *s = b->route_s + (size_t)j * b->n_routes;
-    const double off = sona_bank_offset(b, j, K, target, offset_count);
+    const double off = sona_bank_offset(b, j, K, target);
     for (uint32_t k = 0; k < K; ++k) {
         double base = target[k] + off;
         base = base < 0.0 ? 0.0 : base > 1.0 ? 1.0 : base;

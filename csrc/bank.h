@@ -32,16 +32,20 @@ typedef struct sona_bank {
 int32_t sona_bank_nearest(const sona_bank *b, const float *xhat, float *scratch, float *cos);
 /* Nearest pattern if its cosine reaches new_cos, else -1. */
 int32_t sona_bank_match(const sona_bank *b, const float *xhat, float *scratch);
-/* Pattern j's offset from the K (<= n_routes) traffic-wide route means `target`: how much
- * better (or worse) every route does on it, sum_k (S_k - N_k target_k) / (sum_k N_k +
- * offset_count) -- shrunk towards 0 by offset_count pseudo-observations. */
-double sona_bank_offset(const sona_bank *b, int32_t j, uint32_t K, const double *target,
-                        double offset_count);
+/* A route's outcomes in a pattern count as at most this many outcomes' worth of evidence on the
+ * pattern's offset: past that, what they say is about the route on those queries, not about the
+ * queries (a pattern where only its best route was exploited is not thereby easy for all). */
+#define SONA_OFFSET_CAP 10.0
+/* Pattern j's offset from the K (<= n_routes) traffic-wide route means `target`: how much better
+ * (or worse) every route does on its queries. Each route's mean residual r_k = S_k / N_k -
+ * target_k weighs w_k = c N_k / (N_k + c) (c = SONA_OFFSET_CAP), and a prior offset of 0 weighs
+ * c: o = sum_k w_k r_k / (c + sum_k w_k). */
+double sona_bank_offset(const sona_bank *b, int32_t j, uint32_t K, const double *target);
 /* Posterior mean reward of the first K routes of pattern j, shrunk towards target moved by the
  * pattern's offset (clamped to [0, 1]) with K pseudo-counts n0:
  * (S + n0 base) / (N + n0), base = clamp(target + offset); the pseudo-count N + n0 into n. */
 void sona_bank_route_means(const sona_bank *b, int32_t j, uint32_t K, const double *target,
-                           const float *n0, double offset_count, double *m, double *n);
+                           const float *n0, double *m, double *n);
 /* The pattern a feedback lands in: j itself when 0 <= j < n_patterns (a j past the end -- the
  * router's pending decision for a pattern that background refinement merged away -- is treated as
  * no match); else a new pattern (baseline initialised to

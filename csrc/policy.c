@@ -6,8 +6,9 @@
  *   (6) j = nearest pattern of x^ with cosine >= new_cos, else -1
  *   (7) traffic-wide route means g_k = (G_k + 1) / (N_k + 2) (Beta(1, 1) prior; G, N decay by
  *       1 - 1/prior_window per feedback);
- *       o_j = sum_k (S_jk - N_jk g_k) / (sum_k N_jk + SONA_OFFSET_COUNT) (pattern j's offset:
- *       how much easier or harder its queries are for every route);
+ *       o_j = sum_k w_jk (S_jk / N_jk - g_k) / (c + sum_k w_jk), w_jk = c N_jk / (N_jk + c),
+ *       c = SONA_OFFSET_CAP (pattern j's offset: how much easier or harder its queries are for
+ *       every route, from the routes that agree on it; see bank.h);
  *       m_k = (S_jk + n0_k clamp(g_k + o_j)) / (N_jk + n0_k) (pattern j's statistics shrunk
  *       towards them; m = g when no pattern matched; n0 by empirical Bayes every
  *       SONA_SHRINK_EVERY feedbacks)
@@ -133,7 +134,7 @@ static void add_prior(const sona_policy *p, int32_t j, sona_pcg32 *rng, double *
         if (rng) g[k] += ts * sona_pcg32_irwin_hall(rng) * post_sd(g[k], ng);
     }
     if (j >= 0) {
-        sona_bank_route_means(p->bank, j, (uint32_t)K, g, p->shrink, SONA_OFFSET_COUNT, mk, n);
+        sona_bank_route_means(p->bank, j, (uint32_t)K, g, p->shrink, mk, n);
         if (rng)
             for (size_t k = 0; k < K; ++k)
                 mk[k] += ts * sona_pcg32_irwin_hall(rng) * post_sd(mk[k], n[k]);
@@ -343,7 +344,7 @@ static void estimate_shrink(sona_policy *p) {
         beta[k] = ((double)p->global_s[k] + 1.0) / ((double)p->global_n[k] + 2.0);
     float *off = WORK_VEC(p) + 2u * (size_t)p->dim;
     for (uint32_t j = 0; j < b->n_patterns; ++j)
-        off[j] = (float)sona_bank_offset(b, (int32_t)j, (uint32_t)K, beta, SONA_OFFSET_COUNT);
+        off[j] = (float)sona_bank_offset(b, (int32_t)j, (uint32_t)K, beta);
     for (size_t k = 0; k < K; ++k) {
         const double nk = p->global_n[k];
         if (!(nk > 0.0)) continue;

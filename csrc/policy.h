@@ -27,10 +27,6 @@
 #define SONA_SHRINK_MIN 1.0f
 #define SONA_SHRINK_EVIDENCE 4.0
 #define SONA_SHRINK_MAX 100.0f
-/* A pattern's offset (how much better or worse every route does on its queries than on the
- * whole traffic) is shrunk towards 0 by this many pseudo-outcomes: a pattern's first outcome
- * moves it half-way */
-#define SONA_OFFSET_COUNT 1.0
 /* Every allowed route is routed to until its traffic-wide (decayed) outcome count reaches this:
  * a posterior from fewer outcomes cannot be trusted to keep exploring a route that was unlucky */
 #define SONA_MIN_EVIDENCE 5.0f

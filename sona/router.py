@@ -52,8 +52,10 @@ ROUTER_STATE_VERSION = 5
 #: Hyper-parameters of the router policy (see csrc/policy.c for where each enters).
 POLICY_DEFAULTS = {
     "micro_rank": 2, "base_rank": 8, "micro_scale": 1.0, "base_scale": 1.0,
-    "tau": 0.3,                # adapter temperature
-    "tau_prior": 0.01,         # prior logit scale: a 0.2 reward gap is 20 logits
+    "tau": 0.15,               # adapter temperature
+    # prior logit scale: a 0.01 reward gap is 3.3 logits, so exploration is the Thompson
+    # draw's (which shrinks with evidence), not a softmax spread that never does
+    "tau_prior": 0.003,
     "ts_scale": 0.7,           # Thompson draws: this many posterior standard deviations
     "prior_window": 10000.0,   # feedbacks the traffic-wide route statistics remember
     "explore": 0.0,            # epsilon mixed into the behaviour policy (Thompson already explores)

@@ -67,7 +67,7 @@ DEFAULTS = {
     # adapters
     "micro_rank": 2, "micro_scale": 1.0, "base_rank": 8, "base_scale": 1.0,
     "use_micro": True, "use_base": True, "learn_keys": True, "learn_bias": True,
-    "tau": 0.3,                # adapter temperature: logits = keys . y_hat / tau + bias
+    "tau": 0.15,               # adapter temperature: logits = keys . y_hat / tau + bias
     "unit_keys": True,         # renormalise keys each step: |adapter logits| <= 1/tau + |bias|
     "lr": 1e-3, "rms_decay": 0.999, "rms_eps": 1e-3, "weight_clip": 4.0,
     "mean_window": 1000,       # mu: cumulative mean for n <= 1000 queries, then EMA 1/1000
@@ -77,7 +77,7 @@ DEFAULTS = {
     "prior_count": 10.0,       # pseudo-count of the traffic-wide route means in each pattern
     "ts_scale": 0.7,           # Thompson draws: m + ts_scale * N(0,1) * posterior sd
     "prior_window": 10000.0,   # traffic-wide route statistics decay by 1 - 1/window per feedback
-    "tau_prior": 0.01,         # prior logits = (m - max m) / tau_prior
+    "tau_prior": 0.003,        # prior logits = (m - max m) / tau_prior
     "baseline_rate": 0.05, "global_rate": 0.01,
     "explore": 0.0,            # epsilon mixed into the behaviour policy (TS already explores)
     "adv_clip": 1.0,
@@ -180,9 +180,11 @@ class PolicyReference:
         return j if cos[j] >= self.h["new_pattern_cos"] else -1
 
     def _offset(self, j, g):
-        """Pattern j's offset from the route means g, shrunk by 1 pseudo-outcome (7)."""
+        """Pattern j's offset from the route means g (7): route k's mean residual weighs
+        w = c N / (N + c) (c = 10: SONA_OFFSET_CAP), a prior offset of 0 weighs c."""
         n, s = self.pat_n[j].astype(np.float64), self.pat_s[j].astype(np.float64)
-        return float((s - n * g).sum() / (n.sum() + 1.0))
+        c = 10.0
+        return float((c * (s - n * g) / (n + c)).sum() / (c + (c * n / (n + c)).sum()))
 
     def _estimate_shrink(self) -> None:
         """Empirical Bayes, every 64 feedbacks, per route (method of moments): the spread of the

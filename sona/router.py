@@ -566,13 +566,15 @@ class Router(RouterCore):
         n_routes);
 
         and JSON metadata: ``router_state_version``, ``sona_version``, ``routes``, ``hidden_dim``,
-        ``seed``, ``params`` (every hyper-parameter), ``counters`` (n_seen, t, global_baseline,
+        ``seed``, ``params`` (every hyper-parameter of sona.params, current values: set_params
+        changes included), ``counters`` (n_seen, t, global_baseline,
         reward_short, reward_long, fisher_max, has_anchor, checkpoints, task_boundaries,
         drifting, omega_max, tasks, novelty_short, novelty_long, ckpt_patterns, and the PCG32
         generator's rng_state and rng_inc), ``decisions``, ``feedbacks``, ``n_patterns``. Files
         of router state versions 1 and 2 (no task memory) load with ``ewc_memory`` 0 and an empty
         memory; files of versions 1 to 3 load with ``ewc_novelty`` 0 (boundaries from the reward
-        alone, every task remembered fully: how they were written).
+        alone, every task remembered fully: how they were written); a parameter newer than a
+        file loads at the value its writer behaved by (``sona.params.implied_params``).
 
         Not saved: decisions still waiting for feedback (a Decision belongs to the router that
         made it; the loaded router refuses it), and gradients accumulated on ``micro``/``base``

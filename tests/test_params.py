@@ -246,6 +246,7 @@ def test_set_params_survives_save_and_load(tmp_path):
 
 # ------------------------------------------------------------------- docs from the table
 
+@pytest.mark.skipif(not README.exists(), reason="tests run outside the source tree")
 def test_readme_table_is_the_generated_one():
     text = README.read_text(encoding="utf-8")
     found = re.search(r"<!-- params table:[^\n]*-->\n(.*?)<!-- end of params table -->", text,

@@ -125,6 +125,7 @@ cdef class RouterCore:
     cdef readonly unsigned long long _nonce
     cdef object _learnt, _learnt_order  # set and FIFO of outcome decision ids learnt (bounded)
     cdef readonly object _issued  # serial -> live Decision whose outcome() was taken (weak)
+    cdef readonly dict _params  # the validated hyper-parameters the C struct holds
 
     def __init__(self, tuple routes, LoRAAdapter micro, LoRAAdapter base, PatternStore bank, keys,
                  dict hp, unsigned long long seed, TrajectoryStore store=None, costs=None):
@@ -209,11 +210,13 @@ cdef class RouterCore:
         """The C struct from the validated parameters (sona.params.check_params). Cython fills
         a struct from a mapping by field name, so a parameter whose field carries its name needs
         no line here; the scales come from the (possibly shared) adapters, the statistics'
-        decay per feedback from prior_window. All fields convert before the struct is stored."""
+        decay per feedback from prior_window. All fields convert before the struct is stored.
+        """
         cdef sona_policy_hp h = {**hp, "micro_scale": self._micro.scale,
                                  "base_scale": self._base.scale,
                                  "global_decay": 1.0 - 1.0 / hp["prior_window"]}
         self.p.hp = h
+        self._params = hp  # with the struct, in one step no other thread can interleave
 
     def _apply_params(self, dict hp):
         """Live parameter change (Router.set_params, hp validated): contexts prepared before it

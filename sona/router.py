@@ -299,7 +299,6 @@ class Router(RouterCore):
         self.engine = engine
         self.micro, self.base, self.bank = engine.micro, engine.base, engine.bank
         engine._routers.add(self)
-        self._params = hp
         self.seed = int(seed)
 
     @property
@@ -349,7 +348,6 @@ class Router(RouterCore):
                              f"them. Live parameters: "
                              f"{sorted(p.name for p in PARAMS.values() if p.live)}")
         self._apply_params(hp)
-        self._params = hp
 
     def index(self, route: str | int) -> int:
         """The index of a route given by name (or index, checked)."""
@@ -520,10 +518,10 @@ class Router(RouterCore):
 
     # ------------------------------------------------------------------------ state files
 
-    def _state_snapshot(self) -> tuple[dict, dict, int, int, int]:
-        """(arrays, counters, decisions, feedbacks, n_patterns), copied in one stretch that
-        holds the GIL (sona._core._snapshot): a route or feedback in another thread lands
-        wholly before or wholly after it."""
+    def _state_snapshot(self) -> tuple[dict, dict, int, int, int, dict]:
+        """(arrays, counters, decisions, feedbacks, n_patterns, params), copied in one stretch
+        that holds the GIL (sona._core._snapshot): a route, feedback or set_params in another
+        thread lands wholly before or wholly after it."""
         live = {
             "micro.A": self.micro.A, "micro.B": self.micro.B,
             "base.A": self.base.A, "base.B": self.base.B,
@@ -534,7 +532,8 @@ class Router(RouterCore):
             live["bank." + name] = getattr(self.bank, name)
         arrays, scalars = _snapshot(live, (
             self._counters, partial(getattr, self, "decisions"),
-            partial(getattr, self, "feedbacks"), partial(getattr, self.bank, "n_patterns")))
+            partial(getattr, self, "feedbacks"), partial(getattr, self.bank, "n_patterns"),
+            partial(getattr, self, "_params")))
         K = len(self.routes)
         for name in ("bank.route_n", "bank.route_s"):  # an engine's bank may track more routes
             arrays[name] = arrays[name][:, :K]
@@ -600,14 +599,14 @@ class Router(RouterCore):
         """(arrays, metadata) of the state file: what save() writes and to_bytes() returns."""
         from . import __version__
 
-        arrays, counters, decisions, feedbacks, n_patterns = self._state_snapshot()
+        arrays, counters, decisions, feedbacks, n_patterns, params = self._state_snapshot()
         meta = {
             "router_state_version": ROUTER_STATE_VERSION,
             "sona_version": __version__,
             "routes": list(self.routes),
             "hidden_dim": int(self.micro.dim),
             "seed": int(self.seed),
-            "params": dict(self._params),
+            "params": dict(params),
             "counters": counters,
             "decisions": int(decisions),
             "feedbacks": int(feedbacks),

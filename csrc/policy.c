@@ -32,8 +32,9 @@
  *        short reward EMA is not below the long one by more than the margin (stable); the first
  *        feedback that finds it below counts one inferred task boundary, and the old anchor is kept
  *        until a checkpoint is stable again; pull = k lambda |w| / max F (max F of the previous
- *        Fisher step, so one pass suffices). Novelty: nu_s, nu_l = 0.05 and 0.002 EMAs of "the
- *        query matched no pattern or one created since the last stable checkpoint" (nu_s = nu_l
+ *        Fisher step, so one pass suffices). Reward EMA rates: reward_short_rate, reward_long_rate.
+ *        Novelty: nu_s, nu_l = EMAs (novelty_short_rate, novelty_long_rate) of "the query
+ *        matched no pattern or one created since the last stable checkpoint" (nu_s = nu_l
  *        again at each stable checkpoint, which renews the familiar patterns); with
  *        nu* = ewc_novelty > 0, a rise nu_s - nu_l >= nu* (once an anchor exists) is a boundary
  *        too. Task memory (when lambda_m > 0): a boundary folds the task that ended at the last
@@ -401,13 +402,13 @@ void sona_policy_learn(sona_policy *p, const sona_policy_ctx *ctx, uint32_t a, f
     /* (15) EWC++ bookkeeping and the anchor (weights before this step) */
     p->t += 1;
     if (hp->ewc) {
-        p->reward_short += 0.01f * (r - p->reward_short);
-        p->reward_long += 0.002f * (r - p->reward_long);
+        p->reward_short += hp->reward_short_rate * (r - p->reward_short);
+        p->reward_long += hp->reward_long_rate * (r - p->reward_long);
         const int checkpoint = hp->ewc_every && p->t % hp->ewc_every == 0;
         const int stable = p->reward_short >= p->reward_long - hp->ewc_margin;
         const float novel = ctx->pattern < 0 || (uint32_t)j >= p->ckpt_patterns ? 1.0f : 0.0f;
-        p->novelty_short += 0.05f * (novel - p->novelty_short);
-        p->novelty_long += 0.002f * (novel - p->novelty_long);
+        p->novelty_short += hp->novelty_short_rate * (novel - p->novelty_short);
+        p->novelty_long += hp->novelty_long_rate * (novel - p->novelty_long);
         const float rise = p->novelty_short - p->novelty_long, nu = hp->ewc_novelty;
         const int novel_shift = nu > 0.0f && p->has_anchor && rise >= nu;
         if ((!stable || novel_shift) && !p->drifting) { /* an inferred task boundary */

@@ -31,6 +31,8 @@
  * a posterior from fewer outcomes cannot be trusted to keep exploring a route that was unlucky */
 #define SONA_MIN_EVIDENCE 5.0f
 
+/* Hyper-parameters: the fields carry the names of sona/params.py's table, from which the Cython
+ * layer fills the struct by name (plus global_decay, derived from prior_window). */
 typedef struct sona_policy_hp {
     float micro_scale, base_scale;
     float tau;                      /* adapter temperature */
@@ -47,6 +49,8 @@ typedef struct sona_policy_hp {
     float ewc_memory;               /* lambda of the task memory (0: no memory) */
     float ewc_novelty;              /* novelty rise that is a task boundary and that remembers
                                      * a task fully (0: reward drift only, every task fully) */
+    float reward_short_rate, reward_long_rate;   /* EMA rates of the drift detector's means */
+    float novelty_short_rate, novelty_long_rate; /* EMA rates of the shares of novel queries */
     uint32_t mean_window;           /* mu: cumulative mean, then EMA 1/window */
     uint32_t ewc_every;             /* checkpoint period (feedbacks) */
     uint32_t fisher_every;          /* Fisher update and EWC pull period (feedbacks) */
@@ -90,7 +94,7 @@ typedef struct sona_policy {
     uint64_t task_boundaries; /* inferred task switches: reward drift or novelty rise edges */
     uint64_t tasks;           /* tasks folded into the memory */
     /* share of feedbacks on novel queries (no pattern matched, or a pattern created since the
-     * last stable checkpoint): short (0.05) and long (0.002) EMAs. Pattern indices are the
+     * last stable checkpoint): short and long EMAs (hp.novelty_short_rate, novelty_long_rate). Pattern indices are the
      * test, so a background refinement that moves rows can misfile a pattern as familiar or
      * novel until the next checkpoint renews ckpt_patterns. */
     float novelty_short, novelty_long;

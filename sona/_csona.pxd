@@ -79,6 +79,7 @@ cdef extern from "policy.h" nogil:
         float micro_scale, base_scale, tau, tau_prior, ts_scale, explore, adv_clip
         float lr, rms_decay, rms_eps, weight_clip, global_rate, global_decay
         float ewc_alpha, ewc_lambda, ewc_margin, ewc_memory, ewc_novelty
+        float reward_short_rate, reward_long_rate, novelty_short_rate, novelty_long_rate
         uint32_t mean_window, ewc_every, fisher_every
         uint8_t use_micro, use_base, use_prior, learn_keys, learn_bias, unit_keys, ewc
 

@@ -125,6 +125,7 @@ cdef class RouterCore:
     cdef readonly unsigned long long _nonce
     cdef object _learnt, _learnt_order  # set and FIFO of outcome decision ids learnt (bounded)
     cdef readonly object _issued  # serial -> live Decision whose outcome() was taken (weak)
+    cdef readonly dict _params  # the validated hyper-parameters the C struct holds
 
     def __init__(self, tuple routes, LoRAAdapter micro, LoRAAdapter base, PatternStore bank, keys,
                  dict hp, unsigned long long seed, TrajectoryStore store=None, costs=None):
@@ -206,20 +207,24 @@ cdef class RouterCore:
         PyMem_Free(self._lctx)
 
     cdef _set_hp(self, dict hp):
-        cdef sona_policy_hp *h = &self.p.hp
-        h.micro_scale, h.base_scale = self._micro.scale, self._base.scale
-        h.tau, h.tau_prior, h.ts_scale = hp["tau"], hp["tau_prior"], hp["ts_scale"]
-        h.explore, h.adv_clip = hp["explore"], hp["adv_clip"]
-        h.lr, h.rms_decay, h.rms_eps = hp["lr"], hp["rms_decay"], hp["rms_eps"]
-        h.weight_clip, h.global_rate = hp["weight_clip"], hp["global_rate"]
-        h.global_decay = 1.0 - 1.0 / hp["prior_window"]
-        h.ewc_alpha, h.ewc_lambda, h.ewc_margin = hp["ewc_alpha"], hp["ewc_lambda"], hp["ewc_margin"]
-        h.ewc_memory, h.ewc_novelty = hp["ewc_memory"], hp["ewc_novelty"]
-        h.mean_window, h.ewc_every = hp["mean_window"], hp["ewc_every"]
-        h.fisher_every = hp["fisher_every"]
-        h.use_micro, h.use_base, h.use_prior = hp["use_micro"], hp["use_base"], hp["use_prior"]
-        h.learn_keys, h.learn_bias = hp["learn_keys"], hp["learn_bias"]
-        h.unit_keys, h.ewc = hp["unit_keys"], hp["ewc"]
+        """The C struct from the validated parameters (sona.params.check_params). Cython fills
+        a struct from a mapping by field name, so a parameter whose field carries its name needs
+        no line here; the scales come from the (possibly shared) adapters, the statistics'
+        decay per feedback from prior_window. All fields convert before the struct is stored.
+        """
+        cdef sona_policy_hp h = {**hp, "micro_scale": self._micro.scale,
+                                 "base_scale": self._base.scale,
+                                 "global_decay": 1.0 - 1.0 / hp["prior_window"]}
+        self.p.hp = h
+        self._params = hp  # with the struct, in one step no other thread can interleave
+
+    def _apply_params(self, dict hp):
+        """Live parameter change (Router.set_params, hp validated): contexts prepared before it
+        (pending decisions) are prepared again when learnt from."""
+        global _state_epoch
+        self._ready(False)
+        self._set_hp(hp)
+        _state_epoch += 1
 
     cdef const uint8_t *_allowed_mask(self, object allowed) except? NULL:
         """The mask of the routes in `allowed` (names or indices), or NULL for None."""

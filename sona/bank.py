@@ -24,18 +24,16 @@ import numpy as np
 import numpy.typing as npt
 
 from ._core import Pattern, PatternStore
+from .params import PARAMS
 from .state import check_values
 
 __all__ = ["BANK_DEFAULTS", "REFINE_DEFAULTS", "Pattern", "PatternStore", "check_bank_arrays",
            "new_bank", "refine_bank"]
 
-#: Online clustering and statistics parameters (see csrc/bank.h). new_pattern_cos = 0.45 suits
-#: sentence embeddings whose same-topic cosine is ~0.5 and cross-topic ~0.3 (the routing
-#: benchmark's geometry); set it midway between those two medians for other embedding models.
-#: prior_count is the pseudo-count of traffic-wide evidence each pattern starts from per route:
-#: a new kind of query is routed as the whole traffic says until its own outcomes outweigh that.
-BANK_DEFAULTS = {"new_pattern_cos": 0.45, "decay": 0.999, "prior_count": 10.0,
-                 "baseline_rate": 0.05}
+#: Online clustering and statistics parameters (see csrc/bank.h), the ones the bank's C struct
+#: holds; their defaults, ranges, docs and the reasons for the defaults are in sona.params.
+BANK_DEFAULTS = {name: PARAMS[name].default
+                 for name in ("new_pattern_cos", "decay", "prior_count", "baseline_rate")}
 
 
 def check_bank_arrays(fail: Callable[[str], Any], arrays: dict, prefix: str = "bank.") -> None:

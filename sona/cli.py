@@ -1,4 +1,5 @@
-"""The `sona` command: `sona demo` (the main job), `sona bench`, `sona info`, `sona serve`."""
+"""The `sona` command: `sona demo` (the main job), `sona bench`, `sona info`, `sona serve`,
+`sona params`."""
 
 from __future__ import annotations
 
@@ -45,6 +46,23 @@ def _bench(args: argparse.Namespace) -> int:
 
     result = benchmark.run(quick=args.quick)
     print(json.dumps(result, indent=2) if args.json else benchmark.format_table(result))
+    return 0
+
+
+def _params(args: argparse.Namespace) -> int:
+    from . import params
+
+    if args.markdown:
+        print(params.markdown_table(), end="")
+    elif args.json:
+        print(json.dumps([{"name": p.name, "type": p.kind.__name__, "default": p.default,
+                           "range": p.bounds, "part": p.part, "live": p.live, "doc": p.doc,
+                           "since": p.since} for p in params.ROUTER_PARAMS], indent=2))
+    else:
+        for p in params.ROUTER_PARAMS:
+            state = "live" if p.live else "fixed"
+            print(f"{p.name:19} {p.kind.__name__:5} {p.default!r:8} {p.bounds or '':16} "
+                  f"{p.part:11} {state:5}  {p.doc}")
     return 0
 
 
@@ -271,6 +289,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--quick", action="store_true", help="fewer repeats, d=256 only")
     p.set_defaults(func=_bench)
+    p = sub.add_parser(
+        "params",
+        help="the router's hyper-parameters: type, default, range, part, live or fixed, doc",
+        description="Every sona.Router hyper-parameter (sona.params.ROUTER_PARAMS). Live ones "
+        "may change on a running router (router.set_params); fixed ones are set when it is "
+        "built.",
+    )
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--markdown", action="store_true", help="the table README.md holds")
+    fmt.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_params)
     p = sub.add_parser(
         "serve",
         help='the router as an HTTP service for gateways (needs pip install "sona[serve]")',

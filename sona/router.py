@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import time
 from functools import partial
+from types import MappingProxyType
 from typing import Any, Union
 
 import numpy as np
@@ -29,6 +30,7 @@ from .bank import BANK_DEFAULTS, check_bank_arrays
 from .config import SonaConfig
 from .engine import SonaEngine
 from .outcome import Outcome
+from .params import PARAMS, check_params, defaults, implied_params
 from .state import (
     F32_MAX,
     MAX_COUNT,
@@ -47,86 +49,11 @@ __all__ = ["Router", "POLICY_DEFAULTS", "ROUTER_STATE_VERSION"]
 PathLike = Union[str, "os.PathLike[str]"]
 
 #: Version of the router layout inside a state file (the container has its own format_version).
-ROUTER_STATE_VERSION = 5
+ROUTER_STATE_VERSION = 6
 
-#: Hyper-parameters of the router policy (see csrc/policy.c for where each enters).
-POLICY_DEFAULTS = {
-    "micro_rank": 2, "base_rank": 8, "micro_scale": 1.0, "base_scale": 1.0,
-    "tau": 0.15,               # adapter temperature
-    # prior logit scale: a 0.01 reward gap is 3.3 logits, so exploration is the Thompson
-    # draw's (which shrinks with evidence), not a softmax spread that never does
-    "tau_prior": 0.003,
-    "ts_scale": 0.7,           # Thompson draws: this many posterior standard deviations
-    "prior_window": 10000.0,   # feedbacks the traffic-wide route statistics remember
-    "explore": 0.0,            # epsilon mixed into the behaviour policy (Thompson already explores)
-    "adv_clip": 1.0,
-    "lr": 1e-3, "rms_decay": 0.999, "rms_eps": 1e-3, "weight_clip": 4.0,
-    "global_rate": 0.01,
-    "ewc": True, "ewc_alpha": 0.01, "ewc_lambda": 2.0, "ewc_margin": 0.1, "ewc_every": 500,
-    "ewc_memory": 1.0,         # lambda of the memory of past tasks (0: remember the last only)
-    "ewc_novelty": 0.5,        # novelty rise that marks a boundary and remembers a task fully
-    "fisher_every": 4,         # Fisher update + EWC pull on every 4th feedback, 4x as strong
-    "mean_window": 1000,
-    "use_micro": True, "use_base": True, "use_prior": True,
-    "learn_keys": True, "learn_bias": True, "unit_keys": True,
-    # pattern bank
-    "max_patterns": 100,
-    **BANK_DEFAULTS,           # pattern bank: new_pattern_cos, decay, prior_count, baseline_rate
-}
-
-_BOOL = {"ewc", "use_micro", "use_base", "use_prior", "learn_keys", "learn_bias", "unit_keys"}
-# Integer parameters: name -> largest value (ranks as SonaConfig allows; periods fit uint32).
-_INT = {"micro_rank": 2, "base_rank": 64, "ewc_every": 2**32 - 1, "fisher_every": 2**32 - 1,
-        "mean_window": 2**32 - 1, "max_patterns": 1_000_000}
-# Float parameters: name -> (low, high, low excluded, high excluded). Inside these ranges every
-# quantity the policy forms in float32 stays far from overflow (1/tau and 1/tau_prior <= 1e6
-# logits, rms_eps**2 a normal float32, steps of at most lr against weights clipped to
-# weight_clip); finite values outside (tau=1e-46, lr=1e39, micro_scale=1e39) gave NaN within
-# two steps, and a router that could not be saved and loaded back.
-_FLOAT = {
-    "tau": (1e-6, 1e6, False, False), "tau_prior": (1e-6, 1e6, False, False),
-    "ts_scale": (0.0, 1e3, False, False), "explore": (0.0, 1.0, False, False),
-    "adv_clip": (0.0, 1e6, True, False), "lr": (0.0, 1.0, False, False),
-    "rms_decay": (0.0, 1.0, False, True), "rms_eps": (1e-12, 1.0, False, False),
-    "weight_clip": (0.0, 1e6, True, False), "global_rate": (0.0, 1.0, False, False),
-    "ewc_alpha": (0.0, 1.0, False, False), "ewc_lambda": (0.0, 1e6, False, False),
-    "ewc_margin": (0.0, 1.0, False, False), "ewc_memory": (0.0, 1e6, False, False),
-    "ewc_novelty": (0.0, 1.0, False, False), "micro_scale": (0.0, 1e3, True, False),
-    "base_scale": (0.0, 1e3, True, False), "new_pattern_cos": (-1.0, 1.0, False, False),
-    "decay": (0.0, 1.0, True, False), "prior_count": (0.0, 1e6, True, False),
-    "baseline_rate": (0.0, 1.0, True, False), "prior_window": (1.0, 1e9, False, False),
-}  # fmt: skip
-
-
-def _check_hp(hp: dict) -> dict:
-    unknown = sorted(set(hp) - set(POLICY_DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown router parameters {unknown}; known: {sorted(POLICY_DEFAULTS)}")
-    h = {**POLICY_DEFAULTS, **hp}
-    for k, v in h.items():
-        if k in _BOOL:
-            if not isinstance(v, (bool, np.bool_)):
-                raise TypeError(f"{k} must be a bool; got {v!r}")
-        elif k in _INT:
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 1 <= v <= _INT[k]:
-                raise ValueError(f"{k} must be an integer in [1, {_INT[k]}]; got {v!r}")
-        else:
-            real = isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool)
-            if not real or not np.isfinite(v):
-                raise ValueError(f"{k} must be a finite number; got {v!r}")
-            lo, hi, lo_open, hi_open = _FLOAT[k]
-            if v < lo or v > hi or (lo_open and v == lo) or (hi_open and v == hi):
-                raise ValueError(f"{k} must be in {'(' if lo_open else '['}{lo:g}, {hi:g}"
-                                 f"{')' if hi_open else ']'}; got {v!r}")
-    return h
-
-
-def _plain_params(hp: dict) -> dict:
-    """The validated hyper-parameters as plain Python bool/int/float (JSON-serialisable)."""
-    out = {}
-    for k, v in hp.items():
-        out[k] = bool(v) if k in _BOOL else int(v) if k in _INT else float(v)
-    return out
+#: Defaults of the router policy's hyper-parameters (the table, with ranges and docs, is
+#: sona.params.ROUTER_PARAMS; csrc/policy.c shows where each enters).
+POLICY_DEFAULTS = defaults()
 
 
 # ---------------------------------------------------------------------------- state file layout
@@ -142,21 +69,19 @@ _COUNTER_KEYS = {  # what RouterCore._counters() returns: name -> kind
     "task_boundaries": "u64", "drifting": "bool", "omega_max": "float", "tasks": "u64",
     "novelty_short": "float", "novelty_long": "float", "ckpt_patterns": "u64",
 }  # fmt: skip
-# Added by router state version 3 (the task memory), with what an older file stands for: no
-# memory (ewc_memory 0, nothing remembered, no Fisher taken at the last checkpoint).
-_V3_PARAMS = {"ewc_memory": 0.0}
+# Parameters each version added are in sona.params (Param.since/implied); counters and arrays
+# here. Added by router state version 3 (the task memory), with what an older file stands for:
+# nothing remembered, no Fisher taken at the last checkpoint.
 _V3_COUNTERS = {"omega_max": 0.0, "tasks": 0}
 _V3_ARRAYS = ("fisher_ckpt", "omega", "omega_theta")
-# Added by version 4 (novelty: boundaries from new queries, memory weighted by novelty): an older
-# file stands for ewc_novelty 0, under which every boundary remembers its task fully.
-_V4_PARAMS = {"ewc_novelty": 0.0}
+# Added by version 4 (novelty: boundaries from new queries, memory weighted by novelty).
 _V4_COUNTERS = {"novelty_short": 0.0, "novelty_long": 0.0}  # + ckpt_patterns: the file's patterns
 # Added by version 5 (the prior shrinks every pattern towards traffic-wide route statistics;
 # costs per call): an older file loads with no traffic-wide evidence and unknown costs. Its
 # prior_count and ts_scale keep their values, whose meaning changed (pseudo-count towards the
 # pattern's baseline then; Thompson noise per 1/sqrt(count) then), so its routing differs.
-_V5_PARAMS = {"prior_window": POLICY_DEFAULTS["prior_window"]}
 _V5_ARRAYS = ("global_n", "global_s", "global_q", "route_cost", "cost_n", "shrink")
+# Version 6 added only parameters (the drift and novelty EMA rates, hard-coded before).
 _POLICY_ARRAYS = ("keys", "bias", "rms", "fisher", "anchor", *_V3_ARRAYS, "mu", *_V5_ARRAYS)
 _BANK_ARRAYS = ("centroid", "centroid_sum", "hits", "route_n", "route_s", "baseline")
 _U64 = 1 << 64
@@ -197,21 +122,20 @@ def _rms_rows_from_v1(v: np.ndarray, n_rows: int, d: int) -> np.ndarray:
 
 
 def _upgrade(meta: Any, arrays: dict) -> None:
-    """Fills what router state versions 3 to 5 added into an older file (in place; a malformed
+    """Fills what router state versions 3 to 6 added into an older file (in place; a malformed
     file is left for the checks to refuse): no task memory (before 3), no novelty (before 4), no
-    traffic-wide statistics or costs (before 5)."""
+    traffic-wide statistics or costs (before 5), the parameters each version added (at the
+    values sona.params.implied_params gives: how the older router behaved)."""
     if not (isinstance(meta, dict) and _is_int(meta.get("router_state_version"))):
         return
     version = meta["router_state_version"]
     patterns = meta.get("n_patterns") if _is_int(meta.get("n_patterns")) else 0
     v4_counters = {**_V4_COUNTERS, "ckpt_patterns": patterns}  # all of them familiar
-    for since, params, counters in ((3, _V3_PARAMS, _V3_COUNTERS), (4, _V4_PARAMS, v4_counters),
-                                    (5, _V5_PARAMS, {})):
-        if version >= since:
-            continue
-        for key, added in (("params", params), ("counters", counters)):
-            if isinstance(meta.get(key), dict):
-                meta[key] = {**added, **meta[key]}
+    for since, counters in ((3, _V3_COUNTERS), (4, v4_counters)):
+        if version < since and isinstance(meta.get("counters"), dict):
+            meta["counters"] = {**counters, **meta["counters"]}
+    if isinstance(meta.get("params"), dict):
+        meta["params"] = {**implied_params(version), **meta["params"]}
     if version < 3 and "fisher" in arrays:
         for name in _V3_ARRAYS:
             arrays.setdefault(name, np.zeros_like(arrays["fisher"]))
@@ -314,7 +238,8 @@ class Router(RouterCore):
     costs: optional cost per call of each route (e.g. US dollars), for route(x, cost_weight=...);
         refined by the costs reported with outcomes (their running mean, the given cost counting
         as the first observation). Without it, costs are learnt from outcomes alone.
-    **params: policy hyper-parameters, see POLICY_DEFAULTS.
+    **params: policy hyper-parameters (sona.params.ROUTER_PARAMS: types, ranges, defaults);
+        read them back from ``router.params`` (read-only), change live ones with set_params().
 
     Raises ValueError for fewer than 2 routes, duplicate or non-string names, a bad dimension or
     a parameter out of range.
@@ -340,7 +265,7 @@ class Router(RouterCore):
         if engine is None:
             if hidden_dim is None:
                 raise ValueError("give hidden_dim, or an engine whose dimension the router uses")
-            hp = _check_hp({**params, "explore": explore})
+            hp = check_params({**params, "explore": explore})
             engine = SonaEngine(
                 SonaConfig(hidden_dim=int(hidden_dim), micro_lora_rank=hp["micro_rank"],
                            base_lora_rank=hp["base_rank"], max_patterns=hp["max_patterns"],
@@ -365,7 +290,7 @@ class Router(RouterCore):
                      if k in params and np.float32(params[k]) != np.float32(v)}
             if clash:
                 raise ValueError(f"parameters fixed by the engine differ: {clash} (given, engine)")
-            hp = _check_hp({**params, **shared, "explore": explore})
+            hp = check_params({**params, **shared, "explore": explore})
         d = engine.config.hidden_dim
         keys = np.random.default_rng(seed + 2).standard_normal((K, d))
         keys /= np.linalg.norm(keys, axis=1, keepdims=True)
@@ -374,8 +299,55 @@ class Router(RouterCore):
         self.engine = engine
         self.micro, self.base, self.bank = engine.micro, engine.base, engine.bank
         engine._routers.add(self)
-        self.params = hp
         self.seed = int(seed)
+
+    @property
+    def params(self) -> MappingProxyType:
+        """Every hyper-parameter's current value, as a read-only mapping (plain bool/int/float).
+
+        Change live ones with :meth:`set_params`; ``sona params`` (or README.md) lists them all
+        with types, ranges and which are fixed after construction.
+
+        >>> import sona
+        >>> router = sona.Router(["a", "b"], hidden_dim=8)
+        >>> router.params["explore"]
+        0.0
+        >>> router.params["explore"] = 1.0
+        Traceback (most recent call last):
+        TypeError: 'mappingproxy' object does not support item assignment
+        """
+        return MappingProxyType(self._params)
+
+    def set_params(self, **changes: Any) -> None:
+        """Change live hyper-parameters (e.g. ``explore``, ``tau``, ``lr``, ``ewc_lambda``); the
+        next route or feedback uses them.
+
+        A decision routed before the change learns as a logged outcome does (its context is
+        prepared again under the new parameters). save() and to_bytes() write the new values.
+        A fixed parameter (ranks, scales, the pattern bank's: ``sona.params.PARAMS[name].live``
+        is False) may only be given its current value.
+
+        Raises
+        ------
+        ValueError : an unknown name, a value out of range, or a new value for a fixed
+            parameter.
+        TypeError : a bool parameter given something else.
+        Nothing changes when it raises: every value is checked before any is applied.
+
+        >>> import numpy as np, sona
+        >>> router = sona.Router(["a", "b"], hidden_dim=8, seed=0)
+        >>> router.set_params(explore=0.5, lr=0.01)
+        >>> router.params["explore"], router.params["lr"]
+        (0.5, 0.01)
+        """
+        hp = check_params({**self._params, **changes})
+        fixed = sorted(k for k in changes if not PARAMS[k].live and hp[k] != self._params[k])
+        if fixed:
+            raise ValueError(f"{fixed} are fixed after construction (they size the router's "
+                             f"arrays or belong to its engine); build a new Router to change "
+                             f"them. Live parameters: "
+                             f"{sorted(p.name for p in PARAMS.values() if p.live)}")
+        self._apply_params(hp)
 
     def index(self, route: str | int) -> int:
         """The index of a route given by name (or index, checked)."""
@@ -534,7 +506,7 @@ class Router(RouterCore):
             "backend": get_backend(),
             "n_parameters": int(self.n_parameters),
             "seed": int(self.seed),
-            "params": _plain_params(self.params),
+            "params": dict(self._params),
             "route_decisions": dict(zip(self.routes, map(int, self.route_decisions))),
             "route_feedbacks": dict(zip(self.routes, map(float, self.global_n))),
             "route_quality": {r: float(s / n) if n > 0 else None for r, s, n in
@@ -546,10 +518,10 @@ class Router(RouterCore):
 
     # ------------------------------------------------------------------------ state files
 
-    def _state_snapshot(self) -> tuple[dict, dict, int, int, int]:
-        """(arrays, counters, decisions, feedbacks, n_patterns), copied in one stretch that
-        holds the GIL (sona._core._snapshot): a route or feedback in another thread lands
-        wholly before or wholly after it."""
+    def _state_snapshot(self) -> tuple[dict, dict, int, int, int, dict]:
+        """(arrays, counters, decisions, feedbacks, n_patterns, params), copied in one stretch
+        that holds the GIL (sona._core._snapshot): a route, feedback or set_params in another
+        thread lands wholly before or wholly after it."""
         live = {
             "micro.A": self.micro.A, "micro.B": self.micro.B,
             "base.A": self.base.A, "base.B": self.base.B,
@@ -560,7 +532,8 @@ class Router(RouterCore):
             live["bank." + name] = getattr(self.bank, name)
         arrays, scalars = _snapshot(live, (
             self._counters, partial(getattr, self, "decisions"),
-            partial(getattr, self, "feedbacks"), partial(getattr, self.bank, "n_patterns")))
+            partial(getattr, self, "feedbacks"), partial(getattr, self.bank, "n_patterns"),
+            partial(getattr, self, "_params")))
         K = len(self.routes)
         for name in ("bank.route_n", "bank.route_s"):  # an engine's bank may track more routes
             arrays[name] = arrays[name][:, :K]
@@ -592,13 +565,15 @@ class Router(RouterCore):
         n_routes);
 
         and JSON metadata: ``router_state_version``, ``sona_version``, ``routes``, ``hidden_dim``,
-        ``seed``, ``params`` (every hyper-parameter), ``counters`` (n_seen, t, global_baseline,
+        ``seed``, ``params`` (every hyper-parameter of sona.params, current values: set_params
+        changes included), ``counters`` (n_seen, t, global_baseline,
         reward_short, reward_long, fisher_max, has_anchor, checkpoints, task_boundaries,
         drifting, omega_max, tasks, novelty_short, novelty_long, ckpt_patterns, and the PCG32
         generator's rng_state and rng_inc), ``decisions``, ``feedbacks``, ``n_patterns``. Files
         of router state versions 1 and 2 (no task memory) load with ``ewc_memory`` 0 and an empty
         memory; files of versions 1 to 3 load with ``ewc_novelty`` 0 (boundaries from the reward
-        alone, every task remembered fully: how they were written).
+        alone, every task remembered fully: how they were written); a parameter newer than a
+        file loads at the value its writer behaved by (``sona.params.implied_params``).
 
         Not saved: decisions still waiting for feedback (a Decision belongs to the router that
         made it; the loaded router refuses it), and gradients accumulated on ``micro``/``base``
@@ -624,14 +599,14 @@ class Router(RouterCore):
         """(arrays, metadata) of the state file: what save() writes and to_bytes() returns."""
         from . import __version__
 
-        arrays, counters, decisions, feedbacks, n_patterns = self._state_snapshot()
+        arrays, counters, decisions, feedbacks, n_patterns, params = self._state_snapshot()
         meta = {
             "router_state_version": ROUTER_STATE_VERSION,
             "sona_version": __version__,
             "routes": list(self.routes),
             "hidden_dim": int(self.micro.dim),
             "seed": int(self.seed),
-            "params": _plain_params(self.params),
+            "params": dict(params),
             "counters": counters,
             "decisions": int(decisions),
             "feedbacks": int(feedbacks),

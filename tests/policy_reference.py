@@ -3,7 +3,8 @@
 One class, float64, deterministic from ``seed``. The equations, in the order the C code runs
 them, are in the docstrings of ``route`` and ``feedback``; the derivation, hyperparameters, costs
 and measured numbers
-are in /work/research/ALGORITHM.md (the learning research note). Nothing here imports sona.
+are in /work/research/ALGORITHM.md (the learning research note). The only thing imported from
+sona is the parameter table's defaults (sona.params: pure Python).
 
     pol = PolicyReference(dim=256, n_routes=4, seed=0)
     d = pol.route(x)              # Decision(index, probs, ctx)
@@ -14,6 +15,8 @@ are in /work/research/ALGORITHM.md (the learning research note). Nothing here im
 from __future__ import annotations
 
 import numpy as np
+
+from sona.params import defaults
 
 _MASK64 = (1 << 64) - 1
 
@@ -63,30 +66,8 @@ class Decision:
         self.index, self.probs, self.ctx = index, probs, ctx
 
 
-DEFAULTS = {
-    # adapters
-    "micro_rank": 2, "micro_scale": 1.0, "base_rank": 8, "base_scale": 1.0,
-    "use_micro": True, "use_base": True, "learn_keys": True, "learn_bias": True,
-    "tau": 0.15,               # adapter temperature: logits = keys . y_hat / tau + bias
-    "unit_keys": True,         # renormalise keys each step: |adapter logits| <= 1/tau + |bias|
-    "lr": 1e-3, "rms_decay": 0.999, "rms_eps": 1e-3, "weight_clip": 4.0,
-    "mean_window": 1000,       # mu: cumulative mean for n <= 1000 queries, then EMA 1/1000
-    # pattern memory (leader clustering) and prior
-    "use_prior": True, "max_patterns": 100, "new_pattern_cos": 0.45,
-    "decay": 0.999,            # per hit of a pattern: its per-route (count, reward sum) *= decay
-    "prior_count": 10.0,       # pseudo-count of the traffic-wide route means in each pattern
-    "ts_scale": 0.7,           # Thompson draws: m + ts_scale * N(0,1) * posterior sd
-    "prior_window": 10000.0,   # traffic-wide route statistics decay by 1 - 1/window per feedback
-    "tau_prior": 0.003,        # prior logits = (m - max m) / tau_prior
-    "baseline_rate": 0.05, "global_rate": 0.01,
-    "explore": 0.0,            # epsilon mixed into the behaviour policy (TS already explores)
-    "adv_clip": 1.0,
-    # EWC++ on the adapter parameters (anchor = last stable checkpoint, every 500 feedbacks)
-    "ewc": True, "ewc_alpha": 0.01, "ewc_lambda": 2.0, "ewc_every": 500, "ewc_margin": 0.1,
-    "fisher_every": 4,         # Fisher update and EWC pull on every 4th feedback, 4x as strong
-    "ewc_memory": 1.0,         # lambda of the memory of past tasks (folded in at boundaries)
-    "ewc_novelty": 0.5,        # novelty rise that is a boundary and remembers a task fully
-}
+# The defaults (and names) of sona's parameter table: the reference follows the same rule.
+DEFAULTS = defaults()
 
 
 class PolicyReference:
@@ -290,7 +271,7 @@ class PolicyReference:
         (15) [EWC, every k = fisher_every feedbacks] F = (1-a) F + a g^2, a = 1-(1-alpha)^k;
              anchor every 500 steps if reward is stable; s = w g - k lambda |w| F/max(F) (theta -
              anchor) - k lambda_m |w| (omega theta - omega_theta) / max(omega) on those steps,
-             s = w g on the others. Novelty nu_s, nu_l: 0.05 and 0.002 EMAs of "x matched no
+             s = w g on the others. Novelty nu_s, nu_l: EMAs (novelty_*_rate) of "x matched no
              pattern, or one created since the last stable checkpoint"; nu_s = nu_l at each
              stable checkpoint. A boundary (the short reward EMA first falls below the long one
              by the margin, or, with an anchor, nu_s - nu_l first reaches nu* = ewc_novelty > 0)
@@ -337,12 +318,12 @@ class PolicyReference:
         k_f = h["fisher_every"]
         fisher_step = h["ewc"] and self.t % k_f == 0
         if h["ewc"]:
-            self.reward_short += 0.01 * (r - self.reward_short)
-            self.reward_long += 0.002 * (r - self.reward_long)
+            self.reward_short += h["reward_short_rate"] * (r - self.reward_short)
+            self.reward_long += h["reward_long_rate"] * (r - self.reward_long)
             stable = self.reward_short >= self.reward_long - h["ewc_margin"]
             novel = 0.0 if matched and j < self.ckpt_patterns else 1.0
-            self.novelty_short += 0.05 * (novel - self.novelty_short)
-            self.novelty_long += 0.002 * (novel - self.novelty_long)
+            self.novelty_short += h["novelty_short_rate"] * (novel - self.novelty_short)
+            self.novelty_long += h["novelty_long_rate"] * (novel - self.novelty_long)
             rise, nu = self.novelty_short - self.novelty_long, h["ewc_novelty"]
             novel_shift = nu > 0 and self.anchor is not None and rise >= nu
             if (not stable or novel_shift) and not self.drifting:

@@ -50,7 +50,9 @@ def test_matches_reference_step_for_step(backend, hp):
 
 
 @pytest.mark.parametrize("hp", [{}, {"ewc_memory": 4.0, "fisher_every": 1}, {"ewc_novelty": 0.0},
-                                {"ewc_novelty": 0.8}])
+                                {"ewc_novelty": 0.8},
+                                {"reward_short_rate": 0.02, "reward_long_rate": 0.004,
+                                 "novelty_short_rate": 0.1, "novelty_long_rate": 0.005}])
 def test_task_memory_matches_reference_across_task_switches(backend, hp):
     """Task switches of both kinds, unannounced: every best route changes (the same queries now
     want other routes: a reward boundary without novelty, remembered with weight 0 unless

@@ -11,7 +11,7 @@ import pytest
 
 import sona
 import sona.state
-from sona.router import POLICY_DEFAULTS
+from sona.router import POLICY_DEFAULTS, ROUTER_STATE_VERSION
 from sona.state import StateFileError, read_state, write_state
 from sona.synthetic import RoutingTask
 
@@ -131,7 +131,7 @@ def test_file_layout(trained, saved):
     }  # fmt: skip
     assert all(a.dtype == np.float32 for a in arrays.values())
     assert meta["routes"] == ROUTES and meta["hidden_dim"] == D and meta["seed"] == 5
-    assert meta["sona_version"] == sona.__version__ and meta["router_state_version"] == 5
+    assert meta["sona_version"] == sona.__version__ and meta["router_state_version"] == 6
     assert meta["params"] == {**POLICY_DEFAULTS, **HP}
     assert meta["counters"] == trained._counters()
     assert (meta["decisions"], meta["feedbacks"]) == (600, 600)
@@ -238,8 +238,8 @@ def _bad_cases():
                            r"'global_n' holds a negative value"),
         "sum above count": (lambda a: _set(a, "global_s", a["global_n"] + 1), None,
                             r"'global_s' exceeds 'global_n'"),
-        "newer layout": (None, lambda m: _set(m, "router_state_version", 6),
-                         r"newer than this sona"),
+        "newer layout": (None, lambda m: _set(m, "router_state_version",
+                                              ROUTER_STATE_VERSION + 1), r"newer than this sona"),
     }  # fmt: skip
 
 
@@ -317,6 +317,28 @@ def test_version_4_file_loads_without_traffic_wide_statistics(trained, saved, tm
     x = task.sample(1, np.random.default_rng(1))[0][0]
     loaded.feedback(loaded.route(x), 1.0)  # and it learns on
     assert loaded.global_n.sum() == 1.0
+
+
+def test_version_5_file_loads_with_the_rates_it_had(trained, saved, tmp_path, task):
+    """Version 5 hard-coded the drift and novelty EMA rates: such a file loads with the rates it
+    ran with (the defaults), and decides and learns exactly as the router that wrote it."""
+    rates = ("reward_short_rate", "reward_long_rate", "novelty_short_rate", "novelty_long_rate")
+
+    def meta_v5(m):
+        for name in rates:
+            del m["params"][name]
+        m["router_state_version"] = 5
+
+    old = _rewrite(saved, tmp_path / "v5.sona", None, meta_v5)
+    assert not set(rates) & set(read_state(old)[1]["params"])
+    loaded = sona.Router.load(old)
+    assert loaded.params == trained.params
+    assert {name: loaded.params[name] for name in rates} == {name: POLICY_DEFAULTS[name]
+                                                             for name in rates}
+    x = task.sample(1, np.random.default_rng(1))[0][0]
+    loaded.feedback(loaded.route(x), 1.0)
+    trained.feedback(trained.route(x), 1.0)
+    assert loaded.to_bytes() == trained.to_bytes()
 
 
 def test_version_1_file_loads_with_row_moments(trained, saved, tmp_path, task):

@@ -112,6 +112,7 @@ cdef class RouterCore:
     cdef readonly object keys, bias, rms, fisher, anchor, fisher_ckpt, omega, omega_theta, mu
     cdef readonly object global_n, global_s, global_q, route_cost, cost_n, shrink
     cdef object _work, _mask
+    cdef object _live  # uint8 per route: 0 once retired (p.live points here then)
     cdef LoRAAdapter _micro
     cdef LoRAAdapter _base
     cdef PatternStore _bank
@@ -174,6 +175,7 @@ cdef class RouterCore:
         self.global_q = np.zeros(K, np.float32)
         self.shrink = np.full(K, bank.params["prior_count"], np.float32)
         self._mask = np.zeros(K, np.uint8)
+        self._live = np.ones(K, np.uint8)
         self.route_decisions = np.zeros(K, np.uint64)
         self._work = np.zeros(sona_policy_work_floats(d, K, bank.capacity), np.float32)
         self._ctx_floats = sona_policy_ctx_floats(d, K, micro.rank, base.rank)
@@ -185,15 +187,8 @@ cdef class RouterCore:
         self.p.dim, self.p.n_routes, self.p.micro_rank, self.p.base_rank = d, K, micro.rank, base.rank
         self.p.A_micro, self.p.Bt_micro = micro.pA, micro.pBt
         self.p.A_base, self.p.Bt_base = base.pA, base.pBt
-        self.p.keys, self.p.bias = _fptr(self.keys), _fptr(self.bias)
-        self.p.rms, self.p.fisher, self.p.anchor = _fptr(self.rms), _fptr(self.fisher), _fptr(self.anchor)
-        self.p.fisher_ckpt, self.p.omega = _fptr(self.fisher_ckpt), _fptr(self.omega)
-        self.p.omega_theta = _fptr(self.omega_theta)
-        self.p.mu, self.p.work = _fptr(self.mu), _fptr(self._work)
-        self.p.global_n, self.p.global_s = _fptr(self.global_n), _fptr(self.global_s)
-        self.p.global_q = _fptr(self.global_q)
-        self.p.route_cost, self.p.cost_n = _fptr(self.route_cost), _fptr(self.cost_n)
-        self.p.shrink = _fptr(self.shrink)
+        self.p.mu = _fptr(self.mu)
+        self._point_routes()
         self.p.bank = &bank.b
         self.p.global_baseline = self.p.reward_short = self.p.reward_long = 0.5
         self._set_hp(hp)
@@ -204,6 +199,21 @@ cdef class RouterCore:
 
     def __dealloc__(self):
         PyMem_Free(self._lctx)
+
+    cdef _point_routes(self):
+        """Points the C state at the arrays whose size depends on the number of routes (at
+        construction, and again when add_route replaced them)."""
+        self.p.keys, self.p.bias = _fptr(self.keys), _fptr(self.bias)
+        self.p.rms, self.p.fisher, self.p.anchor = _fptr(self.rms), _fptr(self.fisher), _fptr(self.anchor)
+        self.p.fisher_ckpt, self.p.omega = _fptr(self.fisher_ckpt), _fptr(self.omega)
+        self.p.omega_theta = _fptr(self.omega_theta)
+        self.p.work = _fptr(self._work)
+        self.p.global_n, self.p.global_s = _fptr(self.global_n), _fptr(self.global_s)
+        self.p.global_q = _fptr(self.global_q)
+        self.p.route_cost, self.p.cost_n = _fptr(self.route_cost), _fptr(self.cost_n)
+        self.p.shrink = _fptr(self.shrink)
+        # NULL while every route is live: the hot paths then skip the mask
+        self.p.live = NULL if self._live.all() else <const uint8_t *>cnp.PyArray_DATA(self._live)
 
     cdef _set_hp(self, dict hp):
         cdef sona_policy_hp *h = &self.p.hp
@@ -222,17 +232,22 @@ cdef class RouterCore:
         h.unit_keys, h.ewc = hp["unit_keys"], hp["ewc"]
 
     cdef const uint8_t *_allowed_mask(self, object allowed) except? NULL:
-        """The mask of the routes in `allowed` (names or indices), or NULL for None."""
+        """The mask of the routes in `allowed` (names or indices) that are live, or NULL for
+        None while no route is retired. A retired route in `allowed` is one not available."""
         if allowed is None:
-            return NULL
+            return self.p.live
         if isinstance(allowed, (str, bytes)):
             raise TypeError(f"allowed must be a collection of route names or indices, not a "
                             f"single {type(allowed).__name__} ({allowed!r})")
         mask = np.zeros(self.p.n_routes, np.uint8)
         for r in allowed:
             mask[self.index(r)] = 1
+        if self.p.live != NULL:
+            mask &= self._live
         if not mask.any():
-            raise ValueError("allowed names no route: at least one route must be allowed")
+            retired = "" if self.p.live == NULL else f" (retired: {self._retired_names()})"
+            raise ValueError(f"allowed names no route that can be chosen{retired}: at least one "
+                             "route must be allowed")
         self._mask[:] = mask
         return <const uint8_t *>cnp.PyArray_DATA(self._mask)
 
@@ -347,11 +362,19 @@ cdef class RouterCore:
         if decision.done:
             raise ValueError(f"this decision was already learnt from (route "
                              f"{decision.route!r}, decision {decision.decision_id})")
-        if decision.epoch_t != self.p.t or decision.epoch_m != _state_epoch:
-            # the state changed since routing: learn as from a logged outcome (the same result
-            # as a fresh prepare, which is what replay does)
-            sona_policy_prepare(&self.p, decision.ctx.buf + decision.x_off, &decision.ctx)
-        sona_policy_learn(&self.p, &decision.ctx, decision.index, decision.prob, q, NAN)
+        cdef sona_policy_ctx ctx
+        if decision.n_routes != self.p.n_routes:
+            # routed before add_route: its context is laid out for fewer routes, so prepare
+            # afresh in the router's own (route indices never move: the route is the same)
+            ctx.buf = self._lctx
+            sona_policy_prepare(&self.p, decision.ctx.buf + decision.x_off, &ctx)
+            sona_policy_learn(&self.p, &ctx, decision.index, decision.prob, q, NAN)
+        else:
+            if decision.epoch_t != self.p.t or decision.epoch_m != _state_epoch:
+                # the state changed since routing: learn as from a logged outcome (the same
+                # result as a fresh prepare, which is what replay does)
+                sona_policy_prepare(&self.p, decision.ctx.buf + decision.x_off, &decision.ctx)
+            sona_policy_learn(&self.p, &decision.ctx, decision.index, decision.prob, q, NAN)
         decision.trajectory_id = self._record(decision.ctx.buf + decision.x_off, decision.index,
                                               decision.prob, q)
         decision.done = True
@@ -411,6 +434,21 @@ cdef class RouterCore:
             sona_policy_scores(&self.p, _fptr(v) + i * d, w, mask, _fptr(o) + i * K)
         return o
 
+    def route_batch(self, X, cost_weight=0.0, allowed=None):
+        """route() for each row of X (n, dim), in order: a list of n Decisions, each exactly what
+        route(X[i], cost_weight, allowed) returns at its turn. Every row, cost_weight and allowed
+        are checked before any is routed: a bad one raises ValueError/TypeError, routing
+        nothing."""
+        self._ready()
+        cdef cnp.ndarray v = _as_f32(X, "X")
+        if cnp.PyArray_NDIM(v) != 2 or cnp.PyArray_DIM(v, 1) != self.p.dim:
+            raise ValueError(f"X must have shape (n, {self.p.dim}); got {_shape_str(v)}")
+        _check_embedding(v, "X", INFINITY if self._store is None else self._store.buffer._limit)
+        if cost_weight is not 0.0:
+            self._cost_weight(cost_weight)
+        self._allowed_mask(allowed)
+        return [self.route(row, cost_weight, allowed) for row in v]
+
     cdef int _ready(self, bint store=True) except -1:
         """The C state exists (a half-constructed router has none) and, with store, the
         trajectory store it records into is still open."""
@@ -469,6 +507,99 @@ cdef class RouterCore:
         memcpy(an + rm * d, self.p.Bt_micro, rm * d * sizeof(float))
         memcpy(an + 2 * rm * d, self.p.A_base, rb * d * sizeof(float))
         memcpy(an + 2 * rm * d + rb * d, self.p.Bt_base, rb * d * sizeof(float))
+
+    def _retired_names(self):
+        """The names of the retired routes, in index order."""
+        return tuple(r for r, live in zip(self.routes, self._live) if not live)
+
+    def _retire_route(self, Py_ssize_t k):
+        """Route k is chosen no more: probability 0 in route(), scores() and the learning policy
+        (sona.Router.retire_route checks that another route stays live)."""
+        self._ready(False)
+        if not 0 <= k < self.p.n_routes:
+            raise ValueError(f"route index must be in 0..{self.p.n_routes - 1}; got {k}")
+        global _state_epoch
+        _state_epoch += 1
+        self._live[k] = 0
+        self._point_routes()
+
+    def _fresh_route(self, Py_ssize_t k, key, float shrink, cost):
+        """Route k starts over as in a fresh router, and live: the unit `key`, bias 0, no
+        optimiser, Fisher or task-memory entries (the anchor holds the key: EWC++ pulls it
+        nowhere), no traffic-wide or per-pattern statistics (the pattern prior shrinks it
+        towards the traffic-wide prior with pseudo-count `shrink`), cost `cost` (None: unknown).
+        Every other route's values are left as they are."""
+        self._ready(False)
+        cdef Py_ssize_t K = self.p.n_routes, d = self.p.dim
+        if not 0 <= k < K or self._bank.b.n_routes <= k:
+            raise ValueError(f"route index must be in 0..{K - 1} and tracked by the bank; got {k}")
+        cdef cnp.ndarray kv = _vector(key, d, "key")
+        cdef Py_ssize_t rows = 2 * (self.p.micro_rank + self.p.base_rank)
+        cdef Py_ssize_t key_at = rows * d + k * d, bias_at = rows * d + K * d + k
+        global _state_epoch
+        _state_epoch += 1
+        self.keys[k] = kv
+        self.bias[k] = 0.0
+        self.rms[rows + k] = 0.0
+        for arr in (self.fisher, self.fisher_ckpt, self.omega, self.omega_theta, self.anchor):
+            arr[key_at:key_at + d] = 0.0
+            arr[bias_at] = 0.0
+        self.anchor[key_at:key_at + d] = kv
+        if self.p.tasks:
+            self.p.omega_max = float(self.omega.max())
+        for arr in (self.global_n, self.global_s, self.global_q):
+            arr[k] = 0.0
+        self.route_cost[k], self.cost_n[k] = (0.0, 0.0) if cost is None else (cost, 1.0)
+        self.shrink[k] = shrink
+        self.route_decisions[k] = 0
+        self._bank.route_n[:, k] = 0.0
+        self._bank.route_s[:, k] = 0.0
+        self._live[k] = 1
+        self._point_routes()
+
+    def _append_route(self, str name, key, float shrink, cost):
+        """A new route `name` at index K: every array sized by the routes one route longer, the
+        others' values copied bit-exactly, the new one set by _fresh_route. The bank must track
+        K + 1 routes already (PatternStore._grow_routes)."""
+        self._ready(False)
+        cdef Py_ssize_t K = self.p.n_routes, d = self.p.dim
+        if K >= SONA_MAX_ROUTES:
+            raise ValueError(f"a router has at most {SONA_MAX_ROUTES} routes")
+        if self._bank.b.n_routes <= K:
+            raise ValueError(f"the pattern bank tracks {self._bank.b.n_routes} routes; "
+                             f"route {K} needs {K + 1}")
+        _vector(key, d, "key")
+        cdef Py_ssize_t rows = 2 * (self.p.micro_rank + self.p.base_rank)
+        cdef Py_ssize_t cut = rows * d + K * d  # per weight: the adapters and the keys, then bias
+        one = np.zeros(1, np.float32)
+        per_weight = [np.concatenate([a[:cut], np.zeros(d, np.float32), a[cut:], one])
+                      for a in (self.fisher, self.anchor, self.fisher_ckpt, self.omega,
+                                self.omega_theta)]
+        per_route = [np.concatenate([a, one]) for a in (self.bias, self.global_n, self.global_s,
+                                                         self.global_q, self.route_cost,
+                                                         self.cost_n, self.shrink)]
+        keys = np.concatenate([self.keys, np.zeros((1, d), np.float32)])
+        rms = np.concatenate([self.rms[:rows + K], one, self.rms[rows + K:]])
+        work = np.zeros(sona_policy_work_floats(d, K + 1, self._bank.b.capacity), np.float32)
+        cdef size_t ctx_floats = sona_policy_ctx_floats(d, K + 1, self.p.micro_rank,
+                                                         self.p.base_rank)
+        cdef float *lctx = <float *>PyMem_Malloc(ctx_floats * sizeof(float))
+        mask, live = np.zeros(K + 1, np.uint8), np.append(self._live, np.uint8(1))
+        decisions = np.append(self.route_decisions, np.uint64(0))
+        if lctx == NULL:
+            raise MemoryError()
+        # nothing can fail from here to the end
+        PyMem_Free(self._lctx)
+        self._lctx, self._ctx_floats, self._work = lctx, ctx_floats, work
+        self.fisher, self.anchor, self.fisher_ckpt, self.omega, self.omega_theta = per_weight
+        (self.bias, self.global_n, self.global_s, self.global_q, self.route_cost, self.cost_n,
+         self.shrink) = per_route
+        self.keys, self.rms = keys, rms
+        self._mask, self._live, self.route_decisions = mask, live, decisions
+        self.routes = self.routes + (name,)
+        self.p.n_routes = K + 1
+        self._point_routes()
+        self._fresh_route(K, key, shrink, cost)
 
     def _set_totals(self, unsigned long long decisions, unsigned long long feedbacks):
         """Restore the decision and feedback counts (state loading)."""

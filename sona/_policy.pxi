@@ -28,7 +28,8 @@ cdef class Decision:
 
     Attributes: route (name), index, prob (the probability with which this route was actually
     drawn: exploration, cost trade-off and allowed routes included), probs (that whole
-    distribution, float32, 0 for routes that were not allowed), decision_id (unique across
+    distribution, float32, one entry per route the router had then, 0 for routes that were not
+    allowed or retired), decision_id (unique across
     routers and processes), trajectory_id (the engine trajectory recording it once learnt from,
     or None). Learn from it exactly once: Router.feedback(decision, quality), or
     Router.learn(decision.outcome(quality, cost=...)).
@@ -212,8 +213,15 @@ cdef class RouterCore:
         self.p.global_q = _fptr(self.global_q)
         self.p.route_cost, self.p.cost_n = _fptr(self.route_cost), _fptr(self.cost_n)
         self.p.shrink = _fptr(self.shrink)
-        # NULL while every route is live: the hot paths then skip the mask
-        self.p.live = NULL if self._live.all() else <const uint8_t *>cnp.PyArray_DATA(self._live)
+        # NULL while every route is live: the hot paths then skip the mask. A C loop, not
+        # numpy (which may release the GIL): the caller relies on holding it throughout
+        cdef const uint8_t *live = <const uint8_t *>cnp.PyArray_DATA(self._live)
+        cdef Py_ssize_t k
+        self.p.live = NULL
+        for k in range(cnp.PyArray_DIM(self._live, 0)):
+            if not live[k]:
+                self.p.live = live
+                break
 
     cdef _set_hp(self, dict hp):
         cdef sona_policy_hp *h = &self.p.hp
@@ -271,6 +279,7 @@ cdef class RouterCore:
         cost_weight: the trade-off, in quality per unit of cost: routes are ranked by expected
         quality - cost_weight * cost per call (costs given to the router or learnt from outcomes).
         allowed: route names or indices that may be chosen (e.g. the models up now); None: all.
+        Retired routes (sona.Router.retire_route) are never chosen, named in allowed or not.
         Samples from the policy (Thompson draws in the prior, plus `explore`), so repeated calls
         may differ; use scores() for the greedy view. Decision.prob is the probability with which
         the chosen route was drawn. Raises ValueError/TypeError for a bad embedding, cost_weight
@@ -412,7 +421,7 @@ cdef class RouterCore:
     def scores(self, x, out=None, cost_weight=0.0, allowed=None):
         """Greedy route probabilities for x: (dim,) -> (n_routes,), or a batch (n, dim) ->
         (n, n_routes); float32. No side effects, no exploration. cost_weight and allowed as in
-        route(): ranked by quality - cost_weight * cost, routes not allowed get 0."""
+        route(): ranked by quality - cost_weight * cost, routes not allowed (or retired) get 0."""
         self._ready()
         cdef cnp.ndarray v = _vector_or_rows(x, self.p.dim, "x")
         _check_embedding(v, "x", INFINITY)
@@ -519,9 +528,9 @@ cdef class RouterCore:
         if not 0 <= k < self.p.n_routes:
             raise ValueError(f"route index must be in 0..{self.p.n_routes - 1}; got {k}")
         global _state_epoch
-        _state_epoch += 1
         self._live[k] = 0
         self._point_routes()
+        _state_epoch += 1
 
     def _fresh_route(self, Py_ssize_t k, key, float shrink, cost):
         """Route k starts over as in a fresh router, and live: the unit `key`, bias 0, no
@@ -537,7 +546,6 @@ cdef class RouterCore:
         cdef Py_ssize_t rows = 2 * (self.p.micro_rank + self.p.base_rank)
         cdef Py_ssize_t key_at = rows * d + k * d, bias_at = rows * d + K * d + k
         global _state_epoch
-        _state_epoch += 1
         self.keys[k] = kv
         self.bias[k] = 0.0
         self.rms[rows + k] = 0.0
@@ -556,6 +564,7 @@ cdef class RouterCore:
         self._bank.route_s[:, k] = 0.0
         self._live[k] = 1
         self._point_routes()
+        _state_epoch += 1  # last: a decision routed while numpy ran above is prepared afresh
 
     def _append_route(self, str name, key, float shrink, cost):
         """A new route `name` at index K: every array sized by the routes one route longer, the
@@ -577,28 +586,32 @@ cdef class RouterCore:
                                 self.omega_theta)]
         per_route = [np.concatenate([a, one]) for a in (self.bias, self.global_n, self.global_s,
                                                          self.global_q, self.route_cost,
-                                                         self.cost_n, self.shrink)]
+                                                         self.cost_n)]
+        # the prior divides by the pseudo-count even for a route masked out: never 0
+        shrinks = np.append(self.shrink, np.float32(shrink))
         keys = np.concatenate([self.keys, np.zeros((1, d), np.float32)])
         rms = np.concatenate([self.rms[:rows + K], one, self.rms[rows + K:]])
         work = np.zeros(sona_policy_work_floats(d, K + 1, self._bank.b.capacity), np.float32)
+        # retired until _fresh_route has set it up: another thread may route while numpy runs
+        # without the GIL there
+        mask, live = np.zeros(K + 1, np.uint8), np.append(self._live, np.uint8(0))
+        decisions = np.append(self.route_decisions, np.uint64(0))
         cdef size_t ctx_floats = sona_policy_ctx_floats(d, K + 1, self.p.micro_rank,
                                                          self.p.base_rank)
         cdef float *lctx = <float *>PyMem_Malloc(ctx_floats * sizeof(float))
-        mask, live = np.zeros(K + 1, np.uint8), np.append(self._live, np.uint8(1))
-        decisions = np.append(self.route_decisions, np.uint64(0))
         if lctx == NULL:
             raise MemoryError()
-        # nothing can fail from here to the end
+        # nothing releases the GIL from here to _fresh_route: routing sees K or K + 1 routes
         PyMem_Free(self._lctx)
         self._lctx, self._ctx_floats, self._work = lctx, ctx_floats, work
         self.fisher, self.anchor, self.fisher_ckpt, self.omega, self.omega_theta = per_weight
-        (self.bias, self.global_n, self.global_s, self.global_q, self.route_cost, self.cost_n,
-         self.shrink) = per_route
-        self.keys, self.rms = keys, rms
+        self.bias, self.global_n, self.global_s, self.global_q, self.route_cost, self.cost_n = (
+            per_route)
+        self.shrink, self.keys, self.rms = shrinks, keys, rms
         self._mask, self._live, self.route_decisions = mask, live, decisions
         self.routes = self.routes + (name,)
-        self.p.n_routes = K + 1
         self._point_routes()
+        self.p.n_routes = K + 1
         self._fresh_route(K, key, shrink, cost)
 
     def _set_totals(self, unsigned long long decisions, unsigned long long feedbacks):

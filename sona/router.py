@@ -5,6 +5,7 @@ score per routed query.
     d = router.route(embedding)        # Decision: .route, .index, .probs, .trajectory_id
     router.feedback(d, quality)        # learns now, in microseconds
     router.scores(embedding)           # greedy probabilities, no side effects
+    router.add_route("xl")             # the route set can change at run time (retire_route)
 
 The policy (csrc/policy.c) adds two experts: an adapter (the centred query through MicroLoRA and
 BaseLoRA against learned unit keys, trained by REINFORCE with a per-pattern baseline, RMSprop and

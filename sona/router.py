@@ -423,14 +423,15 @@ class Router(RouterCore):
         probabilities change only by the share the new route takes. A new name is appended
         (index ``len(routes)``: scores() and Decision.probs grow by one column, decisions made
         before keep their shorter probs and are still learnt from). A retired name is
-        added back at its old index, starting over as above.
+        added back at its old index, starting over as above (outcomes naming it, logged before,
+        are then learnt into the new start).
 
         Parameters: ``name``, a non-empty string not naming a live route; ``cost``, a number in
         [0, 1e30] or None.
 
         Raises
         ------
-        TypeError : ``name`` is not a non-empty string.
+        TypeError : ``name`` is not a non-empty string, ``cost`` not a number.
         ValueError : ``name`` names a live route or is not valid Unicode; ``cost`` out of
             range; the router has 1024 routes already; the router shares its engine with
             other routers (their pattern statistics use the same route columns). Nothing
@@ -447,14 +448,18 @@ class Router(RouterCore):
             raise TypeError(f"a route name must be a non-empty string; got {name!r}")
         revive = name in self.retired
         if not revive:
-            _route_names((*self.routes, name))  # unique, valid Unicode
+            if name in self.routes:
+                raise ValueError(f"route {name!r} exists already; routes are {list(self.routes)}")
+            _route_names((*self.routes, name))  # valid Unicode
             if len(self.routes) >= MAX_ROUTES:
                 raise ValueError(f"a router has at most {MAX_ROUTES} routes; this one has "
                                  f"{len(self.routes)} (retired ones included)")
         if cost is not None:
             real = isinstance(cost, (int, float, np.integer, np.floating)) and not isinstance(
                 cost, (bool, np.bool_))
-            if not (real and np.isfinite(cost) and 0 <= cost <= 1e30):
+            if not real:
+                raise TypeError(f"cost must be a number or None; got {type(cost).__name__}")
+            if not (np.isfinite(cost) and 0 <= cost <= 1e30):
                 raise ValueError(f"cost must be a finite number in [0, 1e30] or None; "
                                  f"got {cost!r}")
             cost = float(cost)

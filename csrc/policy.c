@@ -6,6 +6,7 @@
  *   (6) j = nearest pattern of x^ with cosine >= new_cos, else -1
  *   (7) traffic-wide route means g_k = (G_k + 1) / (N_k + 2) (Beta(1, 1) prior; G, N decay by
  *       1 - 1/prior_window per feedback);
+<<<<<<< HEAD
  *       o_j = sum_k w_jk (S_jk / N_jk - g_k) / (c + sum_k w_jk), w_jk = c N_jk / (N_jk + c),
  *       c = SONA_OFFSET_CAP (pattern j's offset: how much easier or harder its queries are for
  *       every route, from the routes that agree on it; see bank.h);
@@ -13,6 +14,12 @@
  *       towards them; m = g when no pattern matched; n0 by empirical Bayes every
  *       SONA_SHRINK_EVERY feedbacks)
  *   (8) z_pr = (m - max m) / tau_p;  pi = softmax(z_ad + z_pr): the policy that learns
+=======
+ *       m_k = (S_jk + n0_k g_k) / (N_jk + n0_k) (pattern j's statistics shrunk towards them;
+ *       m = g when no pattern matched; n0 by empirical Bayes every SONA_SHRINK_EVERY feedbacks)
+ *   (8) z_pr = (m - max m) / tau_p;  pi = softmax(z_ad + z_pr) over the live (not retired)
+ *       routes: the policy that learns
+>>>>>>> routes
  * route(x, lambda, mask): prepare, then the behaviour policy
  *   (9) Thompson draws: g~_k = g_k + ts e_k sd(g_k, N_k + 2), m~ from g~ as in (7) plus
  *       ts e'_k sd(m~_k, N_jk + n0), sd(m, n) = sqrt(max(m (1 - m), 0.01) / n), e ~ IrwinHall
@@ -196,6 +203,9 @@ void sona_policy_prepare(sona_policy *p, const float *x, sona_policy_ctx *ctx) {
     ctx->xscale = nx > 1e-12f ? nx : 1e-12f; /* x = xscale x^ (sona_unit's floor) */
     ctx->pattern = sona_bank_match(p->bank, xhat, WORK_VEC(p) + 2u * d);
     add_prior(p, ctx->pattern, NULL, z);
+    if (p->live)
+        for (size_t k = 0; k < K; ++k)
+            if (!p->live[k]) z[k] = -INFINITY;
     softmax(z, K, CTX_PI(p, ctx));
 }
 

@@ -83,6 +83,9 @@ typedef struct sona_policy {
      * patterns that really differ get little shrinkage, routes that look alike everywhere (or
      * were rarely tried) follow the traffic-wide evidence */
     float *shrink;
+    /* n_routes flags, 0 for a retired route (NULL: every route live): a retired route gets
+     * probability 0 in the learning policy too, so the routes left share the gradient */
+    const uint8_t *live;
     float *work;               /* scratch: sona_policy_work_floats() floats */
     sona_bank *bank;
     sona_pcg32 rng;

@@ -142,6 +142,24 @@ cdef class PatternStore:
         global _state_epoch
         _state_epoch += 1
 
+    def _grow_routes(self, Py_ssize_t n):
+        """Track n routes, more than now (sona.Router.add_route): route_n and route_s gain
+        zero columns, the others' values copied. Routers and engines hold the sona_bank struct,
+        which now points at the new arrays; views of the old arrays taken before stay stale."""
+        self._ready()
+        cdef Py_ssize_t old = self.b.n_routes
+        if not old < n <= SONA_MAX_ROUTES:
+            raise ValueError(f"n must be in {old + 1}..{SONA_MAX_ROUTES}; got {n}")
+        route_n = np.zeros((self.b.capacity, n), np.float32)
+        route_s = np.zeros((self.b.capacity, n), np.float32)
+        route_n[:, :old] = self.route_n[:, :old]
+        route_s[:, :old] = self.route_s[:, :old]
+        self.route_n, self.route_s = route_n, route_s
+        self.b.route_n, self.b.route_s = _fptr(route_n), _fptr(route_s)
+        self.b.n_routes = n
+        global _state_epoch
+        _state_epoch += 1
+
     def nearest(self, x):
         """(index, cosine) of the pattern nearest to x, or (-1, -inf) when the bank is empty."""
         self._ready()

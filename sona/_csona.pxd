@@ -105,6 +105,7 @@ cdef extern from "policy.h" nogil:
         float *route_cost
         float *cost_n
         float *shrink
+        const uint8_t *live
         float *work
         sona_bank *bank
         sona_pcg32 rng

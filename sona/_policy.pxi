@@ -28,7 +28,8 @@ cdef class Decision:
 
     Attributes: route (name), index, prob (the probability with which this route was actually
     drawn: exploration, cost trade-off and allowed routes included), probs (that whole
-    distribution, float32, 0 for routes that were not allowed), decision_id (unique across
+    distribution, float32, one entry per route the router had then, 0 for routes that were not
+    allowed or retired), decision_id (unique across
     routers and processes), trajectory_id (the engine trajectory recording it once learnt from,
     or None). Learn from it exactly once: Router.feedback(decision, quality), or
     Router.learn(decision.outcome(quality, cost=...)).
@@ -112,6 +113,7 @@ cdef class RouterCore:
     cdef readonly object keys, bias, rms, fisher, anchor, fisher_ckpt, omega, omega_theta, mu
     cdef readonly object global_n, global_s, global_q, route_cost, cost_n, shrink
     cdef object _work, _mask
+    cdef object _live  # uint8 per route: 0 once retired (p.live points here then)
     cdef LoRAAdapter _micro
     cdef LoRAAdapter _base
     cdef PatternStore _bank
@@ -175,6 +177,7 @@ cdef class RouterCore:
         self.global_q = np.zeros(K, np.float32)
         self.shrink = np.full(K, bank.params["prior_count"], np.float32)
         self._mask = np.zeros(K, np.uint8)
+        self._live = np.ones(K, np.uint8)
         self.route_decisions = np.zeros(K, np.uint64)
         self._work = np.zeros(sona_policy_work_floats(d, K, bank.capacity), np.float32)
         self._ctx_floats = sona_policy_ctx_floats(d, K, micro.rank, base.rank)
@@ -186,15 +189,8 @@ cdef class RouterCore:
         self.p.dim, self.p.n_routes, self.p.micro_rank, self.p.base_rank = d, K, micro.rank, base.rank
         self.p.A_micro, self.p.Bt_micro = micro.pA, micro.pBt
         self.p.A_base, self.p.Bt_base = base.pA, base.pBt
-        self.p.keys, self.p.bias = _fptr(self.keys), _fptr(self.bias)
-        self.p.rms, self.p.fisher, self.p.anchor = _fptr(self.rms), _fptr(self.fisher), _fptr(self.anchor)
-        self.p.fisher_ckpt, self.p.omega = _fptr(self.fisher_ckpt), _fptr(self.omega)
-        self.p.omega_theta = _fptr(self.omega_theta)
-        self.p.mu, self.p.work = _fptr(self.mu), _fptr(self._work)
-        self.p.global_n, self.p.global_s = _fptr(self.global_n), _fptr(self.global_s)
-        self.p.global_q = _fptr(self.global_q)
-        self.p.route_cost, self.p.cost_n = _fptr(self.route_cost), _fptr(self.cost_n)
-        self.p.shrink = _fptr(self.shrink)
+        self.p.mu = _fptr(self.mu)
+        self._point_routes()
         self.p.bank = &bank.b
         self.p.global_baseline = self.p.reward_short = self.p.reward_long = 0.5
         self._set_hp(hp)
@@ -205,6 +201,28 @@ cdef class RouterCore:
 
     def __dealloc__(self):
         PyMem_Free(self._lctx)
+
+    cdef _point_routes(self):
+        """Points the C state at the arrays whose size depends on the number of routes (at
+        construction, and again when add_route replaced them)."""
+        self.p.keys, self.p.bias = _fptr(self.keys), _fptr(self.bias)
+        self.p.rms, self.p.fisher, self.p.anchor = _fptr(self.rms), _fptr(self.fisher), _fptr(self.anchor)
+        self.p.fisher_ckpt, self.p.omega = _fptr(self.fisher_ckpt), _fptr(self.omega)
+        self.p.omega_theta = _fptr(self.omega_theta)
+        self.p.work = _fptr(self._work)
+        self.p.global_n, self.p.global_s = _fptr(self.global_n), _fptr(self.global_s)
+        self.p.global_q = _fptr(self.global_q)
+        self.p.route_cost, self.p.cost_n = _fptr(self.route_cost), _fptr(self.cost_n)
+        self.p.shrink = _fptr(self.shrink)
+        # NULL while every route is live: the hot paths then skip the mask. A C loop, not
+        # numpy (which may release the GIL): the caller relies on holding it throughout
+        cdef const uint8_t *live = <const uint8_t *>cnp.PyArray_DATA(self._live)
+        cdef Py_ssize_t k
+        self.p.live = NULL
+        for k in range(cnp.PyArray_DIM(self._live, 0)):
+            if not live[k]:
+                self.p.live = live
+                break
 
     cdef _set_hp(self, dict hp):
         """The C struct from the validated parameters (sona.params.check_params). Cython fills
@@ -227,17 +245,22 @@ cdef class RouterCore:
         _state_epoch += 1
 
     cdef const uint8_t *_allowed_mask(self, object allowed) except? NULL:
-        """The mask of the routes in `allowed` (names or indices), or NULL for None."""
+        """The mask of the routes in `allowed` (names or indices) that are live, or NULL for
+        None while no route is retired. A retired route in `allowed` is one not available."""
         if allowed is None:
-            return NULL
+            return self.p.live
         if isinstance(allowed, (str, bytes)):
             raise TypeError(f"allowed must be a collection of route names or indices, not a "
                             f"single {type(allowed).__name__} ({allowed!r})")
         mask = np.zeros(self.p.n_routes, np.uint8)
         for r in allowed:
             mask[self.index(r)] = 1
+        if self.p.live != NULL:
+            mask &= self._live
         if not mask.any():
-            raise ValueError("allowed names no route: at least one route must be allowed")
+            retired = "" if self.p.live == NULL else f" (retired: {self._retired_names()})"
+            raise ValueError(f"allowed names no route that can be chosen{retired}: at least one "
+                             "route must be allowed")
         self._mask[:] = mask
         return <const uint8_t *>cnp.PyArray_DATA(self._mask)
 
@@ -261,6 +284,7 @@ cdef class RouterCore:
         cost_weight: the trade-off, in quality per unit of cost: routes are ranked by expected
         quality - cost_weight * cost per call (costs given to the router or learnt from outcomes).
         allowed: route names or indices that may be chosen (e.g. the models up now); None: all.
+        Retired routes (sona.Router.retire_route) are never chosen, named in allowed or not.
         Samples from the policy (Thompson draws in the prior, plus `explore`), so repeated calls
         may differ; use scores() for the greedy view. Decision.prob is the probability with which
         the chosen route was drawn. Raises ValueError/TypeError for a bad embedding, cost_weight
@@ -352,11 +376,19 @@ cdef class RouterCore:
         if decision.done:
             raise ValueError(f"this decision was already learnt from (route "
                              f"{decision.route!r}, decision {decision.decision_id})")
-        if decision.epoch_t != self.p.t or decision.epoch_m != _state_epoch:
-            # the state changed since routing: learn as from a logged outcome (the same result
-            # as a fresh prepare, which is what replay does)
-            sona_policy_prepare(&self.p, decision.ctx.buf + decision.x_off, &decision.ctx)
-        sona_policy_learn(&self.p, &decision.ctx, decision.index, decision.prob, q, NAN)
+        cdef sona_policy_ctx ctx
+        if decision.n_routes != self.p.n_routes:
+            # routed before add_route: its context is laid out for fewer routes, so prepare
+            # afresh in the router's own (route indices never move: the route is the same)
+            ctx.buf = self._lctx
+            sona_policy_prepare(&self.p, decision.ctx.buf + decision.x_off, &ctx)
+            sona_policy_learn(&self.p, &ctx, decision.index, decision.prob, q, NAN)
+        else:
+            if decision.epoch_t != self.p.t or decision.epoch_m != _state_epoch:
+                # the state changed since routing: learn as from a logged outcome (the same
+                # result as a fresh prepare, which is what replay does)
+                sona_policy_prepare(&self.p, decision.ctx.buf + decision.x_off, &decision.ctx)
+            sona_policy_learn(&self.p, &decision.ctx, decision.index, decision.prob, q, NAN)
         decision.trajectory_id = self._record(decision.ctx.buf + decision.x_off, decision.index,
                                               decision.prob, q)
         decision.done = True
@@ -394,7 +426,7 @@ cdef class RouterCore:
     def scores(self, x, out=None, cost_weight=0.0, allowed=None):
         """Greedy route probabilities for x: (dim,) -> (n_routes,), or a batch (n, dim) ->
         (n, n_routes); float32. No side effects, no exploration. cost_weight and allowed as in
-        route(): ranked by quality - cost_weight * cost, routes not allowed get 0."""
+        route(): ranked by quality - cost_weight * cost, routes not allowed (or retired) get 0."""
         self._ready()
         cdef cnp.ndarray v = _vector_or_rows(x, self.p.dim, "x")
         _check_embedding(v, "x", INFINITY)
@@ -415,6 +447,21 @@ cdef class RouterCore:
         for i in range(n):
             sona_policy_scores(&self.p, _fptr(v) + i * d, w, mask, _fptr(o) + i * K)
         return o
+
+    def route_batch(self, X, cost_weight=0.0, allowed=None):
+        """route() for each row of X (n, dim), in order: a list of n Decisions, each exactly what
+        route(X[i], cost_weight, allowed) returns at its turn. Every row, cost_weight and allowed
+        are checked before any is routed: a bad one raises ValueError/TypeError, routing
+        nothing."""
+        self._ready()
+        cdef cnp.ndarray v = _as_f32(X, "X")
+        if cnp.PyArray_NDIM(v) != 2 or cnp.PyArray_DIM(v, 1) != self.p.dim:
+            raise ValueError(f"X must have shape (n, {self.p.dim}); got {_shape_str(v)}")
+        _check_embedding(v, "X", INFINITY if self._store is None else self._store.buffer._limit)
+        if cost_weight is not 0.0:
+            self._cost_weight(cost_weight)
+        self._allowed_mask(allowed)
+        return [self.route(row, cost_weight, allowed) for row in v]
 
     cdef int _ready(self, bint store=True) except -1:
         """The C state exists (a half-constructed router has none) and, with store, the
@@ -474,6 +521,103 @@ cdef class RouterCore:
         memcpy(an + rm * d, self.p.Bt_micro, rm * d * sizeof(float))
         memcpy(an + 2 * rm * d, self.p.A_base, rb * d * sizeof(float))
         memcpy(an + 2 * rm * d + rb * d, self.p.Bt_base, rb * d * sizeof(float))
+
+    def _retired_names(self):
+        """The names of the retired routes, in index order."""
+        return tuple(r for r, live in zip(self.routes, self._live) if not live)
+
+    def _retire_route(self, Py_ssize_t k):
+        """Route k is chosen no more: probability 0 in route(), scores() and the learning policy
+        (sona.Router.retire_route checks that another route stays live)."""
+        self._ready(False)
+        if not 0 <= k < self.p.n_routes:
+            raise ValueError(f"route index must be in 0..{self.p.n_routes - 1}; got {k}")
+        global _state_epoch
+        self._live[k] = 0
+        self._point_routes()
+        _state_epoch += 1
+
+    def _fresh_route(self, Py_ssize_t k, key, float shrink, cost):
+        """Route k starts over as in a fresh router, and live: the unit `key`, bias 0, no
+        optimiser, Fisher or task-memory entries (the anchor holds the key: EWC++ pulls it
+        nowhere), no traffic-wide or per-pattern statistics (the pattern prior shrinks it
+        towards the traffic-wide prior with pseudo-count `shrink`), cost `cost` (None: unknown).
+        Every other route's values are left as they are."""
+        self._ready(False)
+        cdef Py_ssize_t K = self.p.n_routes, d = self.p.dim
+        if not 0 <= k < K or self._bank.b.n_routes <= k:
+            raise ValueError(f"route index must be in 0..{K - 1} and tracked by the bank; got {k}")
+        cdef cnp.ndarray kv = _vector(key, d, "key")
+        cdef Py_ssize_t rows = 2 * (self.p.micro_rank + self.p.base_rank)
+        cdef Py_ssize_t key_at = rows * d + k * d, bias_at = rows * d + K * d + k
+        global _state_epoch
+        self.keys[k] = kv
+        self.bias[k] = 0.0
+        self.rms[rows + k] = 0.0
+        for arr in (self.fisher, self.fisher_ckpt, self.omega, self.omega_theta, self.anchor):
+            arr[key_at:key_at + d] = 0.0
+            arr[bias_at] = 0.0
+        self.anchor[key_at:key_at + d] = kv
+        if self.p.tasks:
+            self.p.omega_max = float(self.omega.max())
+        for arr in (self.global_n, self.global_s, self.global_q):
+            arr[k] = 0.0
+        self.route_cost[k], self.cost_n[k] = (0.0, 0.0) if cost is None else (cost, 1.0)
+        self.shrink[k] = shrink
+        self.route_decisions[k] = 0
+        self._bank.route_n[:, k] = 0.0
+        self._bank.route_s[:, k] = 0.0
+        self._live[k] = 1
+        self._point_routes()
+        _state_epoch += 1  # last: a decision routed while numpy ran above is prepared afresh
+
+    def _append_route(self, str name, key, float shrink, cost):
+        """A new route `name` at index K: every array sized by the routes one route longer, the
+        others' values copied bit-exactly, the new one set by _fresh_route. The bank must track
+        K + 1 routes already (PatternStore._grow_routes)."""
+        self._ready(False)
+        cdef Py_ssize_t K = self.p.n_routes, d = self.p.dim
+        if K >= SONA_MAX_ROUTES:
+            raise ValueError(f"a router has at most {SONA_MAX_ROUTES} routes")
+        if self._bank.b.n_routes <= K:
+            raise ValueError(f"the pattern bank tracks {self._bank.b.n_routes} routes; "
+                             f"route {K} needs {K + 1}")
+        _vector(key, d, "key")
+        cdef Py_ssize_t rows = 2 * (self.p.micro_rank + self.p.base_rank)
+        cdef Py_ssize_t cut = rows * d + K * d  # per weight: the adapters and the keys, then bias
+        one = np.zeros(1, np.float32)
+        per_weight = [np.concatenate([a[:cut], np.zeros(d, np.float32), a[cut:], one])
+                      for a in (self.fisher, self.anchor, self.fisher_ckpt, self.omega,
+                                self.omega_theta)]
+        per_route = [np.concatenate([a, one]) for a in (self.bias, self.global_n, self.global_s,
+                                                         self.global_q, self.route_cost,
+                                                         self.cost_n)]
+        # the prior divides by the pseudo-count even for a route masked out: never 0
+        shrinks = np.append(self.shrink, np.float32(shrink))
+        keys = np.concatenate([self.keys, np.zeros((1, d), np.float32)])
+        rms = np.concatenate([self.rms[:rows + K], one, self.rms[rows + K:]])
+        work = np.zeros(sona_policy_work_floats(d, K + 1, self._bank.b.capacity), np.float32)
+        # retired until _fresh_route has set it up: another thread may route while numpy runs
+        # without the GIL there
+        mask, live = np.zeros(K + 1, np.uint8), np.append(self._live, np.uint8(0))
+        decisions = np.append(self.route_decisions, np.uint64(0))
+        cdef size_t ctx_floats = sona_policy_ctx_floats(d, K + 1, self.p.micro_rank,
+                                                         self.p.base_rank)
+        cdef float *lctx = <float *>PyMem_Malloc(ctx_floats * sizeof(float))
+        if lctx == NULL:
+            raise MemoryError()
+        # nothing releases the GIL from here to _fresh_route: routing sees K or K + 1 routes
+        PyMem_Free(self._lctx)
+        self._lctx, self._ctx_floats, self._work = lctx, ctx_floats, work
+        self.fisher, self.anchor, self.fisher_ckpt, self.omega, self.omega_theta = per_weight
+        self.bias, self.global_n, self.global_s, self.global_q, self.route_cost, self.cost_n = (
+            per_route)
+        self.shrink, self.keys, self.rms = shrinks, keys, rms
+        self._mask, self._live, self.route_decisions = mask, live, decisions
+        self.routes = self.routes + (name,)
+        self._point_routes()
+        self.p.n_routes = K + 1
+        self._fresh_route(K, key, shrink, cost)
 
     def _set_totals(self, unsigned long long decisions, unsigned long long feedbacks):
         """Restore the decision and feedback counts (state loading)."""

@@ -293,6 +293,34 @@ class FleetRouter:
         """``router.scores(x, out, cost_weight, allowed)`` on the local replica."""
         return self._router.scores(x, out, cost_weight, allowed)
 
+    def route_batch(self, X, cost_weight=0.0, allowed=None):
+        """``router.route_batch(X, cost_weight, allowed)`` on the local replica."""
+        return self._router.route_batch(X, cost_weight, allowed)
+
+    def add_route(self, name, cost=None):
+        """Refused: the route set is not part of the shared sequence of outcomes.
+
+        Replicas change state only by applying the stream's outcomes in order, and a snapshot
+        is loaded only by a replica with the same routes; a route added or retired on one
+        replica would make it route and learn differently from the others, and its snapshots
+        unloadable by them. To change the routes: stop the replicas, change the router
+        (``Router.load`` the newest state, ``add_route``/``retire_route``), and start the fleet
+        on a new stream from it.
+
+        Raises RuntimeError always; nothing changes.
+        """
+        raise RuntimeError(f"a FleetRouter cannot add route {name!r} at run time: the route "
+                           "set is not replicated through the stream, so replicas would "
+                           "diverge; start a new stream from the changed router instead")
+
+    def retire_route(self, name):
+        """Refused, for the reason :meth:`add_route` gives. Raises RuntimeError always; to keep
+        a route out of traffic on a fleet, pass ``allowed`` to ``route``."""
+        raise RuntimeError(f"a FleetRouter cannot retire route {name!r} at run time: the "
+                           "route set is not replicated through the stream, so replicas would "
+                           "diverge; route with allowed=..., or start a new stream from the "
+                           "changed router")
+
     def feedback(self, decision, quality, cost=None, latency_ms=None) -> None:
         """Record the outcome of ``decision`` (from ``route``) for every replica to learn.
 

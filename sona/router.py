@@ -5,6 +5,7 @@ score per routed query.
     d = router.route(embedding)        # Decision: .route, .index, .probs, .trajectory_id
     router.feedback(d, quality)        # learns now, in microseconds
     router.scores(embedding)           # greedy probabilities, no side effects
+    router.add_route("xl")             # the route set can change at run time (retire_route)
 
 The policy (csrc/policy.c) adds two experts: an adapter (the centred query through MicroLoRA and
 BaseLoRA against learned unit keys, trained by REINFORCE with a per-pattern baseline, RMSprop and
@@ -27,7 +28,7 @@ import numpy as np
 
 from ._core import RouterCore, _snapshot, get_backend
 from .bank import BANK_DEFAULTS, check_bank_arrays
-from .config import SonaConfig
+from .config import MAX_ROUTES, SonaConfig
 from .engine import SonaEngine
 from .outcome import Outcome
 from .params import PARAMS, check_params, defaults, implied_params
@@ -60,7 +61,7 @@ POLICY_DEFAULTS = defaults()
 
 _META_KEYS = frozenset(
     {"router_state_version", "sona_version", "routes", "hidden_dim", "seed", "params",
-     "counters", "decisions", "feedbacks", "n_patterns"}
+     "counters", "decisions", "feedbacks", "n_patterns", "retired"}
 )
 _COUNTER_KEYS = {  # what RouterCore._counters() returns: name -> kind
     "n_seen": "u64", "t": "u64", "rng_state": "u64", "rng_inc": "u64",
@@ -85,6 +86,20 @@ _V5_ARRAYS = ("global_n", "global_s", "global_q", "route_cost", "cost_n", "shrin
 _POLICY_ARRAYS = ("keys", "bias", "rms", "fisher", "anchor", *_V3_ARRAYS, "mu", *_V5_ARRAYS)
 _BANK_ARRAYS = ("centroid", "centroid_sum", "hits", "route_n", "route_s", "baseline")
 _U64 = 1 << 64
+
+
+def _upgrade_routes(meta: Any) -> None:
+    """Router state version 6 added the retired routes (in place): an older file has none."""
+    if isinstance(meta, dict) and _is_int(meta.get("router_state_version")) and (
+            meta["router_state_version"] < 6):
+        meta.setdefault("retired", [])
+
+
+def _initial_keys(seed: int, n: int, d: int) -> np.ndarray:
+    """The unit keys (n, d) of routes 0..n-1 in a new router: route k's is the same for any
+    n > k, so a route added later starts from the key it would have had from the start."""
+    keys = np.random.default_rng(seed + 2).standard_normal((n, d))
+    return keys / np.linalg.norm(keys, axis=1, keepdims=True)
 
 
 def _route_names(routes: Any) -> tuple:
@@ -170,6 +185,11 @@ def _check_meta(fail, meta: Any) -> None:
             or not all(isinstance(n, str) and n for n in routes)
             or len(set(routes)) != len(routes)):
         fail(f"routes must be a list of at least 2 unique non-empty strings, got {routes!r}")
+    retired = meta["retired"]
+    if (not isinstance(retired, list) or not all(isinstance(n, str) for n in retired)
+            or len(set(retired)) != len(retired) or not set(retired) < set(routes)):
+        fail(f"retired must be a list of unique names of routes, leaving at least one route "
+             f"live, got {retired!r} (routes {routes!r})")
     for key in ("hidden_dim", "seed", "decisions", "feedbacks", "n_patterns"):
         v = meta[key]
         low = 1 if key == "hidden_dim" else 0
@@ -292,8 +312,7 @@ class Router(RouterCore):
                 raise ValueError(f"parameters fixed by the engine differ: {clash} (given, engine)")
             hp = check_params({**params, **shared, "explore": explore})
         d = engine.config.hidden_dim
-        keys = np.random.default_rng(seed + 2).standard_normal((K, d))
-        keys /= np.linalg.norm(keys, axis=1, keepdims=True)
+        keys = _initial_keys(seed, K, d)
         super().__init__(names, engine.micro, engine.base, engine.bank, keys, hp, seed,
                          engine.store, costs)
         self.engine = engine
@@ -359,6 +378,115 @@ class Router(RouterCore):
             return self.routes.index(route)
         except ValueError:
             raise ValueError(f"unknown route {route!r}; routes are {list(self.routes)}") from None
+
+    # ------------------------------------------------------------------------ route set
+
+    @property
+    def retired(self) -> tuple:
+        """The names of the routes retired by :meth:`retire_route` (and not added back)."""
+        return self._retired_names()
+
+    def add_route(self, name: str, cost: float | None = None) -> int:
+        """Add a route at run time; returns its index.
+
+        The route starts as in a fresh router: its key the one a new router would give that
+        index, bias 0, no traffic-wide or per-pattern statistics (the prior's posterior for it is
+        wide, so Thompson draws try it, and each pattern shrinks it towards the traffic-wide
+        prior), ``cost`` per call (None: unknown until outcomes report it, as for a router
+        built without costs). Everything learnt for the other routes is kept bit-exactly; their
+        probabilities change only by the share the new route takes. A new name is appended
+        (index ``len(routes)``: scores() and Decision.probs grow by one column, decisions made
+        before keep their shorter probs and are still learnt from). A retired name is
+        added back at its old index, starting over as above (outcomes naming it, logged before,
+        are then learnt into the new start).
+
+        Parameters: ``name``, a non-empty string not naming a live route; ``cost``, a number in
+        [0, 1e30] or None.
+
+        Raises
+        ------
+        TypeError : ``name`` is not a non-empty string, ``cost`` not a number.
+        ValueError : ``name`` names a live route or is not valid Unicode; ``cost`` out of
+            range; the router has 1024 routes already; the router shares its engine with
+            other routers (their pattern statistics use the same route columns). Nothing
+            changes then.
+
+        >>> import numpy as np, sona
+        >>> router = sona.Router(["small", "large"], hidden_dim=8, seed=0)
+        >>> router.add_route("medium", cost=0.002)
+        2
+        >>> router.scores(np.ones(8, np.float32)).shape
+        (3,)
+        """
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"a route name must be a non-empty string; got {name!r}")
+        revive = name in self.retired
+        if not revive:
+            if name in self.routes:
+                raise ValueError(f"route {name!r} exists already; routes are {list(self.routes)}")
+            _route_names((*self.routes, name))  # valid Unicode
+            if len(self.routes) >= MAX_ROUTES:
+                raise ValueError(f"a router has at most {MAX_ROUTES} routes; this one has "
+                                 f"{len(self.routes)} (retired ones included)")
+        if cost is not None:
+            real = isinstance(cost, (int, float, np.integer, np.floating)) and not isinstance(
+                cost, (bool, np.bool_))
+            if not real:
+                raise TypeError(f"cost must be a number or None; got {type(cost).__name__}")
+            if not (np.isfinite(cost) and 0 <= cost <= 1e30):
+                raise ValueError(f"cost must be a finite number in [0, 1e30] or None; "
+                                 f"got {cost!r}")
+            cost = float(cost)
+        others = [r for r in self.engine._routers if r is not self]
+        if others:
+            raise ValueError(f"this router shares its engine with {len(others)} other "
+                             f"router(s), whose pattern statistics use the same route columns: "
+                             f"a new route cannot start fresh there without changing theirs")
+        k = self.routes.index(name) if revive else len(self.routes)
+        key = _initial_keys(self.seed, k + 1, self.micro.dim)[k]
+        shrink = self.bank.params["prior_count"]
+        if revive:
+            self._fresh_route(k, key, shrink, cost)
+            return k
+        if self.bank.n_routes <= k:
+            self.bank._grow_routes(k + 1)
+            # the engine's file records how many routes its bank tracks
+            self.engine.config = self.engine.config.replace(max_routes=k + 1)
+        self._append_route(name, key, shrink, cost)
+        return k
+
+    def retire_route(self, name: str | int) -> None:
+        """Stop choosing a route, from now on: route() never picks it, scores() gives it 0,
+        and the learning policy gives it probability 0 (the routes left share the learning).
+
+        The route keeps its index (a tombstone): scores() and Decision.probs keep their shape,
+        stats() lists it under ``retired`` and leaves it out of the per-route fields, an
+        ``allowed`` list naming it is read without it. Feedback on a decision made before
+        (or an outcome naming it) is still learnt: its reward statistics record it and the
+        rest learns as from any outcome, but the adapter gets no gradient from it (the
+        learning policy's probability of it is 0). Its state is kept in save()/to_bytes().
+        :meth:`add_route` with the same name brings it back, starting over. For a route down
+        only for a while, pass ``allowed`` to route() instead.
+
+        Raises ValueError for an unknown or already retired route, or the last route that can
+        still be chosen; TypeError for a name that is neither str nor int. Nothing changes then.
+
+        >>> import numpy as np, sona
+        >>> router = sona.Router(["small", "medium", "large"], hidden_dim=8, seed=0)
+        >>> router.retire_route("medium")
+        >>> float(router.scores(np.ones(8, np.float32))[1])
+        0.0
+        """
+        if not isinstance(name, (str, int, np.integer)) or isinstance(name, bool):
+            raise TypeError(f"route must be a route name or index; got {name!r}")
+        k = self.index(name)
+        retired = self.retired
+        if self.routes[k] in retired:
+            raise ValueError(f"route {self.routes[k]!r} is retired already")
+        if len(retired) + 1 == len(self.routes):
+            raise ValueError(f"cannot retire {self.routes[k]!r}: it is the last route that can "
+                             "be chosen")
+        self._retire_route(k)
 
     # ------------------------------------------------------------------------ learning
 
@@ -474,7 +602,9 @@ class Router(RouterCore):
         (``sona.get_backend()``, the kernels in use now), ``n_parameters`` (learned floats:
         adapters, keys, bias), ``seed`` and ``params`` (every hyper-parameter).
 
-        Per route (dicts keyed by route name): ``route_decisions`` (decisions since this router
+        ``retired``: the routes retired by :meth:`retire_route` (still in ``routes``, which
+        lists every route by index). Per route that can be chosen (dicts keyed by route name,
+        retired routes left out): ``route_decisions`` (decisions since this router
         was built or loaded), ``route_feedbacks``, ``route_quality`` (outcomes learnt and their
         mean quality over the last ``prior_window`` feedbacks: the traffic-wide statistics the
         prior uses; None before any), ``route_cost`` (cost per call, given or learnt; None while
@@ -487,6 +617,7 @@ class Router(RouterCore):
         (0, 0, True)
         """
         c = self._counters()
+        retired = self.retired
         return {
             "routes": list(self.routes),
             "hidden_dim": int(self.micro.dim),
@@ -507,12 +638,15 @@ class Router(RouterCore):
             "n_parameters": int(self.n_parameters),
             "seed": int(self.seed),
             "params": dict(self._params),
-            "route_decisions": dict(zip(self.routes, map(int, self.route_decisions))),
-            "route_feedbacks": dict(zip(self.routes, map(float, self.global_n))),
+            "retired": list(retired),
+            "route_decisions": {r: int(n) for r, n in zip(self.routes, self.route_decisions)
+                                if r not in retired},
+            "route_feedbacks": {r: float(n) for r, n in zip(self.routes, self.global_n)
+                                if r not in retired},
             "route_quality": {r: float(s / n) if n > 0 else None for r, s, n in
-                              zip(self.routes, self.global_s, self.global_n)},
+                              zip(self.routes, self.global_s, self.global_n) if r not in retired},
             "route_cost": {r: float(c) if w > 0 else None for r, c, w in
-                           zip(self.routes, self.route_cost, self.cost_n)},
+                           zip(self.routes, self.route_cost, self.cost_n) if r not in retired},
             "exploration": float(self.exploration),
         }
 
@@ -569,7 +703,10 @@ class Router(RouterCore):
         changes included), ``counters`` (n_seen, t, global_baseline,
         reward_short, reward_long, fisher_max, has_anchor, checkpoints, task_boundaries,
         drifting, omega_max, tasks, novelty_short, novelty_long, ckpt_patterns, and the PCG32
-        generator's rng_state and rng_inc), ``decisions``, ``feedbacks``, ``n_patterns``. Files
+        generator's rng_state and rng_inc), ``decisions``, ``feedbacks``, ``n_patterns``,
+        ``retired`` (routes retired by retire_route: ``routes`` lists every route by index,
+        added ones at the end, retired ones included). Files of versions 1 to 5 load with no
+        route retired. Files
         of router state versions 1 and 2 (no task memory) load with ``ewc_memory`` 0 and an empty
         memory; files of versions 1 to 3 load with ``ewc_novelty`` 0 (boundaries from the reward
         alone, every task remembered fully: how they were written); a parameter newer than a
@@ -611,6 +748,7 @@ class Router(RouterCore):
             "decisions": int(decisions),
             "feedbacks": int(feedbacks),
             "n_patterns": int(n_patterns),
+            "retired": list(self.retired),
         }
         return arrays, meta
 
@@ -683,6 +821,7 @@ class Router(RouterCore):
             raise StateFileError(f"cannot load sona router state {src}: {what}")
 
         _upgrade(meta, arrays)
+        _upgrade_routes(meta)
         _check_meta(fail, meta)
         routes, d, params = meta["routes"], meta["hidden_dim"], meta["params"]
         K = len(routes)
@@ -757,6 +896,8 @@ class Router(RouterCore):
                 getattr(router.bank, name)[...] = arrays["bank." + name]
             router.bank._set_n_patterns(meta["n_patterns"])
             router._set_counters(dict(meta["counters"]))
+            for name in meta["retired"]:
+                router._retire_route(routes.index(name))
         except (TypeError, ValueError, OverflowError) as exc:  # pre-checked; belt and braces
             fail(f"inconsistent state: {exc}")
         router._set_totals(meta["decisions"], meta["feedbacks"])

@@ -377,3 +377,16 @@ def test_route_and_scores_take_the_routers_arguments(redis_server, stream, repli
     assert probs.shape == (2, len(ROUTES)) and (probs[:, 2] == 0).all()
     with pytest.raises(ValueError):
         a.route(np.ones(DIM + 1, np.float32))
+
+
+def test_route_batch_is_local_and_the_route_set_cannot_change(redis_server, stream, replicas):
+    a = replicas(new_router(), redis_server.url, stream)
+    decisions = a.route_batch(np.ones((3, DIM), np.float32), allowed=["large"])
+    assert [d.route for d in decisions] == ["large"] * 3
+    state = a.router.to_bytes()
+    with pytest.raises(RuntimeError, match="cannot add route 'xl' at run time: the route set is "
+                                           "not replicated"):
+        a.add_route("xl")
+    with pytest.raises(RuntimeError, match="cannot retire route 'small'"):
+        a.retire_route("small")
+    assert a.router.to_bytes() == state and a.router.routes == ROUTES

@@ -136,6 +136,7 @@ def test_file_layout(trained, saved):
     assert meta["counters"] == trained._counters()
     assert (meta["decisions"], meta["feedbacks"]) == (600, 600)
     assert meta["n_patterns"] == trained.bank.n_patterns
+    assert meta["retired"] == []
 
 
 def test_counters_survive_load(trained, saved, task):
@@ -238,6 +239,12 @@ def _bad_cases():
                            r"'global_n' holds a negative value"),
         "sum above count": (lambda a: _set(a, "global_s", a["global_n"] + 1), None,
                             r"'global_s' exceeds 'global_n'"),
+        "retired unknown": (None, lambda m: _set(m, "retired", ["x"]), r"retired must be"),
+        "retired all": (None, lambda m: _set(m, "retired", list(m["routes"])),
+                        r"retired must be .* at least one route live"),
+        "retired twice": (None, lambda m: _set(m, "retired", [m["routes"][0]] * 2),
+                          r"retired must be a list of unique"),
+        "retired text": (None, lambda m: _set(m, "retired", m["routes"][0]), r"retired must be"),
         "newer layout": (None, lambda m: _set(m, "router_state_version",
                                               ROUTER_STATE_VERSION + 1), r"newer than this sona"),
     }  # fmt: skip
@@ -327,6 +334,7 @@ def test_version_5_file_loads_with_the_rates_it_had(trained, saved, tmp_path, ta
     def meta_v5(m):
         for name in rates:
             del m["params"][name]
+        del m["retired"]
         m["router_state_version"] = 5
 
     old = _rewrite(saved, tmp_path / "v5.sona", None, meta_v5)
@@ -339,6 +347,22 @@ def test_version_5_file_loads_with_the_rates_it_had(trained, saved, tmp_path, ta
     loaded.feedback(loaded.route(x), 1.0)
     trained.feedback(trained.route(x), 1.0)
     assert loaded.to_bytes() == trained.to_bytes()
+
+
+def test_version_5_file_loads_with_no_route_retired(trained, saved, tmp_path, task):
+    """Version 5 had no retired routes: such a file loads with every route live."""
+    def meta_v5(m):
+        del m["retired"]
+        for name in ("reward_short_rate", "reward_long_rate", "novelty_short_rate",
+                     "novelty_long_rate"):
+            del m["params"][name]
+        m["router_state_version"] = 5
+
+    old = _rewrite(saved, tmp_path / "v5.sona", None, meta_v5)
+    loaded = sona.Router.load(old)
+    assert loaded.retired == () and loaded.stats()["retired"] == []
+    x = task.sample(1, np.random.default_rng(1))[0][0]
+    np.testing.assert_array_equal(loaded.scores(x), trained.scores(x))
 
 
 def test_version_1_file_loads_with_row_moments(trained, saved, tmp_path, task):

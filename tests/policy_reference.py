@@ -202,7 +202,7 @@ class PolicyReference:
         if not h["use_prior"]:
             return np.zeros(self.K)
         ng = self.global_n.astype(np.float64) + 2.0
-        g = (self.global_s.astype(np.float64) + 1.0) / ng                            # (7) traffic-wide means
+        g = (self.global_s.astype(np.float64) + 1.0) / ng       # (7) traffic-wide means
         if sample:                                                # (9) Thompson draws, route order
             e = np.array([self.rng.irwin_hall() for _ in range(self.K)])
             g = g + h["ts_scale"] * e * self._sd(g, ng)

@@ -27,8 +27,13 @@ from ._core import Pattern, PatternStore
 from .params import PARAMS
 from .state import check_values
 
-__all__ = ["BANK_DEFAULTS", "REFINE_DEFAULTS", "Pattern", "PatternStore", "check_bank_arrays",
-           "new_bank", "refine_bank"]
+__all__ = ["BANK_ARRAYS", "BANK_DEFAULTS", "REFINE_DEFAULTS", "Pattern", "PatternStore",
+           "check_bank_arrays", "new_bank", "refine_bank"]
+
+#: The float32 arrays that hold what a bank has learnt, as state files carry them ("bank." +
+#: name). An engine's file also carries ``usage`` (uint64 counts of query_patterns lookups,
+#: which only the engine's API reads); a router's does not.
+BANK_ARRAYS = ("centroid", "centroid_sum", "hits", "route_n", "route_s", "baseline")
 
 #: Online clustering and statistics parameters (see csrc/bank.h), the ones the bank's C struct
 #: holds; their defaults, ranges, docs and the reasons for the defaults are in sona.params.

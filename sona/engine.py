@@ -21,24 +21,24 @@ import time
 import weakref
 from dataclasses import asdict, dataclass
 from functools import partial
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from ._core import EngineCore, Pattern, TrajectoryBuffer, TrajectoryStore, _snapshot, get_backend
-from .bank import REFINE_DEFAULTS, check_bank_arrays, new_bank, refine_bank
+from .bank import BANK_ARRAYS, REFINE_DEFAULTS, check_bank_arrays, new_bank, refine_bank
 from .config import MAX_INTERVAL_S, REMOVED_FIELDS, SonaConfig
 from .lora import BaseLoRA, MicroLoRA
 from .state import (
     MAX_COUNT,
     PathLike,
-    StateFileError,
     check_number,
     check_weights,
     decode_state,
     encode_state,
     read_state,
+    unusable,
     write_state,
 )
 
@@ -48,7 +48,7 @@ _log = logging.getLogger(__name__)
 
 #: Layout version of the arrays and metadata inside an engine state file.
 ENGINE_STATE_VERSION = 1
-_BANK_ARRAYS = ("centroid", "centroid_sum", "hits", "route_n", "route_s", "baseline", "usage")
+_BANK_ARRAYS = (*BANK_ARRAYS, "usage")
 _COUNTERS = ("global_baseline", "n_seen", "instant_updates", "late_feedbacks", "updates_skipped")
 
 # Late feedback (learn_from_feedback on an ended trajectory) is accepted for the most recent
@@ -463,7 +463,7 @@ class SonaEngine(EngineCore):
         0
         """
         arrays, meta = decode_state(data, kind="engine", source="from bytes")
-        return cls._from_state(arrays, meta, "<bytes>")
+        return cls._from_state(arrays, meta, "from bytes")
 
     def __reduce__(self) -> tuple:
         # The state file is the one serialised form: pickle carries its bytes.
@@ -484,8 +484,7 @@ class SonaEngine(EngineCore):
         """The engine held by decoded state: every check of load()/from_bytes(); ``src`` names
         the origin in error messages."""
 
-        def fail(why: str) -> NoReturn:
-            raise StateFileError(f"{src}: not a usable sona engine state: {why}")
+        fail = unusable("engine", src)
 
         want = {"engine_state_version", "sona_version", "config", "bank_params", "micro_scale",
                 "base_scale", "counters", "counts", "n_patterns"}

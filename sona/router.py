@@ -27,21 +27,21 @@ from typing import Any, Union
 import numpy as np
 
 from ._core import RouterCore, _snapshot, get_backend
-from .bank import BANK_DEFAULTS, check_bank_arrays
-from .config import MAX_ROUTES, SonaConfig
+from .bank import BANK_ARRAYS, BANK_DEFAULTS, check_bank_arrays
+from .config import MAX_ROUTES, SonaConfig, _is_int
 from .engine import SonaEngine
 from .outcome import Outcome
 from .params import PARAMS, check_params, defaults, implied_params
 from .state import (
     F32_MAX,
     MAX_COUNT,
-    StateFileError,
     check_number,
     check_values,
     check_weights,
     decode_state,
     encode_state,
     read_state,
+    unusable,
     write_state,
 )
 
@@ -84,7 +84,6 @@ _V4_COUNTERS = {"novelty_short": 0.0, "novelty_long": 0.0}  # + ckpt_patterns: t
 _V5_ARRAYS = ("global_n", "global_s", "global_q", "route_cost", "cost_n", "shrink")
 # Version 6 added only parameters (the drift and novelty EMA rates, hard-coded before).
 _POLICY_ARRAYS = ("keys", "bias", "rms", "fisher", "anchor", *_V3_ARRAYS, "mu", *_V5_ARRAYS)
-_BANK_ARRAYS = ("centroid", "centroid_sum", "hits", "route_n", "route_s", "baseline")
 _U64 = 1 << 64
 
 
@@ -121,10 +120,6 @@ def _route_names(routes: Any) -> tuple:
     if len(set(names)) != len(names):
         raise ValueError(f"route names must be unique; got {names!r}")
     return names
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _rms_rows_from_v1(v: np.ndarray, n_rows: int, d: int) -> np.ndarray:
@@ -662,7 +657,7 @@ class Router(RouterCore):
         }  # fmt: skip
         for name in _POLICY_ARRAYS:
             live[name] = getattr(self, name)
-        for name in _BANK_ARRAYS:
+        for name in BANK_ARRAYS:
             live["bank." + name] = getattr(self.bank, name)
         arrays, scalars = _snapshot(live, (
             self._counters, partial(getattr, self, "decisions"),
@@ -817,8 +812,7 @@ class Router(RouterCore):
         ``src`` names the origin in error messages (a file, or "from bytes").
         """
 
-        def fail(what: str):
-            raise StateFileError(f"cannot load sona router state {src}: {what}")
+        fail = unusable("router", src)
 
         _upgrade(meta, arrays)
         _upgrade_routes(meta)
@@ -892,7 +886,7 @@ class Router(RouterCore):
             router.base.set_weights(arrays["base.A"], arrays["base.B"])
             for name in _POLICY_ARRAYS:
                 router._assign(name, arrays[name])
-            for name in _BANK_ARRAYS:
+            for name in BANK_ARRAYS:
                 getattr(router.bank, name)[...] = arrays["bank." + name]
             router.bank._set_n_patterns(meta["n_patterns"])
             router._set_counters(dict(meta["counters"]))

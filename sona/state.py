@@ -39,8 +39,8 @@ import stat
 import struct
 import tempfile
 import threading
-from collections.abc import Mapping
-from typing import Any, Union
+from collections.abc import Callable, Mapping
+from typing import Any, NoReturn, Union
 
 import numpy as np
 
@@ -57,6 +57,7 @@ __all__ = [
     "decode_state",
     "encode_state",
     "read_state",
+    "unusable",
     "write_state",
 ]
 
@@ -412,6 +413,17 @@ def check_number(fail, name: str, v: Any, lo: float, hi: float, integer: bool = 
 
 
 # --------------------------------------------------------------------------- reading
+
+
+def unusable(kind: str, src: str) -> Callable[[str], NoReturn]:
+    """The ``fail(why)`` that an engine's or a router's layout checks call: raises
+    StateFileError("cannot load sona <kind> state <src>: <why>"), the container's own wording
+    (see _fail) with the kind of state that did not fit. ``src``: a path, or "from bytes"."""
+
+    def fail(why: str) -> NoReturn:
+        raise StateFileError(f"cannot load sona {kind} state {src}: {why}")
+
+    return fail
 
 
 def _fail(src: str, what: str) -> StateFileError:

@@ -313,7 +313,7 @@ def test_from_bytes_rejects_router_and_broken_bytes():
         SonaEngine.from_bytes(bytes(flipped))
     arrays, meta = sona.state.decode_state(data)
     meta["n_patterns"] = 10**6
-    with pytest.raises(sona.StateFileError, match="<bytes>: not a usable sona engine state"):
+    with pytest.raises(sona.StateFileError, match="cannot load sona engine state from bytes"):
         SonaEngine.from_bytes(sona.state.encode_state(arrays, meta, "engine"))
     with pytest.raises(TypeError, match="needs bytes"):
         SonaEngine.from_bytes("engine")

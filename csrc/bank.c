@@ -81,13 +81,15 @@ int32_t sona_bank_claim(sona_bank *b, int32_t j, const float *xhat, float init_b
     return sona_bank_nearest(b, xhat, scratch, &cos);
 }
 
-void sona_bank_observe(sona_bank *b, int32_t j, const float *xhat, int32_t route, float r) {
+void sona_bank_observe(sona_bank *b, int32_t j, const float *xhat, int32_t route, float r,
+                       int new_hit) {
     const size_t R = b->n_routes, d = b->dim;
     float *n = b->route_n + (size_t)j * R, *s = b->route_s + (size_t)j * R;
-    for (size_t k = 0; k < R; ++k) {
-        n[k] *= b->decay;
-        s[k] *= b->decay;
-    }
+    if (new_hit)
+        for (size_t k = 0; k < R; ++k) {
+            n[k] *= b->decay;
+            s[k] *= b->decay;
+        }
     if (route >= 0 && (size_t)route < R) {
         n[route] += 1.0f;
         s[route] += r;
@@ -98,6 +100,7 @@ void sona_bank_observe(sona_bank *b, int32_t j, const float *xhat, int32_t route
     else
         b->baseline[j] += b->baseline_rate * (r - b->baseline[j]);
     b->hits[j] += 1.0f;
+    if (!new_hit) return;
     float *cs = b->centroid_sum + (size_t)j * d, *c = b->centroid + (size_t)j * d;
     sona_axpy_f32(d, 1.0f, xhat, cs);
     sona_unit(cs, d, c);

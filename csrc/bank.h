@@ -53,8 +53,12 @@ void sona_bank_route_means(const sona_bank *b, int32_t j, uint32_t K, const doub
 int32_t sona_bank_claim(sona_bank *b, int32_t j, const float *xhat, float init_baseline,
                         float *scratch);
 /* Records one outcome of `route` (ignored when >= n_routes or < 0) with reward r in pattern j:
- * decays and updates the route statistics, the baseline, the hit count and the centroid. */
-void sona_bank_observe(sona_bank *b, int32_t j, const float *xhat, int32_t route, float r);
+ * updates the route statistics, the baseline and the hit count. A new hit (new_hit != 0: a query
+ * seen for the first time) first decays the route statistics and adds xhat to the centroid; a
+ * further outcome of the same query (a labelled set's other routes) does neither, so a pattern
+ * remembers as many queries whether each brought one outcome or one per route. */
+void sona_bank_observe(sona_bank *b, int32_t j, const float *xhat, int32_t route, float r,
+                       int new_hit);
 /* xhat = x / max(|x|, 1e-12); returns |x|. */
 float sona_unit(const float *x, size_t d, float *xhat);
 

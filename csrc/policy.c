@@ -383,7 +383,7 @@ static void estimate_shrink(sona_policy *p) {
 }
 
 void sona_policy_learn(sona_policy *p, const sona_policy_ctx *ctx, uint32_t a, float prob, float r,
-                       float cost) {
+                       float cost, int new_hit) {
     const size_t d = p->dim, K = p->n_routes, rm = p->micro_rank, rb = p->base_rank;
     const sona_policy_hp *hp = &p->hp;
     const float *xhat = CTX_XHAT(p, ctx), *xt = CTX_XT(p, ctx), *yh = CTX_YH(p, ctx);
@@ -498,7 +498,7 @@ void sona_policy_learn(sona_policy *p, const sona_policy_ctx *ctx, uint32_t a, f
     }
 
     /* (17) statistics and running means */
-    sona_bank_observe(p->bank, j, xhat, (int32_t)a, r);
+    sona_bank_observe(p->bank, j, xhat, (int32_t)a, r, new_hit);
     for (size_t k = 0; k < K; ++k) {
         p->global_n[k] *= hp->global_decay;
         p->global_s[k] *= hp->global_decay;

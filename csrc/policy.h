@@ -138,8 +138,9 @@ uint32_t sona_policy_route(sona_policy *p, const float *x, float cost_weight, co
                            sona_policy_ctx *ctx);
 /* Learns from the outcome (route a, chosen with probability prob in (0, 1], reward r in [0, 1],
  * cost: NaN when not reported) of the query whose prepared ctx is given: a deterministic
- * function of (state, ctx, a, prob, r, cost). */
+ * function of (state, ctx, a, prob, r, cost, new_hit). new_hit 0: another outcome of the query
+ * the previous call learnt from (a labelled set's other routes: see sona_bank_observe). */
 void sona_policy_learn(sona_policy *p, const sona_policy_ctx *ctx, uint32_t a, float prob, float r,
-                       float cost);
+                       float cost, int new_hit);
 
 #endif /* SONA_POLICY_H */

@@ -357,7 +357,8 @@ class RouterCore:
     @property
     def _params(self) -> dict[str, Any]: ...
     def _learn_raw(
-        self, x: npt.ArrayLike, index: int, prob: float, quality: float, cost: float, key: Any
+        self, x: npt.ArrayLike, index: int, prob: float, quality: float, cost: float, key: Any,
+        new_hit: bool = True,
     ) -> None: ...
     @property
     def routes(self) -> tuple[str, ...]: ...

@@ -55,7 +55,8 @@ cdef extern from "bank.h" nogil:
     int32_t sona_bank_match(const sona_bank *b, const float *xhat, float *scratch)
     int32_t sona_bank_claim(sona_bank *b, int32_t j, const float *xhat, float init_baseline,
                             float *scratch)
-    void sona_bank_observe(sona_bank *b, int32_t j, const float *xhat, int32_t route, float r)
+    void sona_bank_observe(sona_bank *b, int32_t j, const float *xhat, int32_t route, float r,
+                           int new_hit)
     float sona_unit(const float *x, size_t d, float *xhat)
 
     ctypedef struct sona_bank_refine_stats:
@@ -134,7 +135,7 @@ cdef extern from "policy.h" nogil:
     uint32_t sona_policy_route(sona_policy *p, const float *x, float cost_weight,
                                const uint8_t *mask, sona_policy_ctx *ctx)
     void sona_policy_learn(sona_policy *p, const sona_policy_ctx *ctx, uint32_t a, float prob,
-                           float r, float cost)
+                           float r, float cost, int new_hit)
 
 # ---- csrc/ring.h: the trajectory ring and the store of open trajectories (issue 5) ----------
 cdef extern from "ring.h" nogil:

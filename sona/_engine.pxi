@@ -203,7 +203,7 @@ cdef class EngineCore:
         else:
             self.updates_skipped += 1
         sona_bank_observe(&self.bank.b, j, xhat, <int32_t>node if node < self.bank.b.n_routes else -1,
-                          q)
+                          q, 1)
         self._global_baseline += 0.01 * (q - self._global_baseline)
         self.n_seen += 1
         global _state_epoch

@@ -382,23 +382,25 @@ cdef class RouterCore:
             # afresh in the router's own (route indices never move: the route is the same)
             ctx.buf = self._lctx
             sona_policy_prepare(&self.p, decision.ctx.buf + decision.x_off, &ctx)
-            sona_policy_learn(&self.p, &ctx, decision.index, decision.prob, q, NAN)
+            sona_policy_learn(&self.p, &ctx, decision.index, decision.prob, q, NAN, 1)
         else:
             if decision.epoch_t != self.p.t or decision.epoch_m != _state_epoch:
                 # the state changed since routing: learn as from a logged outcome (the same
                 # result as a fresh prepare, which is what replay does)
                 sona_policy_prepare(&self.p, decision.ctx.buf + decision.x_off, &decision.ctx)
-            sona_policy_learn(&self.p, &decision.ctx, decision.index, decision.prob, q, NAN)
+            sona_policy_learn(&self.p, &decision.ctx, decision.index, decision.prob, q, NAN, 1)
         decision.trajectory_id = self._record(decision.ctx.buf + decision.x_off, decision.index,
                                               decision.prob, q)
         decision.done = True
         self.feedbacks += 1
 
-    def _learn_raw(self, x, Py_ssize_t index, double prob, quality, double cost, key):
+    def _learn_raw(self, x, Py_ssize_t index, double prob, quality, double cost, key,
+                   bint new_hit=True):
         """The learning step for one outcome whose fields sona.Router.learn validated: query x,
         route index, the probability it was chosen with, quality, cost (NaN: not reported), and
         the decision key (a serial of this router, a foreign decision id, or None) for the
-        at-most-once rule. Raises ValueError for a key already learnt; nothing changes then."""
+        at-most-once rule; new_hit False: another route's outcome of the query just learnt
+        (Router.fit). Raises ValueError for a key already learnt; nothing changes then."""
         self._ready()
         cdef cnp.ndarray v = _vector(x, self.p.dim, "embedding")
         _check_embedding(v, "embedding", _MAX_EMBEDDING_ABS)
@@ -415,7 +417,7 @@ cdef class RouterCore:
         cdef sona_policy_ctx ctx
         ctx.buf = self._lctx
         sona_policy_prepare(&self.p, _fptr(v), &ctx)
-        sona_policy_learn(&self.p, &ctx, <uint32_t>index, <float>prob, q, <float>cost)
+        sona_policy_learn(&self.p, &ctx, <uint32_t>index, <float>prob, q, <float>cost, new_hit)
         self._record(_fptr(v), <uint32_t>index, <float>prob, q)
         if own is not None:
             own.done = True

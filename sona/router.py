@@ -539,7 +539,10 @@ class Router(RouterCore):
 
         Learns as if every route had been tried on every query, with no exploration cost: for
         each row i in order, for each route k, learn(Outcome(X[i], k, prob=1, qualities[i, k],
-        costs[i, k])). Online learning (route/feedback/learn) continues from there.
+        costs[i, k])), except that the K outcomes of a row are one visit of its pattern (its
+        statistics decay once per row, not once per outcome: a pattern remembers as many
+        queries as online learning would). Online learning (route/feedback/learn) continues from
+        there.
 
         Parameters: X (n, dim) embeddings; qualities (n, n_routes) in [0, 1]; costs (n,
         n_routes) >= 0, or None. Raises ValueError/TypeError for shapes or values that do not
@@ -570,7 +573,7 @@ class Router(RouterCore):
         for i, x in enumerate(X):
             for k in range(K):
                 cost = float("nan") if C is None else float(C[i, k])
-                self._learn_raw(x, k, 1.0, float(Q[i, k]), cost, None)
+                self._learn_raw(x, k, 1.0, float(Q[i, k]), cost, None, k == 0)
 
     def _make_outcome(self, decision, quality, cost, latency_ms) -> Outcome:
         """Decision.outcome(): the record of a decision of this router."""

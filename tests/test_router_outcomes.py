@@ -249,6 +249,19 @@ def test_fit_warm_starts_from_a_labelled_set():
     _assert_same(before, _state(router))
 
 
+def test_fit_decays_a_pattern_once_per_row_not_per_outcome():
+    """A labelled row's K outcomes are one visit of its pattern: with decay 0.9, three rows
+    leave each route 1 + 0.9 + 0.81 outcomes of evidence, as three routed queries would leave
+    the route that answered them (per outcome it would be 0.9**2 + 0.9**5 ... per route)."""
+    router = sona.Router(["a", "b"], hidden_dim=8, seed=0, decay=0.9)
+    x = np.ones((3, 8), np.float32)
+    router.fit(x, np.array([[1.0, 0.0]] * 3))
+    assert router.bank.n_patterns == 1
+    np.testing.assert_allclose(router.bank.route_n[0, :2], [2.71, 2.71], rtol=1e-6)
+    np.testing.assert_allclose(router.bank.route_s[0, :2], [2.71, 0.0], rtol=1e-6, atol=1e-7)
+    assert router.bank.hits[0] == 6  # the baseline still averages every outcome
+
+
 def test_stats_per_route_and_exploration():
     router = sona.Router(["a", "b", "c"], hidden_dim=8, explore=0.3, seed=0, costs=[1.0, 2.0, 0.0])
     x = np.ones(8, np.float32)

@@ -24,9 +24,9 @@
  *   (9) Thompson draws: g~_k = g_k + ts e_k sd(g_k, N_k + 2), m~ from g~ as in (7) plus
  *       ts e'_k sd(m~_k, N_jk + n0), sd(m, n) = sqrt(max(m (1 - m), 0.01) / n), e ~ IrwinHall
  *   (10) z = z_ad + (m~ - max m~) / tau_p - lambda c / tau_p (c: cost per call), masked routes
- *        -inf; q = (1 - eps) softmax(z) + eps / K_allowed on the allowed routes. Except while an
- *        allowed route has fewer than SONA_MIN_EVIDENCE (decayed) outcomes N_k: then z is -inf
- *        but on the allowed route of least N_k (the first of them)
+ *        -inf; q = (1 - eps) softmax(z) + eps / K_allowed on the allowed routes. Except while
+ *        some allowed routes have fewer than SONA_MIN_EVIDENCE (decayed) outcomes N_k: then z is
+ *        0 on those and -inf elsewhere (q uniform over them)
  *   (11) a: first k with u < cumsum(q)_k
  * learn(a, prob, r, cost) on a prepared ctx:
  *   (12) j = pattern (new one if none matched and there is room)
@@ -218,16 +218,17 @@ uint32_t sona_policy_route(sona_policy *p, const float *x, float cost_weight, co
     double z[SONA_MAX_ROUTES];
     /* a posterior from a handful of outcomes cannot be trusted: a route whose first outcome was
      * unlucky would be drawn so rarely that it stays locked out for thousands of queries (seen on
-     * the real data with the best route). So every route is tried until it has
-     * SONA_MIN_EVIDENCE outcomes, and again whenever its decayed count falls below that */
-    int64_t least = -1;
+     * the real data with the best route). So while some allowed routes have fewer than
+     * SONA_MIN_EVIDENCE outcomes (again whenever a decayed count falls below that), routing is
+     * uniform over them: drawn, not round-robin, so that queries routed before their feedback
+     * arrives (a fleet, a slow grader) spread over those routes instead of all taking one */
+    int few = 0;
     if (p->hp.use_prior)
         for (size_t k = 0; k < K; ++k)
-            if ((!mask || mask[k]) && p->global_n[k] < SONA_MIN_EVIDENCE &&
-                (least < 0 || p->global_n[k] < p->global_n[least]))
-                least = (int64_t)k;
-    if (least >= 0) {
-        for (size_t k = 0; k < K; ++k) z[k] = (int64_t)k == least ? 0.0 : -INFINITY;
+            few |= (!mask || mask[k]) && p->global_n[k] < SONA_MIN_EVIDENCE;
+    if (few) {
+        for (size_t k = 0; k < K; ++k)
+            z[k] = (!mask || mask[k]) && p->global_n[k] < SONA_MIN_EVIDENCE ? 0.0 : -INFINITY;
     } else {
         for (size_t k = 0; k < K; ++k) z[k] = za[k];
         add_prior(p, ctx->pattern, &p->rng, z);

@@ -27,8 +27,9 @@
 #define SONA_SHRINK_MIN 1.0f
 #define SONA_SHRINK_EVIDENCE 4.0
 #define SONA_SHRINK_MAX 100.0f
-/* Every allowed route is routed to until its traffic-wide (decayed) outcome count reaches this:
- * a posterior from fewer outcomes cannot be trusted to keep exploring a route that was unlucky */
+/* While allowed routes have fewer traffic-wide (decayed) outcomes than this, routing is uniform
+ * over them: a posterior from fewer outcomes cannot be trusted to keep exploring a route that was
+ * unlucky */
 #define SONA_MIN_EVIDENCE 5.0f
 
 /* Hyper-parameters: the fields carry the names of sona/params.py's table, from which the Cython

@@ -237,8 +237,7 @@ class PolicyReference:
         pi = self._softmax(z_ad + self._prior(j, False))         # the policy that learns
         few = self.global_n < 5.0 if self.h["use_prior"] else np.zeros(self.K, bool)
         if few.any():                                             # (10) minimum evidence
-            q = np.zeros(self.K)
-            q[int(np.argmin(np.where(few, self.global_n, np.inf)))] = 1.0
+            q = few / few.sum()                                   # uniform over those routes
         else:
             q = self._softmax(z_ad + self._prior(j, True))        # the behaviour policy
         q = (1.0 - self.h["explore"]) * q + self.h["explore"] / self.K

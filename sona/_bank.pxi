@@ -58,6 +58,8 @@ cdef class PatternStore:
 
     The compiled core of sona.bank.ReasoningBank: online leader clustering happens in C on every
     routed feedback; this class owns the arrays (numpy, float32) and exposes read-only views.
+    Every parameter is given (sona.bank.new_bank passes sona.params' defaults): no second copy
+    of the defaults lives here.
     """
     cdef sona_bank b
     cdef readonly object centroid, centroid_sum, hits, route_n, route_s, baseline, usage
@@ -65,8 +67,7 @@ cdef class PatternStore:
     cdef object _touched, _refine_scratch, _km_work
     cdef bint _refining
 
-    def __init__(self, dim, n_routes, capacity, new_cos=0.45, decay=0.995, prior_count=1.0,
-                 baseline_rate=0.05):
+    def __init__(self, dim, n_routes, capacity, new_cos, decay, prior_count, baseline_rate):
         if self.b.centroid != NULL:  # routers and engines point at this bank: never reallocate
             raise RuntimeError("PatternStore is already initialised; create a new one")
         cdef Py_ssize_t nd = <Py_ssize_t>_int_in(dim, "dim", 1, SONA_RING_MAX_DIM)

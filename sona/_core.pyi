@@ -254,10 +254,10 @@ class PatternStore:
         dim: int,
         n_routes: int,
         capacity: int,
-        new_cos: float = 0.45,
-        decay: float = 0.995,
-        prior_count: float = 1.0,
-        baseline_rate: float = 0.05,
+        new_cos: float,
+        decay: float,
+        prior_count: float,
+        baseline_rate: float,
     ) -> None: ...
     def nearest(self, x: npt.ArrayLike) -> tuple[int, float]: ...
     def query(self, x: npt.ArrayLike, k: int = 5) -> list[Pattern]: ...

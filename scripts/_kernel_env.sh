@@ -1,5 +1,5 @@
 # Shared by scripts/sanitize.sh and scripts/memcheck.sh (sourced, not run): a private copy of the
-# tracked sources, a venv with the build and test requirements, and the list of kernel tests.
+# tracked sources, a venv with the build and test requirements, and the lists of kernel tests.
 # Expects $work (a temp dir the caller removes) and PYTHON (default python3).
 
 # The tracked (and untracked, not ignored) files only: no in-place build products come along.
@@ -45,6 +45,22 @@ kernel_tests() {
             tests/test_optim.py tests/test_trajectory*.py tests/test_ring*.py tests/test_bank.py \
             tests/test_kmeans.py tests/test_router.py tests/test_engine.py tests/test_fuzz.py \
             tests/test_reliability.py tests/test_router_outcomes.py; do
+            if [ -f "$t" ]; then echo "$t"; fi
+        done
+    )
+}
+
+# The test files whose C path depends on the active backend beyond what the `backend` fixture
+# already pins: the kernels, the adapter, the optimiser kernels, dispatch, and the trajectory ring
+# (SONA_BACKEND=scalar at import also selects the portable float16 conversion). Everything above
+# them (bank, k-means, policy, engine) is backend-independent C calling these same kernels: a
+# SONA_BACKEND=scalar run over it reaches no line of csrc/ the default-backend run misses (gcov,
+# CONTRIBUTING.md). Printed one per line, relative to the repo root.
+backend_tests() {
+    (
+        cd "$root"
+        for t in tests/test_kernels.py tests/test_lora.py tests/test_optim.py \
+            tests/test_dispatch.py tests/test_trajectory_store.py; do
             if [ -f "$t" ]; then echo "$t"; fi
         done
     )

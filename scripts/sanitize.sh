@@ -6,8 +6,8 @@
 # (GCC or Clang; CC=clang to switch), preloads the ASan runtime into the unsanitized Python
 # interpreter, and runs the kernel tests (see scripts/_kernel_env.sh) with the default backend,
 # then the backend-dependent ones (backend_tests) with SONA_BACKEND=scalar: the `backend` fixture
-# already runs every kernel-level test on each backend in the first pass. Any ASan or UBSan
-# report fails the run.
+# already runs every kernel-level test on each backend in the first pass. Two learning curves are
+# left out (skip_under_asan, with the reason). Any ASan or UBSan report fails the run.
 # Leak detection is off: CPython keeps interned objects and caches alive until exit by design.
 #
 #   bash scripts/sanitize.sh                   # all kernel tests
@@ -15,11 +15,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
 # shellcheck source=scripts/_kernel_env.sh
 . scripts/_kernel_env.sh
-export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1
 
 CC=${CC:-gcc}
 case "$CC" in
@@ -34,17 +31,7 @@ fi
 san="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
 opt="-O1 -g -fno-wrapv"
 
-echo "== sanitize: venv and sources"
-make_venv "$work/venv"
-copy_sources "$work/src"
-cd "$work/src"
-
-echo "== sanitize: build with $CC $san $opt"
-CC=$CC LDSHARED="$CC -shared" SONA_EXTRA_COMPILE_ARGS="$san $opt" LDFLAGS="$san" \
-    "$work/venv/bin/python" setup.py build_ext --inplace -j 2 >"$work/build.log" 2>&1 || {
-    tail -40 "$work/build.log" >&2
-    exit 1
-}
+CC=$CC LDSHARED="$CC -shared" LDFLAGS="$san" build_private sanitize "$san $opt"
 nm -D sona/_core*.so | grep __asan_ >/dev/null || {
     echo "sanitize: the extension is not instrumented" >&2
     exit 1
@@ -54,13 +41,6 @@ mapfile -t tests < <(kernel_tests)
 mapfile -t scalar_tests < <(backend_tests)
 echo "   tests: ${tests[*]}"
 echo "   with SONA_BACKEND=scalar: ${scalar_tests[*]}"
-# Two learning curves (thousands of routing steps per backend) took 1240 of the default pass's
-# 1478 s here and reach no line of csrc/ the other tests miss (gcov, CONTRIBUTING.md); they run
-# unsanitized in both of CI's suite runs.
-skip_under_asan=(
-    --deselect tests/test_router.py::test_adaptive_memory_retains_more_without_losing_rerouting
-    --deselect tests/test_router.py::test_task_memory_keeps_earlier_tasks_through_later_ones
-)
 # pytest runs with --capture=sys so reports written to fd 2 reach the log (fd capture would lose
 # them when the sanitizer aborts the process). ASan also writes report files (this covers
 # subprocesses too); GCC's UBSan ignores log_path next to ASan, so the log is searched as well.

@@ -98,7 +98,10 @@ def test_two_replicas_reach_the_state_of_one_router_fed_everything(redis_server,
     events = outcomes(60)
     for i, o in enumerate(events):
         (a if i % 2 else b).learn(o)
-    assert a.sync(10) and b.sync(10)
+    # sync is read-your-writes: a's returns once a has applied what the stream held after a's
+    # own flush, which need not include b's outcomes still in b's buffer; after b's sync they
+    # are all in the stream, and a's second sync waits for them
+    assert a.sync(10) and b.sync(10) and a.sync(10)
     assert a.stats()["applied"] == b.stats()["applied"] == 60
     assert state(a.router) == state(b.router) == state(replay(genesis, redis_server.url, stream))
     assert state(a.router) != initial

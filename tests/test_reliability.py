@@ -89,7 +89,7 @@ def test_reinitialising_live_objects_is_refused():
     with pytest.raises(RuntimeError, match="already initialised"):
         sona.MicroLoRA.__init__(r.micro, 4096, 1)
     with pytest.raises(RuntimeError, match="already initialised"):
-        PatternStore.__init__(r.bank, 4096, 2, 10)
+        PatternStore.__init__(r.bank, 4096, 2, 10, 0.45, 0.999, 10.0, 0.05)
     with pytest.raises(RuntimeError, match="already initialised"):
         sona.SonaEngine.__init__(r.engine, hidden_dim=4096)
     r.feedback(d, 1.0)  # the old decision still fits the router it came from

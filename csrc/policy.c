@@ -6,20 +6,14 @@
  *   (6) j = nearest pattern of x^ with cosine >= new_cos, else -1
  *   (7) traffic-wide route means g_k = (G_k + 1) / (N_k + 2) (Beta(1, 1) prior; G, N decay by
  *       1 - 1/prior_window per feedback);
-<<<<<<< HEAD
  *       o_j = sum_k w_jk (S_jk / N_jk - g_k) / (c + sum_k w_jk), w_jk = c N_jk / (N_jk + c),
  *       c = SONA_OFFSET_CAP (pattern j's offset: how much easier or harder its queries are for
  *       every route, from the routes that agree on it; see bank.h);
  *       m_k = (S_jk + n0_k clamp(g_k + o_j)) / (N_jk + n0_k) (pattern j's statistics shrunk
  *       towards them; m = g when no pattern matched; n0 by empirical Bayes every
  *       SONA_SHRINK_EVERY feedbacks)
- *   (8) z_pr = (m - max m) / tau_p;  pi = softmax(z_ad + z_pr): the policy that learns
-=======
- *       m_k = (S_jk + n0_k g_k) / (N_jk + n0_k) (pattern j's statistics shrunk towards them;
- *       m = g when no pattern matched; n0 by empirical Bayes every SONA_SHRINK_EVERY feedbacks)
  *   (8) z_pr = (m - max m) / tau_p;  pi = softmax(z_ad + z_pr) over the live (not retired)
  *       routes: the policy that learns
->>>>>>> routes
  * route(x, lambda, mask): prepare, then the behaviour policy
  *   (9) Thompson draws: g~_k = g_k + ts e_k sd(g_k, N_k + 2), m~ from g~ as in (7) plus
  *       ts e'_k sd(m~_k, N_jk + n0), sd(m, n) = sqrt(max(m (1 - m), 0.01) / n), e ~ IrwinHall
@@ -224,12 +218,12 @@ uint32_t sona_policy_route(sona_policy *p, const float *x, float cost_weight, co
      * arrives (a fleet, a slow grader) spread over those routes instead of all taking one */
     int few = 0;
     if (p->hp.use_prior)
-        for (size_t k = 0; k < K; ++k)
-            few |= (!mask || mask[k]) && p->global_n[k] < SONA_MIN_EVIDENCE;
-    if (few) {
-        for (size_t k = 0; k < K; ++k)
-            z[k] = (!mask || mask[k]) && p->global_n[k] < SONA_MIN_EVIDENCE ? 0.0 : -INFINITY;
-    } else {
+        for (size_t k = 0; k < K; ++k) {
+            const int under = (!mask || mask[k]) && p->global_n[k] < SONA_MIN_EVIDENCE;
+            z[k] = under ? 0.0 : -INFINITY;
+            few |= under;
+        }
+    if (!few) {
         for (size_t k = 0; k < K; ++k) z[k] = za[k];
         add_prior(p, ctx->pattern, &p->rng, z);
         add_cost_mask(p, cost_weight, mask, z);

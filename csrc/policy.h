@@ -98,9 +98,9 @@ typedef struct sona_policy {
     uint64_t task_boundaries; /* inferred task switches: reward drift or novelty rise edges */
     uint64_t tasks;           /* tasks folded into the memory */
     /* share of feedbacks on novel queries (no pattern matched, or a pattern created since the
-     * last stable checkpoint): short and long EMAs (hp.novelty_short_rate, novelty_long_rate). Pattern indices are the
-     * test, so a background refinement that moves rows can misfile a pattern as familiar or
-     * novel until the next checkpoint renews ckpt_patterns. */
+     * last stable checkpoint): short and long EMAs (hp.novelty_short_rate, novelty_long_rate).
+     * Pattern indices are the test, so a background refinement that moves rows can misfile a
+     * pattern as familiar or novel until the next checkpoint renews ckpt_patterns. */
     float novelty_short, novelty_long;
     uint32_t ckpt_patterns;   /* patterns in the bank at the last stable checkpoint */
     uint8_t has_anchor, drifting;

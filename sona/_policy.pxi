@@ -20,6 +20,10 @@ cdef str _decision_id(unsigned long long nonce, unsigned long long serial):
     return f"{nonce:016x}-{serial:x}"
 
 
+# Bound on a cost per call and on cost_weight: their product stays far inside float32.
+cdef double _MAX_COST = 1e30
+
+
 # Not no_gc: a Decision refers to its router, and a router that keeps decisions (a dict of
 # pending ones) would otherwise form a cycle the collector cannot see.
 @cython.freelist(64)
@@ -158,7 +162,8 @@ cdef class RouterCore:
         self.cost_n = np.zeros(K, np.float32)
         if costs is not None:
             c = np.asarray(costs, dtype=np.float64)
-            if c.shape != (K,) or not np.isfinite(c).all() or (c < 0).any() or (c > 1e30).any():
+            if (c.shape != (K,) or not np.isfinite(c).all() or (c < 0).any()
+                    or (c > _MAX_COST).any()):
                 raise ValueError(f"costs must be {K} finite numbers in [0, 1e30], one per route; "
                                  f"got {costs!r}")
             self.route_cost[:] = c
@@ -273,9 +278,22 @@ cdef class RouterCore:
         except TypeError as exc:
             raise TypeError(f"cost_weight must be a number >= 0; got "
                             f"{type(cost_weight).__name__}") from exc
-        if not (isfinite(w) and 0.0 <= w <= 1e30):
+        if not (isfinite(w) and 0.0 <= w <= _MAX_COST):
             raise ValueError(f"cost_weight must be a finite number in [0, 1e30]; got {w}")
         return <float>w
+
+    def _route_cost_arg(self, cost):
+        """A cost per call given for one route (add_route) as a float, or None: a number in
+        [0, _MAX_COST], the bound the constructor's costs have."""
+        if cost is None:
+            return None
+        if not isinstance(cost, (int, float, np.integer, np.floating)) or isinstance(
+                cost, (bool, np.bool_)):
+            raise TypeError(f"cost must be a number or None; got {type(cost).__name__}")
+        if not (np.isfinite(cost) and 0 <= cost <= _MAX_COST):
+            raise ValueError(f"cost must be a finite number in [0, 1e30] or None; "
+                             f"got {cost!r}")
+        return float(cost)
 
     def route(self, x, cost_weight=0.0, allowed=None):
         """Choose a route for the query embedding x (float32 (dim,), |x_i| <= 1e6); returns a
@@ -460,8 +478,7 @@ cdef class RouterCore:
         if cnp.PyArray_NDIM(v) != 2 or cnp.PyArray_DIM(v, 1) != self.p.dim:
             raise ValueError(f"X must have shape (n, {self.p.dim}); got {_shape_str(v)}")
         _check_embedding(v, "X", INFINITY if self._store is None else self._store.buffer._limit)
-        if cost_weight is not 0.0:
-            self._cost_weight(cost_weight)
+        self._cost_weight(cost_weight)
         self._allowed_mask(allowed)
         return [self.route(row, cost_weight, allowed) for row in v]
 

@@ -423,15 +423,7 @@ class Router(RouterCore):
             if len(self.routes) >= MAX_ROUTES:
                 raise ValueError(f"a router has at most {MAX_ROUTES} routes; this one has "
                                  f"{len(self.routes)} (retired ones included)")
-        if cost is not None:
-            real = isinstance(cost, (int, float, np.integer, np.floating)) and not isinstance(
-                cost, (bool, np.bool_))
-            if not real:
-                raise TypeError(f"cost must be a number or None; got {type(cost).__name__}")
-            if not (np.isfinite(cost) and 0 <= cost <= 1e30):
-                raise ValueError(f"cost must be a finite number in [0, 1e30] or None; "
-                                 f"got {cost!r}")
-            cost = float(cost)
+        cost = self._route_cost_arg(cost)
         others = [r for r in self.engine._routers if r is not self]
         if others:
             raise ValueError(f"this router shares its engine with {len(others)} other "

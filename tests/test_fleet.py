@@ -148,16 +148,20 @@ def test_a_replica_killed_mid_stream_catches_up_bit_identical(redis_server, stre
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind, n", [("synthetic", 2000), ("real", 2205)])
-def test_the_fleet_learns_as_well_as_one_router_fed_everything(redis_server, kind, n):
-    # traffic at 1000 queries/s across the fleet: each replica routes with what all learnt
-    runs = [compare(redis_server.url, kind, n, seed, rate=1000) for seed in range(3)]
-    for fleet_key, single_key in (("fleet_heldout", "single_heldout"),
-                                  ("fleet_curve", "single_curve")):
-        fleet = np.array([r[fleet_key] for r in runs])
-        single = np.array([r[single_key] for r in runs])
-        noise = np.maximum(single.std(axis=0), 0.02)  # seed noise, per window
-        assert (fleet.mean(axis=0) >= single.mean(axis=0) - 2 * noise).all(), runs
+@pytest.mark.parametrize("kind, n, seeds", [("synthetic", 2000, 12), ("real", 2205, 6)])
+def test_the_fleet_learns_as_well_as_one_router_fed_everything(redis_server, kind, n, seeds):
+    # traffic at 1000 queries/s across the fleet: each replica routes with what all learnt.
+    # Fleet and single router run on the same streams, so they are compared seed by seed: the
+    # mean difference of each window (and of the held-out score) may not fall below 3 standard
+    # errors of that mean (floor 0.01). One run's curve varies by 0.04 between seeds on the
+    # synthetic task (0.01-0.02 on the real data); 24 seeds of each measured the fleet equal to
+    # the single router within 0.005 in every window. An unpaired check of 3 seeds against
+    # 2 sigma of the single router's spread failed 10 % of the time on that noise alone.
+    runs = [compare(redis_server.url, kind, n, seed, rate=1000) for seed in range(seeds)]
+    diff = np.array([r["fleet_curve"] + [r["fleet_heldout"]] for r in runs]) - np.array(
+        [r["single_curve"] + [r["single_heldout"]] for r in runs])
+    bound = np.maximum(3 * diff.std(axis=0, ddof=1) / np.sqrt(seeds), 0.01)
+    assert (diff.mean(axis=0) >= -bound).all(), (diff.mean(axis=0), bound, runs)
 
 
 def test_snapshot_then_replay_of_the_tail_applies_nothing_twice(redis_server, stream, replicas):

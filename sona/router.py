@@ -497,8 +497,8 @@ class Router(RouterCore):
         for something that is not an Outcome. Nothing changes then.
 
         >>> import numpy as np, sona
-        >>> router = sona.Router(["small", "large"], hidden_dim=4, seed=0)
-        >>> x = np.ones(4, np.float32)
+        >>> router = sona.Router(["small", "large"], hidden_dim=8, seed=0)
+        >>> x = np.ones(8, np.float32)
         >>> router.learn(sona.Outcome(x, "large", prob=0.5, quality=1.0, cost=0.01))
         >>> router.feedbacks
         1

@@ -94,9 +94,3 @@ def test_bad_outcomes_raise_and_change_nothing():
     with pytest.raises(ValueError, match="cost_weight must be finite"):
         t.greedy(np.eye(2), np.array([0, 1]), cost_weight=-1.0)
 
-
-def test_docstring_example_runs():
-    import doctest
-
-    failures, tried = doctest.testmod(baselines, verbose=False)
-    assert tried >= 3 and failures == 0

@@ -1,7 +1,6 @@
 """SonaConfig: validation of every field, presets, replace(), dict round-trip."""
 
 import dataclasses
-import doctest
 import json
 import math
 
@@ -367,7 +366,3 @@ def test_from_dict_needs_a_mapping():
     with pytest.raises(TypeError, match="mapping"):
         SonaConfig.from_dict([("hidden_dim", 4)])  # type: ignore[arg-type]
 
-
-def test_docstring_examples():
-    failures, tried = doctest.testmod(sona.config, verbose=False)
-    assert tried > 0 and failures == 0

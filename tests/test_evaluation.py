@@ -237,9 +237,3 @@ def test_routerbench_anchors():
                                   np.arange(train.n_queries), evaluation.query_oracle(test))
     assert oracle.quality.mean() >= train.quality.max(axis=1).mean() - 1e-9
 
-
-def test_docstring_examples_run():
-    import doctest
-
-    failures, tried = doctest.testmod(evaluation, verbose=False)
-    assert tried >= 3 and failures == 0

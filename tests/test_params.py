@@ -2,7 +2,6 @@
 public API: validation, Router.params (read-only), Router.set_params (live at once, atomic,
 saved), the README's table, `sona params`, the numpy reference's defaults."""
 
-import doctest
 import json
 import pathlib
 import re
@@ -267,7 +266,3 @@ def test_cli_prints_the_table(capsys):
     assert [line.split()[0] for line in lines] == list(PARAMS)
     assert all(("live" if PARAMS[line.split()[0]].live else "fixed") in line for line in lines)
 
-
-def test_doctests():
-    failures, tried = doctest.testmod(sona.params, verbose=False)
-    assert tried >= 3 and failures == 0

@@ -133,6 +133,8 @@ skip_under_valgrind=(
     --deselect tests/test_reliability.py::test_start_background_checks_the_checkpoint_path
     --deselect tests/test_reliability.py::test_orphan_temp_files_of_dead_writers_are_removed
     --deselect tests/test_reliability.py::test_fork_while_the_coordinator_runs_leaves_a_usable
+    --deselect tests/test_router_outcomes.py::test_at_most_once_outlives_the_decision_object_and
+    --deselect tests/test_router_outcomes.py::test_the_at_most_once_window_keeps_the_newest_ids
     # Repetitions: learning curves, property tests, hyperparameter sweeps, stress threads and
     # processes that drive the same C entry points many times over. Each of these reaches no line
     # of csrc/ that the tests kept here miss (gcov, per test; scripts/c_coverage.sh checks the

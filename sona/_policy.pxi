@@ -7,10 +7,11 @@ import os
 from collections import deque as _deque
 from weakref import WeakValueDictionary as _WeakValueDictionary
 
-# Outcome decision ids a router remembers having learnt (learn()), to refuse a second learning
-# from the same outcome; a live Decision carries its own flag (feedback(), or learn() of its
-# outcome()).
-cdef Py_ssize_t _LEARNT_WINDOW = 1 << 16
+# How many decision ids a router remembers having learnt from (feedback() or learn()), to
+# refuse a second learning from the same decision; saved in its state. A live Decision also
+# carries its own flag (feedback(), or learn() of its outcome()), whatever its age.
+LEARNT_WINDOW = 1 << 16
+cdef Py_ssize_t _LEARNT_WINDOW = LEARNT_WINDOW
 
 cdef class RouterCore
 
@@ -377,6 +378,19 @@ cdef class RouterCore:
         if len(self._learnt_order) > _LEARNT_WINDOW:
             self._learnt.discard(self._learnt_order.popleft())
 
+    def _learnt_ids(self):
+        """The decision ids learnt from, oldest first (at most LEARNT_WINDOW): what the state
+        file keeps of the at-most-once rule."""
+        return [_decision_id(self._nonce, k) if isinstance(k, int) else k
+                for k in self._learnt_order]
+
+    def _set_learnt(self, ids):
+        """Replaces the learnt window by `ids` (decision ids, oldest first; checked by the
+        loader). Ids of this router's own decisions map to their serials."""
+        self._learnt, self._learnt_order = set(), _deque()
+        for decision_id in ids:
+            self._remember(self._decision_key(decision_id))
+
     def feedback(self, Decision decision, quality):
         """Learn from the outcome of one decision: quality in [0, 1] (1 = best possible).
 
@@ -410,6 +424,7 @@ cdef class RouterCore:
         decision.trajectory_id = self._record(decision.ctx.buf + decision.x_off, decision.index,
                                               decision.prob, q)
         decision.done = True
+        self._remember(decision.serial)  # its outcome may come back later, by learn()
         self.feedbacks += 1
 
     def _learn_raw(self, x, Py_ssize_t index, double prob, quality, double cost, key,
@@ -428,7 +443,8 @@ cdef class RouterCore:
         if not (0.0 < prob <= 1.0):
             raise ValueError(f"prob must be in (0, 1]; got {prob}")
         if key is not None and key in self._learnt:
-            raise ValueError(f"decision {key!r} was already learnt from")
+            shown = _decision_id(self._nonce, key) if isinstance(key, int) else key
+            raise ValueError(f"decision {shown} was already learnt from")
         cdef Decision own = self._issued.get(key) if isinstance(key, int) else None
         if own is not None and own.done:
             raise ValueError(f"decision {own.decision_id} was already learnt from (feedback)")

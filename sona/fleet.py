@@ -339,9 +339,10 @@ class FleetRouter:
 
         Raises TypeError for a non-Outcome; ValueError for a route this router does not have,
         an embedding of another dimension, or a decision id this replica recorded already among
-        its last 65536 (checked here, so such an outcome never reaches the stream; the routers'
-        own at-most-once window is not part of a snapshot, so it cannot be relied on across
-        replicas); RuntimeError after ``close``. Nothing is recorded then.
+        its last 65536 (checked here, so such an outcome never reaches the stream; one that
+        reaches it from another replica is skipped by every replica alike: the routers'
+        at-most-once window is part of their state, snapshots included); RuntimeError after
+        ``close``. Nothing is recorded then.
         """
         if not isinstance(outcome, Outcome):
             raise TypeError(f"outcome must be a sona.Outcome; got {type(outcome).__name__}")

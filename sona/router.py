@@ -26,11 +26,11 @@ from typing import Any, Union
 
 import numpy as np
 
-from ._core import RouterCore, _snapshot, get_backend
+from ._core import LEARNT_WINDOW, RouterCore, _snapshot, get_backend
 from .bank import BANK_ARRAYS, BANK_DEFAULTS, check_bank_arrays
 from .config import MAX_ROUTES, SonaConfig, _is_int
 from .engine import SonaEngine
-from .outcome import Outcome
+from .outcome import MAX_DECISION_ID_CHARS, Outcome
 from .params import PARAMS, check_params, defaults, implied_params
 from .state import (
     F32_MAX,
@@ -50,7 +50,7 @@ __all__ = ["Router", "POLICY_DEFAULTS", "ROUTER_STATE_VERSION"]
 PathLike = Union[str, "os.PathLike[str]"]
 
 #: Version of the router layout inside a state file (the container has its own format_version).
-ROUTER_STATE_VERSION = 6
+ROUTER_STATE_VERSION = 7
 
 #: Defaults of the router policy's hyper-parameters (the table, with ranges and docs, is
 #: sona.params.ROUTER_PARAMS; csrc/policy.c shows where each enters).
@@ -61,7 +61,7 @@ POLICY_DEFAULTS = defaults()
 
 _META_KEYS = frozenset(
     {"router_state_version", "sona_version", "routes", "hidden_dim", "seed", "params",
-     "counters", "decisions", "feedbacks", "n_patterns", "retired"}
+     "counters", "decisions", "feedbacks", "n_patterns", "retired", "learnt"}
 )
 _COUNTER_KEYS = {  # what RouterCore._counters() returns: name -> kind
     "n_seen": "u64", "t": "u64", "rng_state": "u64", "rng_inc": "u64",
@@ -82,16 +82,19 @@ _V4_COUNTERS = {"novelty_short": 0.0, "novelty_long": 0.0}  # + ckpt_patterns: t
 # prior_count and ts_scale keep their values, whose meaning changed (pseudo-count towards the
 # pattern's baseline then; Thompson noise per 1/sqrt(count) then), so its routing differs.
 _V5_ARRAYS = ("global_n", "global_s", "global_q", "route_cost", "cost_n", "shrink")
-# Version 6 added only parameters (the drift and novelty EMA rates, hard-coded before).
+# Version 6 added only parameters (the drift and novelty EMA rates, hard-coded before) and the
+# retired routes; version 7 the decision ids learnt from (the at-most-once window): an older
+# file has none of either.
 _POLICY_ARRAYS = ("keys", "bias", "rms", "fisher", "anchor", *_V3_ARRAYS, "mu", *_V5_ARRAYS)
 _U64 = 1 << 64
 
 
-def _upgrade_routes(meta: Any) -> None:
-    """Router state version 6 added the retired routes (in place): an older file has none."""
-    if isinstance(meta, dict) and _is_int(meta.get("router_state_version")) and (
-            meta["router_state_version"] < 6):
-        meta.setdefault("retired", [])
+def _upgrade_lists(meta: Any) -> None:
+    """The lists router state versions 6 and 7 added, empty in an older file (in place)."""
+    if isinstance(meta, dict) and _is_int(meta.get("router_state_version")):
+        for since, key in ((6, "retired"), (7, "learnt")):
+            if meta["router_state_version"] < since:
+                meta.setdefault(key, [])
 
 
 def _initial_keys(seed: int, n: int, d: int) -> np.ndarray:
@@ -185,6 +188,15 @@ def _check_meta(fail, meta: Any) -> None:
             or len(set(retired)) != len(retired) or not set(retired) < set(routes)):
         fail(f"retired must be a list of unique names of routes, leaving at least one route "
              f"live, got {retired!r} (routes {routes!r})")
+    learnt = meta["learnt"]
+    if not isinstance(learnt, list) or len(learnt) > LEARNT_WINDOW:
+        size = f" of length {len(learnt)}" if isinstance(learnt, list) else ""
+        fail(f"learnt must be a list of at most {LEARNT_WINDOW} decision ids, got "
+             f"{type(learnt).__name__}{size}")
+    if not all(isinstance(i, str) and i.isascii() and 1 <= len(i) <= MAX_DECISION_ID_CHARS
+               for i in learnt) or len(set(learnt)) != len(learnt):
+        fail(f"learnt must hold unique decision ids of 1..{MAX_DECISION_ID_CHARS} ASCII "
+             f"characters")
     for key in ("hidden_dim", "seed", "decisions", "feedbacks", "n_patterns"):
         v = meta[key]
         low = 1 if key == "hidden_dim" else 0
@@ -489,8 +501,9 @@ class Router(RouterCore):
         (importance correction for the logging policy; the weight times the advantage is
         clipped to +-adv_clip). An outcome with prob 1 (a deterministic logging policy) teaches
         only about the logged route: its reward statistics and its logit, never the routes
-        that were not tried. Each decision_id is learnt at most once (a window of the last
-        65536 ids; outcomes without an id are not tracked).
+        that were not tried. Each decision is learnt from at most once (the ids of the last
+        65536 decisions learnt from, by feedback() or learn(), are kept, in saved state too;
+        outcomes without an id are not tracked).
 
         Raises ValueError for an outcome whose dimension or route does not match this router,
         or whose decision was already learnt from (here, by feedback() or by learn()); TypeError
@@ -642,8 +655,9 @@ class Router(RouterCore):
 
     # ------------------------------------------------------------------------ state files
 
-    def _state_snapshot(self) -> tuple[dict, dict, int, int, int, dict]:
-        """(arrays, counters, decisions, feedbacks, n_patterns, params), copied in one stretch
+    def _state_snapshot(self) -> tuple[dict, dict, int, int, int, dict, list]:
+        """(arrays, counters, decisions, feedbacks, n_patterns, params, learnt decision ids),
+        copied in one stretch
         that holds the GIL (sona._core._snapshot): a route, feedback or set_params in another
         thread lands wholly before or wholly after it."""
         live = {
@@ -657,7 +671,7 @@ class Router(RouterCore):
         arrays, scalars = _snapshot(live, (
             self._counters, partial(getattr, self, "decisions"),
             partial(getattr, self, "feedbacks"), partial(getattr, self.bank, "n_patterns"),
-            partial(getattr, self, "_params")))
+            partial(getattr, self, "_params"), self._learnt_ids))
         K = len(self.routes)
         for name in ("bank.route_n", "bank.route_s"):  # an engine's bank may track more routes
             arrays[name] = arrays[name][:, :K]
@@ -695,8 +709,10 @@ class Router(RouterCore):
         drifting, omega_max, tasks, novelty_short, novelty_long, ckpt_patterns, and the PCG32
         generator's rng_state and rng_inc), ``decisions``, ``feedbacks``, ``n_patterns``,
         ``retired`` (routes retired by retire_route: ``routes`` lists every route by index,
-        added ones at the end, retired ones included). Files of versions 1 to 5 load with no
-        route retired. Files
+        added ones at the end, retired ones included), ``learnt`` (the ids of the last
+        decisions learnt from, by feedback() or learn(), oldest first, at most 65536: a loaded
+        router refuses their outcomes as a second learning). Files of versions 1 to 5 load with
+        no route retired, files of versions 1 to 6 with no decision id learnt. Files
         of router state versions 1 and 2 (no task memory) load with ``ewc_memory`` 0 and an empty
         memory; files of versions 1 to 3 load with ``ewc_novelty`` 0 (boundaries from the reward
         alone, every task remembered fully: how they were written); a parameter newer than a
@@ -726,7 +742,8 @@ class Router(RouterCore):
         """(arrays, metadata) of the state file: what save() writes and to_bytes() returns."""
         from . import __version__
 
-        arrays, counters, decisions, feedbacks, n_patterns, params = self._state_snapshot()
+        arrays, counters, decisions, feedbacks, n_patterns, params, learnt = (
+            self._state_snapshot())
         meta = {
             "router_state_version": ROUTER_STATE_VERSION,
             "sona_version": __version__,
@@ -739,6 +756,7 @@ class Router(RouterCore):
             "feedbacks": int(feedbacks),
             "n_patterns": int(n_patterns),
             "retired": list(self.retired),
+            "learnt": learnt,
         }
         return arrays, meta
 
@@ -810,7 +828,7 @@ class Router(RouterCore):
         fail = unusable("router", src)
 
         _upgrade(meta, arrays)
-        _upgrade_routes(meta)
+        _upgrade_lists(meta)
         _check_meta(fail, meta)
         routes, d, params = meta["routes"], meta["hidden_dim"], meta["params"]
         K = len(routes)
@@ -887,6 +905,7 @@ class Router(RouterCore):
             router._set_counters(dict(meta["counters"]))
             for name in meta["retired"]:
                 router._retire_route(routes.index(name))
+            router._set_learnt(meta["learnt"])
         except (TypeError, ValueError, OverflowError) as exc:  # pre-checked; belt and braces
             fail(f"inconsistent state: {exc}")
         router._set_totals(meta["decisions"], meta["feedbacks"])

@@ -33,3 +33,14 @@ def subprocess_env(**extra):
 
 
 OUTSIDE = __import__("tempfile").gettempdir()
+
+
+def learned_bytes(router):
+    """The router's state bytes without its learnt decision ids: what two routers that learnt
+    alike share even when each made its own decisions (a router's decision ids carry a random
+    nonce of its own)."""
+    from sona.state import decode_state, encode_state
+
+    arrays, meta = decode_state(router.to_bytes(), kind="router")
+    del meta["learnt"]
+    return encode_state(arrays, meta, "router")

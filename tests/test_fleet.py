@@ -195,6 +195,34 @@ def test_a_replica_behind_the_trim_point_reloads_the_newest_snapshot(redis_serve
     assert state(lagging.router) == state(leader.router)
 
 
+def test_a_repeated_outcome_in_the_stream_is_skipped_alike_by_every_replica(
+        redis_server, stream, replicas):
+    # two gateways recorded the same decision's outcome (each replica refuses only its own
+    # repeats): every replica skips the second copy, a newcomer that started from a snapshot
+    # taken between the two copies too, so the fleet stays one state
+    client = redis.Redis.from_url(redis_server.url)
+    a = replicas(new_router(), redis_server.url, stream, snapshot_every=5)
+    x = np.ones(DIM, np.float32)
+    with_id = [Outcome(x * (i + 1), ROUTES[i % 3], 0.5, 0.25 * (i % 4), decision_id=f"gw-{i}")
+               for i in range(8)]
+    for o in with_id[:5]:
+        a.learn(o)
+    assert a.sync(10)
+    deadline = time.monotonic() + 10  # the snapshot is stored just after entry 5 is applied
+    while a.stats()["snapshots_written"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert a.stats()["snapshots_written"] == 1
+    client.xadd(stream, {"o": with_id[2].to_bytes()})  # entry 6: a repeat
+    for o in with_id[5:]:
+        a.learn(o)
+    assert a.sync(10)
+    b = replicas(new_router(), redis_server.url, stream, snapshot_every=5)
+    assert b.sync(10)
+    assert b.stats()["snapshot_id"] != "0-0" and b.stats()["malformed"] == 1
+    assert a.stats()["malformed"] == 1 and a.stats()["applied"] == 8
+    assert state(b.router) == state(a.router)
+
+
 def test_the_append_script_skips_a_resent_batch(redis_server, stream):
     # the publisher resends a batch whose reply was lost: its numbers are appended once
     client = redis.Redis.from_url(redis_server.url)

@@ -108,6 +108,56 @@ def test_a_decision_is_learnt_at_most_once():
     assert before[3] + 2 == mid[3]
 
 
+def test_at_most_once_outlives_the_decision_object_and_a_reload(tmp_path):
+    # the outcome of a decision learnt by feedback() comes back after the Decision is gone,
+    # after save/load, from bytes, or through pickle: still refused, nothing changed
+    import gc
+    import pickle
+
+    router = sona.Router(["a", "b"], hidden_dim=8, seed=0)
+    x = np.ones(8, np.float32)
+    d = router.route(x)
+    by_feedback = d.outcome(1.0)
+    router.feedback(d, 1.0)
+    del d
+    gc.collect()
+    by_learn = router.route(x).outcome(0.0)
+    router.learn(by_learn)
+    foreign = sona.Outcome(x, "a", prob=0.5, quality=1.0, decision_id="gateway-17")
+    router.learn(foreign)
+    router.save(tmp_path / "r.sona")
+    copies = [router, sona.Router.load(tmp_path / "r.sona"),
+              sona.Router.from_bytes(router.to_bytes()), pickle.loads(pickle.dumps(router))]
+    for copy in copies:
+        before = _state(copy)
+        for o in (by_feedback, by_learn, foreign):
+            with pytest.raises(ValueError, match=f"decision {o.decision_id} was already learnt"):
+                copy.learn(o)
+        _assert_same(before, _state(copy))
+        # and the reloaded copy's own new decisions are learnt as usual
+        copy.feedback(copy.route(x), 1.0)
+        assert copy.feedbacks == 4
+    assert copies[1]._learnt_ids()[:3] == [by_feedback.decision_id, by_learn.decision_id,
+                                           "gateway-17"]
+
+
+def test_the_at_most_once_window_keeps_the_newest_ids():
+    from sona._core import LEARNT_WINDOW
+
+    router = sona.Router(["a", "b"], hidden_dim=8, seed=0)
+    x = np.ones(8, np.float32)
+    first = sona.Outcome(x, "a", prob=0.5, quality=1.0, decision_id="log-0")
+    router.learn_many([first] + [sona.Outcome(x, "a", prob=0.5, quality=1.0,
+                                              decision_id=f"log-{i}")
+                                 for i in range(1, LEARNT_WINDOW + 1)])
+    ids = router._learnt_ids()
+    assert len(ids) == LEARNT_WINDOW and ids[0] == "log-1" and ids[-1] == f"log-{LEARNT_WINDOW}"
+    router.learn(first)  # forgotten: the window holds the newest LEARNT_WINDOW ids
+    with pytest.raises(ValueError, match="already learnt"):
+        sona.Router.from_bytes(router.to_bytes()).learn(sona.Outcome(
+            x, "a", prob=0.5, quality=1.0, decision_id=f"log-{LEARNT_WINDOW}"))
+
+
 def test_engine_cannot_learn_a_router_decision_twice():
     engine = sona.SonaEngine(hidden_dim=8)
     router = sona.Router(["a", "b"], engine=engine, seed=0)

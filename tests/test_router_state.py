@@ -8,6 +8,7 @@ import pickle
 
 import numpy as np
 import pytest
+from helpers import learned_bytes
 
 import sona
 import sona.state
@@ -131,12 +132,13 @@ def test_file_layout(trained, saved):
     }  # fmt: skip
     assert all(a.dtype == np.float32 for a in arrays.values())
     assert meta["routes"] == ROUTES and meta["hidden_dim"] == D and meta["seed"] == 5
-    assert meta["sona_version"] == sona.__version__ and meta["router_state_version"] == 6
+    assert meta["sona_version"] == sona.__version__ and meta["router_state_version"] == 7
     assert meta["params"] == {**POLICY_DEFAULTS, **HP}
     assert meta["counters"] == trained._counters()
     assert (meta["decisions"], meta["feedbacks"]) == (600, 600)
     assert meta["n_patterns"] == trained.bank.n_patterns
     assert meta["retired"] == []
+    assert meta["learnt"] == trained._learnt_ids() and len(meta["learnt"]) == 600
 
 
 def test_counters_survive_load(trained, saved, task):
@@ -245,6 +247,11 @@ def _bad_cases():
         "retired twice": (None, lambda m: _set(m, "retired", [m["routes"][0]] * 2),
                           r"retired must be a list of unique"),
         "retired text": (None, lambda m: _set(m, "retired", m["routes"][0]), r"retired must be"),
+        "learnt text": (None, lambda m: _set(m, "learnt", "id-1"), r"learnt must be a list"),
+        "learnt too many": (None, lambda m: _set(m, "learnt", [f"i{k}" for k in range(70000)]),
+                            r"learnt must be a list of at most 65536"),
+        "learnt twice": (None, lambda m: _set(m, "learnt", ["i1", "i1"]), r"learnt must hold"),
+        "learnt not ids": (None, lambda m: _set(m, "learnt", ["", 3, "é"]), r"learnt must hold"),
         "newer layout": (None, lambda m: _set(m, "router_state_version",
                                               ROUTER_STATE_VERSION + 1), r"newer than this sona"),
     }  # fmt: skip
@@ -334,7 +341,7 @@ def test_version_5_file_loads_with_the_rates_it_had(trained, saved, tmp_path, ta
     def meta_v5(m):
         for name in rates:
             del m["params"][name]
-        del m["retired"]
+        del m["retired"], m["learnt"]
         m["router_state_version"] = 5
 
     old = _rewrite(saved, tmp_path / "v5.sona", None, meta_v5)
@@ -346,13 +353,25 @@ def test_version_5_file_loads_with_the_rates_it_had(trained, saved, tmp_path, ta
     x = task.sample(1, np.random.default_rng(1))[0][0]
     loaded.feedback(loaded.route(x), 1.0)
     trained.feedback(trained.route(x), 1.0)
-    assert loaded.to_bytes() == trained.to_bytes()
+    assert learned_bytes(loaded) == learned_bytes(trained)
+
+
+def test_version_6_file_loads_with_no_decision_learnt(trained, saved, tmp_path, task):
+    """Version 6 kept no learnt decision ids: such a file loads with an empty window, and is
+    otherwise the same router."""
+    def meta_v6(m):
+        del m["learnt"]
+        m["router_state_version"] = 6
+
+    loaded = sona.Router.load(_rewrite(saved, tmp_path / "v6.sona", None, meta_v6))
+    assert loaded._learnt_ids() == [] and len(trained._learnt_ids()) == 600
+    assert learned_bytes(loaded) == learned_bytes(trained)
 
 
 def test_version_5_file_loads_with_no_route_retired(trained, saved, tmp_path, task):
     """Version 5 had no retired routes: such a file loads with every route live."""
     def meta_v5(m):
-        del m["retired"]
+        del m["retired"], m["learnt"]
         for name in ("reward_short_rate", "reward_long_rate", "novelty_short_rate",
                      "novelty_long_rate"):
             del m["params"][name]
@@ -521,7 +540,10 @@ def test_from_bytes_round_trip_same_decisions_and_same_learning(trained, task):
     assert type(loaded) is sona.Router and loaded.params == trained.params
     _assert_same_state(trained, loaded)
     _assert_same_future(trained, loaded, task, n=200)
-    assert loaded.to_bytes() == trained.to_bytes()
+    # the same learning; each router's decision ids are its own (a random nonce per instance)
+    assert learned_bytes(loaded) == learned_bytes(trained)
+    assert loaded._learnt_ids()[:600] == trained._learnt_ids()[:600]
+    assert not set(loaded._learnt_ids()[600:]) & set(trained._learnt_ids()[600:])
     assert sona.Router.from_bytes(memoryview(loaded.to_bytes())).feedbacks == 800
 
 

@@ -79,7 +79,9 @@ class OutcomeError(ValueError):
 
 def _number(name: str, value: Any, low: float, high: float = math.inf,
             low_open: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    kind = type(value)  # float and int first: the ABC check below costs ~1 us a call
+    if kind is not float and kind is not int and (
+            isinstance(value, bool) or not isinstance(value, numbers.Real)):
         raise TypeError(f"{name} must be a real number; got {type(value).__name__}")
     try:
         v = float(value)
@@ -222,6 +224,22 @@ class Outcome:
                            timestamp)
         for slot, value in zip(self.__slots__, values):
             object.__setattr__(self, slot, value)
+
+    @classmethod
+    def _of_decision(cls, embedding: np.ndarray, route: str, prob: float, quality: Any,
+                     cost: Any, latency_ms: Any, decision_id: str, timestamp: float) -> Outcome:
+        """Decision.outcome()'s record: checks what the caller gives (quality, cost, latency)
+        and takes the rest as the router made it: a fresh finite float32 copy of the routed
+        embedding (route() refuses NaN and Inf), one of its route names, the probability the
+        route was drawn with (> 0: it was drawn), its canonical decision id, time.time()."""
+        out = object.__new__(cls)
+        embedding.flags.writeable = False
+        values = (embedding, route, prob, _number("quality", quality, 0.0, 1.0),
+                  _optional("cost", cost, 0.0), _optional("latency_ms", latency_ms, 0.0),
+                  decision_id, timestamp)
+        for slot, value in zip(cls.__slots__, values):
+            object.__setattr__(out, slot, value)
+        return out
 
     # read-only fields -------------------------------------------------------------------------
     @property

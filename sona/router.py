@@ -582,9 +582,8 @@ class Router(RouterCore):
 
     def _make_outcome(self, decision, quality, cost, latency_ms) -> Outcome:
         """Decision.outcome(): the record of a decision of this router."""
-        return Outcome(decision.embedding, decision.route, float(decision.prob), quality,
-                       cost=cost, latency_ms=latency_ms, decision_id=decision.decision_id,
-                       timestamp=time.time())
+        return Outcome._of_decision(decision.embedding, decision.route, float(decision.prob),
+                                    quality, cost, latency_ms, decision.decision_id, time.time())
 
     def stats(self) -> dict:
         """A plain, JSON-serialisable snapshot of the router's state and configuration.

@@ -192,6 +192,27 @@ def test_importance_weight_follows_the_logged_probability():
     assert moves[1] > moves[0] > 0
 
 
+def test_a_decisions_outcome_is_the_record_the_constructor_makes():
+    router = sona.Router(ROUTES, hidden_dim=16, seed=0)
+    x = np.linspace(-1, 1, 16).astype(np.float32)
+    d = router.route(x)
+    for kwargs in ({}, {"cost": 0.002}, {"cost": 0, "latency_ms": 35}):
+        o = d.outcome(0.75, **kwargs)
+        made = sona.Outcome(x, d.route, d.prob, 0.75, decision_id=d.decision_id,
+                            timestamp=o.timestamp, **kwargs)
+        assert o == made and sona.Outcome.from_bytes(o.to_bytes()) == o
+        assert o.embedding.dtype == np.float32 and not o.embedding.flags.writeable
+        assert type(o.quality) is float and all(
+            v is None or type(v) is float for v in (o.cost, o.latency_ms))
+    for bad, exc in (({"quality": float("nan")}, ValueError), ({"quality": 1.5}, ValueError),
+                     ({"quality": True}, TypeError), ({"quality": "1"}, TypeError),
+                     ({"quality": 0.5, "cost": -1.0}, ValueError),
+                     ({"quality": 0.5, "latency_ms": float("inf")}, ValueError)):
+        with pytest.raises(exc):
+            d.outcome(**bad)
+    assert not d.consumed and router.feedbacks == 0
+
+
 def test_bad_outcomes_change_nothing():
     router = sona.Router(["a", "b"], hidden_dim=8, seed=0)
     x = np.ones(8, np.float32)

@@ -147,6 +147,12 @@ def _optional(name: str, value: Any, low: float) -> float | None:
     return None if value is None else _number(name, value, low)
 
 
+def _observed(quality: Any, cost: Any, latency_ms: Any) -> tuple:
+    """The check of the observed fields: all Decision.outcome() takes from its caller."""
+    return (_number("quality", quality, 0.0, 1.0), _optional("cost", cost, 0.0),
+            _optional("latency_ms", latency_ms, 0.0))
+
+
 def _validate(embedding: Any, route: Any, prob: Any, quality: Any, cost: Any, latency_ms: Any,
               decision_id: Any, timestamp: Any) -> tuple:
     """The one check of every field, for the constructor and both decoders."""
@@ -154,9 +160,7 @@ def _validate(embedding: Any, route: Any, prob: Any, quality: Any, cost: Any, la
         _embedding(embedding),
         _route(route),
         _number("prob", prob, 0.0, 1.0, low_open=True),
-        _number("quality", quality, 0.0, 1.0),
-        _optional("cost", cost, 0.0),
-        _optional("latency_ms", latency_ms, 0.0),
+        *_observed(quality, cost, latency_ms),
         _decision_id(decision_id),
         _optional("timestamp", timestamp, -math.inf),
     )
@@ -220,8 +224,11 @@ class Outcome:
     def __init__(self, embedding: Any, route: str, prob: float, quality: float,
                  cost: float | None = None, latency_ms: float | None = None,
                  decision_id: str | None = None, timestamp: float | None = None) -> None:
-        values = _validate(embedding, route, prob, quality, cost, latency_ms, decision_id,
-                           timestamp)
+        self._fill(_validate(embedding, route, prob, quality, cost, latency_ms, decision_id,
+                             timestamp))
+
+    def _fill(self, values: tuple) -> None:
+        """Sets the fields (in __slots__ order) of a record being made."""
         for slot, value in zip(self.__slots__, values):
             object.__setattr__(self, slot, value)
 
@@ -234,11 +241,8 @@ class Outcome:
         route was drawn with (> 0: it was drawn), its canonical decision id, time.time()."""
         out = object.__new__(cls)
         embedding.flags.writeable = False
-        values = (embedding, route, prob, _number("quality", quality, 0.0, 1.0),
-                  _optional("cost", cost, 0.0), _optional("latency_ms", latency_ms, 0.0),
-                  decision_id, timestamp)
-        for slot, value in zip(cls.__slots__, values):
-            object.__setattr__(out, slot, value)
+        out._fill((embedding, route, prob, *_observed(quality, cost, latency_ms), decision_id,
+                   timestamp))
         return out
 
     # read-only fields -------------------------------------------------------------------------

@@ -113,6 +113,9 @@ def learners(train: RoutingData, vw: bool) -> dict:
     K, T = len(train.routes), len(train.task_names)
     out = {
         "sona.Router (defaults)": (lambda s: evaluation.sona_policy(train, s), False, True),
+        "sona.Router (centre_patterns, new_pattern_cos 0.2)": (
+            lambda s: evaluation.sona_policy(train, s, centre_patterns=True,
+                                             new_pattern_cos=0.2), False, True),
         "reference: Thompson told the task": (lambda s: baselines.TaskThompson(K, T, seed=s),
                                               False, True),
         f"LinUCB (alpha 1, PCA {LINEAR_DIM})": (

@@ -3,7 +3,12 @@
  * prepare(x) (deterministic):
  *   (1) x~ = x - mu   (2) u_m = A_m x~, u_b = A_b x~   (3) y = x~ + s_m B_m u_m + s_b B_b u_b
  *   (4) y^ = y / max(|y|, 1e-6)   (5) z_ad = keys y^ / tau + bias
- *   (6) j = nearest pattern of x^ with cosine >= new_cos, else -1
+ *   (6) j = nearest pattern with cosine >= new_cos, else -1. With centre_patterns, the cosine
+ *       of x~ = x - mu with s c_j - mu (c_j: pattern j's unit centroid as stored, s = |x|):
+ *       sentence embeddings share one large direction, so raw cosines of unrelated queries are
+ *       high (0.35 and 0.55 across tasks on the real data) and one pattern absorbed tasks whose
+ *       best routes differ; around mu they are near 0 or below. The centroids stay raw (sums of
+ *       unit queries), so a pattern does not move when mu does. Without it: the cosine of x^.
  *   (7) traffic-wide route means g_k = (G_k + 1) / (N_k + 2) (Beta(1, 1) prior; G, N decay by
  *       1 - 1/prior_window per feedback);
  *       o_j = sum_k w_jk (S_jk / N_jk - g_k) / (c + sum_k w_jk), w_jk = c N_jk / (N_jk + c),
@@ -123,6 +128,50 @@ static double post_sd(double m, double n) {
     return sqrt((v > 0.01 ? v : 0.01) / n);
 }
 
+/* (6): the pattern nearest to the query (x^ its unit direction, xt = x - mu, s = |x|) and its
+ * cosine in *cos, in the frame hp.centre_patterns selects; -1 and -inf for an empty bank. scan:
+ * n_patterns floats. */
+static int32_t nearest_pattern(const sona_policy *p, const float *xhat, const float *xt, double s,
+                               float *scan, float *cos) {
+    const sona_bank *b = p->bank;
+    if (!p->hp.centre_patterns) return sona_bank_nearest(b, xhat, scan, cos);
+    *cos = -INFINITY;
+    if (b->n_patterns == 0) return -1;
+    const size_t d = p->dim;
+    const float *mu = p->mu;
+    const double xm = sona_dot_f32(xt, mu, d), mm = sona_dot_f32(mu, mu, d);
+    double nx = sqrt(sona_dot_f32(xt, xt, d));
+    if (!(nx > 1e-12)) nx = 1e-12;
+    sona_dot_rows_f32(b->centroid, b->n_patterns, d, mu, scan); /* c_j . mu */
+    int32_t best = 0;
+    double best_cos = -INFINITY;
+    for (uint32_t j = 0; j < b->n_patterns; ++j) {
+        /* (x - mu) . (s c - mu) / (|x - mu| |s c - mu|), |c| = 1; a pattern at mu (the
+         * first query's, while mu is that query) has no direction around it: cosine 0 */
+        const double num = s * sona_dot_f32(b->centroid + (size_t)j * d, xt, d) - xm;
+        const double n2 = s * s - 2.0 * s * (double)scan[j] + mm;
+        double c = 0.0;
+        if (n2 > 1e-9 * (s * s + mm)) {
+            c = num / (nx * sqrt(n2));
+            c = c < -1.0 ? -1.0 : c > 1.0 ? 1.0 : c;
+        }
+        if (c > best_cos) {
+            best_cos = c;
+            best = (int32_t)j;
+        }
+    }
+    *cos = (float)best_cos;
+    return best;
+}
+
+/* (6): nearest_pattern if its cosine reaches new_cos, else -1. */
+static int32_t match_pattern(const sona_policy *p, const float *xhat, const float *xt, double s,
+                             float *scan) {
+    float cos;
+    const int32_t j = nearest_pattern(p, xhat, xt, s, scan, &cos);
+    return (j >= 0 && cos >= p->bank->new_cos) ? j : -1;
+}
+
 /* (7)-(9): prior logits for pattern j (-1: none) added to z; Thompson draws when rng is not
  * NULL. */
 static void add_prior(const sona_policy *p, int32_t j, sona_pcg32 *rng, double *z) {
@@ -181,8 +230,8 @@ void sona_policy_scores(sona_policy *p, const float *x, float cost_weight, const
     float *um = p->work + 2u * p->n_routes, *ub = um + SONA_MAX_RANK;
     double z[SONA_MAX_ROUTES];
     forward(p, x, xt, yh, um, ub, z);
-    sona_unit(x, d, xt); /* x^ reuses the x~ buffer */
-    add_prior(p, sona_bank_match(p->bank, xt, scan), NULL, z);
+    const float nx = sona_unit(x, d, yh); /* x^ reuses the y^ buffer (the logits are taken) */
+    add_prior(p, match_pattern(p, yh, xt, nx > 1e-12f ? nx : 1e-12f, scan), NULL, z);
     add_cost_mask(p, cost_weight, mask, z);
     softmax(z, p->n_routes, probs);
 }
@@ -195,7 +244,7 @@ void sona_policy_prepare(sona_policy *p, const float *x, sona_policy_ctx *ctx) {
     for (size_t k = 0; k < K; ++k) za[k] = (float)z[k];
     const float nx = sona_unit(x, d, xhat);
     ctx->xscale = nx > 1e-12f ? nx : 1e-12f; /* x = xscale x^ (sona_unit's floor) */
-    ctx->pattern = sona_bank_match(p->bank, xhat, WORK_VEC(p) + 2u * d);
+    ctx->pattern = match_pattern(p, xhat, CTX_XT(p, ctx), ctx->xscale, WORK_VEC(p) + 2u * d);
     add_prior(p, ctx->pattern, NULL, z);
     if (p->live)
         for (size_t k = 0; k < K; ++k)
@@ -388,7 +437,13 @@ void sona_policy_learn(sona_policy *p, const sona_policy_ctx *ctx, uint32_t a, f
     float *gy = WORK_VEC(p) + d, *scan = gy + d;
 
     /* (12)-(13) */
-    const int32_t j = sona_bank_claim(p->bank, ctx->pattern, xhat, p->global_baseline, scan);
+    /* no match in a full bank: the nearest pattern, in the frame the match used */
+    int32_t jm = ctx->pattern;
+    if (jm < 0 && p->hp.centre_patterns && p->bank->n_patterns >= p->bank->capacity) {
+        float cos;
+        jm = nearest_pattern(p, xhat, xt, ctx->xscale, scan, &cos);
+    }
+    const int32_t j = sona_bank_claim(p->bank, jm, xhat, p->global_baseline, scan);
     const float adv = r - p->bank->baseline[j];
     float w = adv * pi[a] / prob;
     if (w > hp->adv_clip) w = hp->adv_clip;

@@ -56,6 +56,7 @@ typedef struct sona_policy_hp {
     uint32_t ewc_every;             /* checkpoint period (feedbacks) */
     uint32_t fisher_every;          /* Fisher update and EWC pull period (feedbacks) */
     uint8_t use_micro, use_base, use_prior, learn_keys, learn_bias, unit_keys, ewc;
+    uint8_t centre_patterns;        /* (6) match patterns around mu (else raw directions) */
 } sona_policy_hp;
 
 typedef struct sona_policy {

@@ -83,6 +83,7 @@ cdef extern from "policy.h" nogil:
         float reward_short_rate, reward_long_rate, novelty_short_rate, novelty_long_rate
         uint32_t mean_window, ewc_every, fisher_every
         uint8_t use_micro, use_base, use_prior, learn_keys, learn_bias, unit_keys, ewc
+        uint8_t centre_patterns
 
     ctypedef struct sona_policy:
         uint32_t dim, n_routes, micro_rank, base_rank

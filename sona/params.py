@@ -154,12 +154,18 @@ ROUTER_PARAMS: tuple[Param, ...] = (
       "EMA rate of the long share of novel queries", since=6),
     P("max_patterns", int, 100, "[1, 1000000]", "bank", False,
       "pattern bank capacity (the engine's max_patterns)"),
-    # 0.45 suits sentence embeddings whose same-topic cosine is ~0.5 and cross-topic ~0.3 (the
-    # routing benchmark's geometry); set it midway between those two medians for other models.
-    # prior_count: a new kind of query is routed as the whole traffic says until its own
-    # outcomes outweigh that.
+    # 0.45 suits raw sentence embeddings whose same-topic cosine is ~0.5 and cross-topic ~0.3
+    # (the routing benchmark's geometry); set it midway between those two medians for other
+    # models. Around the query mean (centre_patterns) the medians are 0.60 / 0.88 within a task
+    # and -0.41 / -0.66 across on the real data (MiniLM / WordLlama), 0.27 and -0.04 on the
+    # simulator: 0.2 there (README, "Real traffic").
     P("new_pattern_cos", float, 0.45, "[-1, 1]", "bank", False,
       "a query joins its nearest pattern at this cosine, else starts a new one"),
+    P("centre_patterns", bool, False, None, "bank", False,
+      "match queries to patterns by cosine around the running query mean mu (use with "
+      "new_pattern_cos 0.2), not of the raw embeddings", since=8),
+    # prior_count: a new kind of query is routed as the whole traffic says until its own
+    # outcomes outweigh that.
     # decay 0.999: a pattern remembers ~1000 of its outcomes; at 0.995 (~200) its posterior
     # never narrows enough to stop exploring routes within a few points of the best
     P("decay", float, 0.999, "(0, 1]", "bank", False,
@@ -205,8 +211,8 @@ def implied_params(version: int) -> dict[str, Any]:
     """The parameters a router state file of layout ``version`` lacks, with the values its
     router behaved by (what loading fills in).
 
-    >>> implied_params(2)["ewc_memory"], implied_params(6)
-    (0.0, {})
+    >>> implied_params(2)["ewc_memory"], implied_params(7)
+    (0.0, {'centre_patterns': False})
     """
     return {p.name: p.default if p.implied is None else p.implied
             for p in ROUTER_PARAMS if version < p.since}

@@ -152,11 +152,24 @@ class PolicyReference:
         z = (p["keys"] @ yh) / h["tau"] + p["bias"]               # (5) z_ad = K y^ / tau + bias
         return xt, um, ub, ny, yh, z
 
+    def _cosines(self, x):
+        """(6) cosine of x with every pattern: around mu (x - mu against s c - mu, s = |x|, c
+        the unit centroid as stored) with centre_patterns, else of the raw directions."""
+        C = self.centroid[:self.n_patterns]
+        s = max(float(np.sqrt(x @ x)), 1e-12)
+        if not self.h["centre_patterns"]:
+            return C @ (x / s)
+        xt, mu = x - self.mu, self.mu
+        nx = max(float(np.sqrt(xt @ xt)), 1e-12)
+        n2 = s * s - 2.0 * s * (C @ mu) + mu @ mu
+        ok = n2 > 1e-9 * (s * s + mu @ mu)                       # a pattern at mu: cosine 0
+        cos = (s * (C @ xt) - xt @ mu) / (nx * np.sqrt(np.where(ok, n2, 1.0)))
+        return np.where(ok, np.clip(cos, -1.0, 1.0), 0.0)
+
     def _nearest(self, x):
         if self.n_patterns == 0:
             return -1
-        xn = x / max(float(np.sqrt(x @ x)), 1e-12)
-        cos = self.centroid[:self.n_patterns] @ xn                # (6) cosine scan over patterns
+        cos = self._cosines(x)
         j = int(np.argmax(cos))
         return j if cos[j] >= self.h["new_pattern_cos"] else -1
 
@@ -296,8 +309,7 @@ class PolicyReference:
                 self.n_patterns += 1
                 self.pat_base[j] = self.global_base
             else:
-                xn = x / max(float(np.sqrt(x @ x)), 1e-12)
-                j = int(np.argmax(self.centroid @ xn))
+                j = int(np.argmax(self._cosines(x)))
         adv = r - self.pat_base[j]
         w = float(np.clip(adv * pi[a] / q[a], -h["adv_clip"], h["adv_clip"]))
 

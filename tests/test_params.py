@@ -90,9 +90,11 @@ def test_reference_defaults_are_the_tables():
 def test_implied_params_of_older_files():
     assert implied_params(ROUTER_STATE_VERSION) == {}
     assert implied_params(5) == {name: PARAMS[name].default for name in (
-        "reward_short_rate", "reward_long_rate", "novelty_short_rate", "novelty_long_rate")}
+        "reward_short_rate", "reward_long_rate", "novelty_short_rate", "novelty_long_rate",
+        "centre_patterns")}
     assert implied_params(2)["ewc_memory"] == 0.0 and implied_params(3)["ewc_novelty"] == 0.0
     assert implied_params(4)["prior_window"] == PARAMS["prior_window"].default
+    assert implied_params(7) == {"centre_patterns": False}
 
 
 @pytest.mark.parametrize("name, value, exc, match", [

@@ -25,7 +25,10 @@ def _twin(d=64, K=4, seed=3, **hp):
 @pytest.mark.parametrize("hp", [{}, {"explore": 0.1}, {"ewc_every": 50},
                                 {"ewc_every": 50, "fisher_every": 1},
                                 {"ewc_every": 50, "fisher_every": 7},
-                                {"use_prior": False}, {"use_base": False, "learn_keys": False}])
+                                {"use_prior": False}, {"use_base": False, "learn_keys": False},
+                                {"centre_patterns": True, "new_pattern_cos": 0.2},
+                                {"centre_patterns": True, "new_pattern_cos": 0.2,
+                                 "max_patterns": 3}])
 def test_matches_reference_step_for_step(backend, hp):
     d = 64
     router, ref = _twin(d=d, **hp)
@@ -188,6 +191,49 @@ def test_adaptive_memory_retains_more_without_losing_rerouting(backend):
     assert adaptive["old_keep"] >= fixed["old_keep"] + 0.03, (adaptive, fixed)
     assert adaptive["changed_acc"] >= fixed["changed_acc"], (adaptive, fixed)
     assert adaptive["new_acc"] >= fixed["new_acc"] - 0.02, (adaptive, fixed)
+
+
+def _patterns_by_cluster(**hp):
+    """Tight clusters whose centres share one large direction (centre cosine 0.9, query to
+    centre 0.97, as the real data's tasks: 0.35-0.55 across, 0.83-0.97 within): the pattern each
+    query of 600 matched, and its cluster, after 600 learnt."""
+    task = RoutingTask(dim=64, n_clusters=4, n_routes=4, centre_cosine=0.9, query_cosine=0.97,
+                       seed=2)
+    rng = np.random.default_rng(0)
+    router = sona.Router(ROUTES, hidden_dim=64, seed=0, **hp)
+    X, c = task.sample(1200, rng)
+    for x, ci in zip(X[:600], c[:600]):
+        d = router.route(x)
+        router.feedback(d, task.reward(int(ci), d.index, rng))
+    return np.array([router.route(x).pattern for x in X[600:]]), c[600:]
+
+
+def test_centred_patterns_separate_clusters_that_share_a_direction():
+    """Raw cosines of such clusters all exceed new_pattern_cos 0.45, so one pattern takes them
+    together; matched around the query mean (centre_patterns, threshold 0.2) each pattern holds
+    one cluster and every cluster has a pattern."""
+    def purity(patterns, clusters):
+        return sum(np.bincount(clusters[patterns == j]).max() for j in set(patterns)) / len(
+            patterns)
+
+    raw = _patterns_by_cluster()
+    centred = _patterns_by_cluster(centre_patterns=True, new_pattern_cos=0.2)
+    assert purity(*raw) < 0.5
+    assert purity(*centred) > 0.95 and (centred[0] >= 0).all()
+    assert len({int(j) for j in centred[0]}) >= 4
+
+
+def test_centre_patterns_is_fixed_and_a_bool():
+    router = sona.Router(ROUTES, hidden_dim=8, seed=0)
+    state = router.to_bytes()
+    with pytest.raises(ValueError, match=r"\['centre_patterns'\] are fixed after construction"):
+        router.set_params(centre_patterns=True)
+    with pytest.raises(TypeError, match="centre_patterns must be a bool"):
+        sona.Router(ROUTES, hidden_dim=8, centre_patterns=1)
+    assert router.to_bytes() == state and router.params["centre_patterns"] is False
+    loaded = sona.Router.from_bytes(sona.Router(ROUTES, hidden_dim=8, centre_patterns=True,
+                                                new_pattern_cos=0.2).to_bytes())
+    assert loaded.params["centre_patterns"] is True
 
 
 def test_fisher_lives_in_the_parameter_space():

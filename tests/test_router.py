@@ -231,9 +231,6 @@ def test_centre_patterns_is_fixed_and_a_bool():
     with pytest.raises(TypeError, match="centre_patterns must be a bool"):
         sona.Router(ROUTES, hidden_dim=8, centre_patterns=1)
     assert router.to_bytes() == state and router.params["centre_patterns"] is False
-    loaded = sona.Router.from_bytes(sona.Router(ROUTES, hidden_dim=8, centre_patterns=True,
-                                                new_pattern_cos=0.2).to_bytes())
-    assert loaded.params["centre_patterns"] is True
 
 
 def test_fisher_lives_in_the_parameter_space():

@@ -439,7 +439,7 @@ void sona_policy_learn(sona_policy *p, const sona_policy_ctx *ctx, uint32_t a, f
     /* (12)-(13) */
     /* no match in a full bank: the nearest pattern, in the frame the match used */
     int32_t jm = ctx->pattern;
-    if (jm < 0 && p->hp.centre_patterns && p->bank->n_patterns >= p->bank->capacity) {
+    if (jm < 0 && p->bank->n_patterns >= p->bank->capacity) {
         float cos;
         jm = nearest_pattern(p, xhat, xt, ctx->xscale, scan, &cos);
     }

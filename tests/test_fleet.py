@@ -148,19 +148,21 @@ def test_a_replica_killed_mid_stream_catches_up_bit_identical(redis_server, stre
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind, n, seeds", [("synthetic", 2000, 12), ("real", 2205, 6)])
-def test_the_fleet_learns_as_well_as_one_router_fed_everything(redis_server, kind, n, seeds):
+@pytest.mark.parametrize("kind, n", [("synthetic", 2000), ("real", 2205)])
+def test_the_fleet_learns_as_well_as_one_router_fed_everything(redis_server, kind, n):
     # traffic at 1000 queries/s across the fleet: each replica routes with what all learnt.
     # Fleet and single router run on the same streams, so they are compared seed by seed: the
-    # mean difference of each window (and of the held-out score) may not fall below 3 standard
-    # errors of that mean (floor 0.01). One run's curve varies by 0.04 between seeds on the
-    # synthetic task (0.01-0.02 on the real data); 24 seeds of each measured the fleet equal to
-    # the single router within 0.005 in every window. An unpaired check of 3 seeds against
-    # 2 sigma of the single router's spread failed 10 % of the time on that noise alone.
+    # mean difference of each window (and of the held-out score) may not fall below T standard
+    # errors of that mean (floor 0.01). T = 4.02 is Student's t for 11 degrees of freedom at a
+    # one-sided 0.001, so the five columns of both streams together fail about 1 % of the time
+    # on noise alone. The routing draws of fleet and single router differ, so the first window
+    # differs by 0.02 (sd) between seeds on the real data; 3 standard errors of 6 seeds failed
+    # once in CI with the first window's mean at -0.011 (12 seeds here: -0.004, sd 0.031).
+    seeds, t = 12, 4.02
     runs = [compare(redis_server.url, kind, n, seed, rate=1000) for seed in range(seeds)]
     diff = np.array([r["fleet_curve"] + [r["fleet_heldout"]] for r in runs]) - np.array(
         [r["single_curve"] + [r["single_heldout"]] for r in runs])
-    bound = np.maximum(3 * diff.std(axis=0, ddof=1) / np.sqrt(seeds), 0.01)
+    bound = np.maximum(t * diff.std(axis=0, ddof=1) / np.sqrt(seeds), 0.01)
     assert (diff.mean(axis=0) >= -bound).all(), (diff.mean(axis=0), bound, runs)
 
 

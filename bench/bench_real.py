@@ -34,6 +34,7 @@ import numpy as np
 import sona
 from sona import baselines, evaluation
 from sona.data import EMBEDDINGS, RoutingData, load_routerbench
+from sona.params import RAW_NEW_PATTERN_COS
 
 GPT4 = "gpt-4-1106-preview"
 ROUTE_SETS = {"all 11 models": (), "GPT-4 dropped": (GPT4,)}
@@ -113,9 +114,9 @@ def learners(train: RoutingData, vw: bool) -> dict:
     K, T = len(train.routes), len(train.task_names)
     out = {
         "sona.Router (defaults)": (lambda s: evaluation.sona_policy(train, s), False, True),
-        "sona.Router (centre_patterns, new_pattern_cos 0.2)": (
-            lambda s: evaluation.sona_policy(train, s, centre_patterns=True,
-                                             new_pattern_cos=0.2), False, True),
+        "sona.Router (raw cosine: centre_patterns off, new_pattern_cos 0.45)": (
+            lambda s: evaluation.sona_policy(train, s, centre_patterns=False,
+                                             new_pattern_cos=RAW_NEW_PATTERN_COS), False, True),
         "reference: Thompson told the task": (lambda s: baselines.TaskThompson(K, T, seed=s),
                                               False, True),
         f"LinUCB (alpha 1, PCA {LINEAR_DIM})": (

@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 import sona
+from sona.params import RAW_NEW_PATTERN_COS
 from sona.synthetic import (
     TARGETS,
     ClusterOracleThompson,
@@ -31,6 +32,8 @@ from sona.synthetic import (
 
 CONFIGS = {
     "sona.Router": {},
+    "raw cosine patterns (centre_patterns off, new_pattern_cos 0.45)": {
+        "centre_patterns": False, "new_pattern_cos": RAW_NEW_PATTERN_COS},
     "EWC++ off": {"ewc": False},
     "no BaseLoRA": {"use_base": False},
     "no pattern prior (adapter only)": {"use_prior": False},

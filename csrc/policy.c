@@ -140,20 +140,26 @@ static int32_t nearest_pattern(const sona_policy *p, const float *xhat, const fl
     const size_t d = p->dim;
     const float *mu = p->mu;
     const double xm = sona_dot_f32(xt, mu, d), mm = sona_dot_f32(mu, mu, d);
-    double nx = sqrt(sona_dot_f32(xt, xt, d));
-    if (!(nx > 1e-12)) nx = 1e-12;
+    /* within 1 % of sqrt(s^2 + mm) of mu counts as at mu: n2 below comes from float32 dots whose
+     * cancellation leaves ~1e-6 (s^2 + mm) where s c = mu */
+    const double nx2 = sona_dot_f32(xt, xt, d), at_mu = 1e-4 * (s * s + mm);
+    const int x_at_mu = !(nx2 > at_mu);
+    const double nx = sqrt(nx2);
     sona_dot_rows_f32(b->centroid, b->n_patterns, d, mu, scan); /* c_j . mu */
     int32_t best = 0;
     double best_cos = -INFINITY;
     for (uint32_t j = 0; j < b->n_patterns; ++j) {
-        /* (x - mu) . (s c - mu) / (|x - mu| |s c - mu|), |c| = 1; a pattern at mu (the
-         * first query's, while mu is that query) has no direction around it: cosine 0 */
+        /* (x - mu) . (s c - mu) / (|x - mu| |s c - mu|), |c| = 1. A point at mu has no
+         * direction around it: cosine 0 between it and any other (a pattern at mu: the first
+         * query's, while mu is that query), 1 when both are there (the same query again) */
         const double num = s * sona_dot_f32(b->centroid + (size_t)j * d, xt, d) - xm;
         const double n2 = s * s - 2.0 * s * (double)scan[j] + mm;
-        double c = 0.0;
-        if (n2 > 1e-9 * (s * s + mm)) {
-            c = num / (nx * sqrt(n2));
+        double c;
+        if (n2 > at_mu) {
+            c = x_at_mu ? 0.0 : num / (nx * sqrt(n2));
             c = c < -1.0 ? -1.0 : c > 1.0 ? 1.0 : c;
+        } else {
+            c = x_at_mu ? 1.0 : 0.0;
         }
         if (c > best_cos) {
             best_cos = c;

@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ._core import Pattern, PatternStore
-from .params import PARAMS
+from .params import PARAMS, RAW_NEW_PATTERN_COS
 from .state import check_values
 
 __all__ = ["BANK_ARRAYS", "BANK_DEFAULTS", "REFINE_DEFAULTS", "Pattern", "PatternStore",
@@ -36,9 +36,12 @@ __all__ = ["BANK_ARRAYS", "BANK_DEFAULTS", "REFINE_DEFAULTS", "Pattern", "Patter
 BANK_ARRAYS = ("centroid", "centroid_sum", "hits", "route_n", "route_s", "baseline")
 
 #: Online clustering and statistics parameters (see csrc/bank.h), the ones the bank's C struct
-#: holds; their defaults, ranges, docs and the reasons for the defaults are in sona.params.
-BANK_DEFAULTS = {name: PARAMS[name].default
-                 for name in ("new_pattern_cos", "decay", "prior_count", "baseline_rate")}
+#: holds; their defaults, ranges, docs and the reasons for the defaults are in sona.params. The
+#: bank itself matches by the cosine of raw directions (a Router may match around its query
+#: mean instead), so its threshold is the raw one.
+BANK_DEFAULTS = {**{name: PARAMS[name].default for name in ("decay", "prior_count",
+                                                             "baseline_rate")},
+                 "new_pattern_cos": RAW_NEW_PATTERN_COS}
 
 
 def check_bank_arrays(fail: Callable[[str], Any], arrays: dict, prefix: str = "bank.") -> None:

@@ -24,8 +24,8 @@ from typing import Any, Union
 
 import numpy as np
 
-__all__ = ["Param", "ROUTER_PARAMS", "PARAMS", "defaults", "check_params", "implied_params",
-           "markdown_table"]
+__all__ = ["Param", "ROUTER_PARAMS", "PARAMS", "RAW_NEW_PATTERN_COS", "defaults", "check_params",
+           "implied_params", "markdown_table"]
 
 Value = Union[bool, int, float]
 
@@ -154,16 +154,18 @@ ROUTER_PARAMS: tuple[Param, ...] = (
       "EMA rate of the long share of novel queries", since=6),
     P("max_patterns", int, 100, "[1, 1000000]", "bank", False,
       "pattern bank capacity (the engine's max_patterns)"),
-    # 0.45 suits raw sentence embeddings whose same-topic cosine is ~0.5 and cross-topic ~0.3
-    # (the routing benchmark's geometry); set it midway between those two medians for other
-    # models. Around the query mean (centre_patterns) the medians are 0.60 / 0.88 within a task
-    # and -0.41 / -0.66 across on the real data (MiniLM / WordLlama), 0.27 and -0.04 on the
-    # simulator: 0.2 there (README, "Real traffic").
-    P("new_pattern_cos", float, 0.45, "[-1, 1]", "bank", False,
+    # Patterns are matched around the running query mean mu: sentence embeddings share one large
+    # direction, so raw cosines of unrelated queries are high (medians across tasks 0.35 / 0.55
+    # on the real data, MiniLM / WordLlama; within a task 0.83 / 0.97) and one raw pattern took
+    # tasks whose best models differ. Around mu the medians are 0.60 / 0.88 within a task and
+    # -0.41 / -0.66 across (simulator: 0.27 within, -0.04 across): 0.2 sits between them on
+    # all three. Measured on 80 seeds of the real data and 100 of the simulator (README, "Real
+    # traffic"). Without centring use RAW_NEW_PATTERN_COS (what the engine's bank matches by).
+    P("new_pattern_cos", float, 0.2, "[-1, 1]", "bank", False,
       "a query joins its nearest pattern at this cosine, else starts a new one"),
-    P("centre_patterns", bool, False, None, "bank", False,
-      "match queries to patterns by cosine around the running query mean mu (use with "
-      "new_pattern_cos 0.2), not of the raw embeddings", since=8),
+    P("centre_patterns", bool, True, None, "bank", False,
+      "match queries to patterns by cosine around the running query mean mu, not of the raw "
+      "embeddings (set new_pattern_cos to 0.45 without it)", since=8, implied=False),
     # prior_count: a new kind of query is routed as the whole traffic says until its own
     # outcomes outweigh that.
     # decay 0.999: a pattern remembers ~1000 of its outcomes; at 0.995 (~200) its posterior
@@ -179,6 +181,11 @@ del P
 
 #: The table by name.
 PARAMS: dict[str, Param] = {p.name: p for p in ROUTER_PARAMS}
+
+#: new_pattern_cos for the cosine of the raw embeddings (centre_patterns off; the engine's bank,
+#: which has no query mean): raw sentence embeddings' same-topic cosine is ~0.5 and cross-topic
+#: ~0.3 on the routing benchmark (0.83 / 0.35 within / across tasks on the real data, MiniLM).
+RAW_NEW_PATTERN_COS = 0.45
 
 
 def defaults() -> dict[str, Any]:

@@ -84,7 +84,8 @@ _V4_COUNTERS = {"novelty_short": 0.0, "novelty_long": 0.0}  # + ckpt_patterns: t
 _V5_ARRAYS = ("global_n", "global_s", "global_q", "route_cost", "cost_n", "shrink")
 # Version 6 added only parameters (the drift and novelty EMA rates, hard-coded before) and the
 # retired routes; version 7 the decision ids learnt from (the at-most-once window): an older
-# file has none of either. Version 8 added only a parameter (centre_patterns, off by default).
+# file has none of either. Version 8 added only a parameter (centre_patterns: an older file
+# loads with it off, as it matched).
 _POLICY_ARRAYS = ("keys", "bias", "rms", "fisher", "anchor", *_V3_ARRAYS, "mu", *_V5_ARRAYS)
 _U64 = 1 << 64
 

@@ -160,10 +160,13 @@ class PolicyReference:
         if not self.h["centre_patterns"]:
             return C @ (x / s)
         xt, mu = x - self.mu, self.mu
-        nx = max(float(np.sqrt(xt @ xt)), 1e-12)
+        at_mu = 1e-4 * (s * s + mu @ mu)  # within 1 % of mu: at mu
+        nx2 = float(xt @ xt)
         n2 = s * s - 2.0 * s * (C @ mu) + mu @ mu
-        ok = n2 > 1e-9 * (s * s + mu @ mu)                       # a pattern at mu: cosine 0
-        cos = (s * (C @ xt) - xt @ mu) / (nx * np.sqrt(np.where(ok, n2, 1.0)))
+        ok = n2 > at_mu
+        if nx2 <= at_mu:  # a point at mu: cosine 1 with a pattern there too, else 0
+            return np.where(ok, 0.0, 1.0)
+        cos = (s * (C @ xt) - xt @ mu) / (np.sqrt(nx2) * np.sqrt(np.where(ok, n2, 1.0)))
         return np.where(ok, np.clip(cos, -1.0, 1.0), 0.0)
 
     def _nearest(self, x):

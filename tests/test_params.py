@@ -24,7 +24,8 @@ README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
 
 # A valid value other than the default for every live parameter, chosen so that it changes what
 # the router learns or decides on _stream() (ewc_memory, ewc_margin and ewc_novelty act at task
-# boundaries: _BASE's faster reward means and small margin make them happen on a short stream).
+# boundaries: _BASE's faster reward means and small margin make them happen on a short stream;
+# with seed 2 one of them also folds a task into the memory).
 _OTHER = {
     "use_micro": False, "use_base": False, "tau": 0.5, "learn_keys": False, "learn_bias": False,
     "unit_keys": False, "mean_window": 10, "use_prior": False, "tau_prior": 0.05,
@@ -89,9 +90,9 @@ def test_reference_defaults_are_the_tables():
 
 def test_implied_params_of_older_files():
     assert implied_params(ROUTER_STATE_VERSION) == {}
-    assert implied_params(5) == {name: PARAMS[name].default for name in (
-        "reward_short_rate", "reward_long_rate", "novelty_short_rate", "novelty_long_rate",
-        "centre_patterns")}
+    assert implied_params(5) == {**{name: PARAMS[name].default for name in (
+        "reward_short_rate", "reward_long_rate", "novelty_short_rate", "novelty_long_rate")},
+        "centre_patterns": False}
     assert implied_params(2)["ewc_memory"] == 0.0 and implied_params(3)["ewc_novelty"] == 0.0
     assert implied_params(4)["prior_window"] == PARAMS["prior_window"].default
     assert implied_params(7) == {"centre_patterns": False}
@@ -176,7 +177,8 @@ def test_every_live_parameter_acts_and_set_params_equals_construction(name, back
     changed.set_params(**{name: _OTHER[name]})
     assert changed.params == built.params != default.params
     for router in (built, changed, default):
-        _stream(router)
+        _stream(router, seed=2)
+    assert default.stats()["ewc_tasks"] >= 1  # the stream reaches the task memory
     assert _same(_learnt(built), _learnt(changed))
     assert not _same(_learnt(built), _learnt(default))
     assert learned_bytes(built) == learned_bytes(changed)

@@ -634,18 +634,20 @@ def test_corrupted_bytes_are_refused(trained, saved):
             sona.Router.from_bytes(bad)
 
 
-def test_centred_pattern_matching_survives_a_round_trip(backend):
-    """A router matching patterns around mu (centre_patterns) loads with it and routes alike."""
+@pytest.mark.parametrize("matching", [{}, {"centre_patterns": False, "new_pattern_cos": 0.45}])
+def test_pattern_matching_survives_a_round_trip(backend, matching):
+    """A router matching patterns around mu (the defaults) or by raw cosines loads with its
+    matching and routes alike."""
     task = RoutingTask(dim=16, n_clusters=3, n_routes=3, seed=4)
     rng = np.random.default_rng(2)
-    router = sona.Router(["a", "b", "c"], hidden_dim=16, seed=1, centre_patterns=True,
-                         new_pattern_cos=0.2)
+    router = sona.Router(["a", "b", "c"], hidden_dim=16, seed=1, **matching)
     X, c = task.sample(200, rng)
     for x, ci in zip(X, c):
         d = router.route(x)
         router.feedback(d, task.reward(int(ci), d.index, rng))
     loaded = sona.Router.from_bytes(router.to_bytes())
-    assert loaded.params["centre_patterns"] is True and loaded.params == router.params
+    assert loaded.params["centre_patterns"] is matching.get("centre_patterns", True)
+    assert loaded.params == router.params
     probe, _ = task.sample(20, rng)
     assert [loaded.route(x).pattern for x in probe] == [router.route(x).pattern for x in probe]
     np.testing.assert_array_equal(loaded.scores(probe), router.scores(probe))

@@ -114,7 +114,7 @@ def learners(train: RoutingData, vw: bool) -> dict:
     K, T = len(train.routes), len(train.task_names)
     out = {
         "sona.Router (defaults)": (lambda s: evaluation.sona_policy(train, s), False, True),
-        "sona.Router (raw cosine: centre_patterns off, new_pattern_cos 0.45)": (
+        f"sona.Router (raw cosine: centre_patterns off, new_pattern_cos {RAW_NEW_PATTERN_COS})": (
             lambda s: evaluation.sona_policy(train, s, centre_patterns=False,
                                              new_pattern_cos=RAW_NEW_PATTERN_COS), False, True),
         "reference: Thompson told the task": (lambda s: baselines.TaskThompson(K, T, seed=s),

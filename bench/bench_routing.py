@@ -32,7 +32,7 @@ from sona.synthetic import (
 
 CONFIGS = {
     "sona.Router": {},
-    "raw cosine patterns (centre_patterns off, new_pattern_cos 0.45)": {
+    f"raw cosine patterns (centre_patterns off, new_pattern_cos {RAW_NEW_PATTERN_COS})": {
         "centre_patterns": False, "new_pattern_cos": RAW_NEW_PATTERN_COS},
     "EWC++ off": {"ewc": False},
     "no BaseLoRA": {"use_base": False},

@@ -87,6 +87,12 @@ class Param:
 # gave NaN within two steps, and a router that could not be saved and loaded back. Integer
 # ranges: the ranks SonaConfig allows; periods fit the C struct's uint32.
 _U32 = "[1, 4294967295]"
+
+#: new_pattern_cos for the cosine of the raw embeddings (centre_patterns off; the engine's bank,
+#: which has no query mean): raw sentence embeddings' same-topic cosine is ~0.5 and cross-topic
+#: ~0.3 on the routing benchmark (0.83 / 0.35 within / across tasks on the real data, MiniLM).
+RAW_NEW_PATTERN_COS = 0.45
+
 P = Param
 #: The table. Order: by part, as the README lists them.
 ROUTER_PARAMS: tuple[Param, ...] = (
@@ -165,7 +171,8 @@ ROUTER_PARAMS: tuple[Param, ...] = (
       "a query joins its nearest pattern at this cosine, else starts a new one"),
     P("centre_patterns", bool, True, None, "bank", False,
       "match queries to patterns by cosine around the running query mean mu, not of the raw "
-      "embeddings (set new_pattern_cos to 0.45 without it)", since=8, implied=False),
+      f"embeddings (set new_pattern_cos to {RAW_NEW_PATTERN_COS} without it)", since=8,
+      implied=False),
     # prior_count: a new kind of query is routed as the whole traffic says until its own
     # outcomes outweigh that.
     # decay 0.999: a pattern remembers ~1000 of its outcomes; at 0.995 (~200) its posterior
@@ -181,11 +188,6 @@ del P
 
 #: The table by name.
 PARAMS: dict[str, Param] = {p.name: p for p in ROUTER_PARAMS}
-
-#: new_pattern_cos for the cosine of the raw embeddings (centre_patterns off; the engine's bank,
-#: which has no query mean): raw sentence embeddings' same-topic cosine is ~0.5 and cross-topic
-#: ~0.3 on the routing benchmark (0.83 / 0.35 within / across tasks on the real data, MiniLM).
-RAW_NEW_PATTERN_COS = 0.45
 
 
 def defaults() -> dict[str, Any]:

@@ -6,9 +6,11 @@ import pytest
 from policy_reference import PolicyReference
 
 import sona
+from sona.params import RAW_NEW_PATTERN_COS
 from sona.synthetic import RoutingTask, run_protocol, run_sequential
 
 ROUTES = ["r0", "r1", "r2", "r3"]
+RAW_MATCHING = {"centre_patterns": False, "new_pattern_cos": RAW_NEW_PATTERN_COS}
 
 
 def _twin(d=64, K=4, seed=3, **hp):
@@ -27,9 +29,7 @@ def _twin(d=64, K=4, seed=3, **hp):
                                 {"ewc_every": 50, "fisher_every": 7},
                                 {"use_prior": False}, {"use_base": False, "learn_keys": False},
                                 {"max_patterns": 3},
-                                {"centre_patterns": False, "new_pattern_cos": 0.45},
-                                {"centre_patterns": False, "new_pattern_cos": 0.45,
-                                 "max_patterns": 3}])
+                                RAW_MATCHING, {**RAW_MATCHING, "max_patterns": 3}])
 def test_matches_reference_step_for_step(backend, hp):
     d = 64
     router, ref = _twin(d=d, **hp)
@@ -219,14 +219,14 @@ def test_centred_patterns_separate_clusters_that_share_a_direction():
         return sum(np.bincount(clusters[patterns == j]).max() for j in set(patterns)) / len(
             patterns)
 
-    raw = _patterns_by_cluster(centre_patterns=False, new_pattern_cos=0.45)
+    raw = _patterns_by_cluster(**RAW_MATCHING)
     centred = _patterns_by_cluster()
     assert purity(*raw) < 0.5
     assert purity(*centred) > 0.95 and (centred[0] >= 0).all()
     assert len({int(j) for j in centred[0]}) >= 4
 
 
-@pytest.mark.parametrize("matching", [{}, {"centre_patterns": False, "new_pattern_cos": 0.45}])
+@pytest.mark.parametrize("matching", [{}, RAW_MATCHING])
 def test_one_query_repeated_keeps_one_pattern(matching):
     """The same query again joins its pattern: around mu the first repeat sits at mu itself,
     where the pattern also is (no direction around mu to compare, but the same point)."""

@@ -12,6 +12,7 @@ from helpers import learned_bytes
 
 import sona
 import sona.state
+from sona.params import RAW_NEW_PATTERN_COS
 from sona.router import POLICY_DEFAULTS, ROUTER_STATE_VERSION
 from sona.state import StateFileError, read_state, write_state
 from sona.synthetic import RoutingTask
@@ -634,7 +635,8 @@ def test_corrupted_bytes_are_refused(trained, saved):
             sona.Router.from_bytes(bad)
 
 
-@pytest.mark.parametrize("matching", [{}, {"centre_patterns": False, "new_pattern_cos": 0.45}])
+@pytest.mark.parametrize("matching", [{}, {"centre_patterns": False,
+                                          "new_pattern_cos": RAW_NEW_PATTERN_COS}])
 def test_pattern_matching_survives_a_round_trip(backend, matching):
     """A router matching patterns around mu (the defaults) or by raw cosines loads with its
     matching and routes alike."""

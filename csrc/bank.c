@@ -63,16 +63,26 @@ void sona_bank_route_means(const sona_bank *b, int32_t j, uint32_t K, const doub
     }
 }
 
+/* The per-pattern, per-route arrays (n_routes floats per pattern), for row copies and clears. */
+#define BANK_ROUTE_ARRAYS 4
+static float *route_array(const sona_bank *b, int i) {
+    float *const a[BANK_ROUTE_ARRAYS] = {b->route_n, b->route_s, b->route_cn, b->route_c};
+    return a[i];
+}
+
+static void clear_route_rows(sona_bank *b, size_t j) {
+    const size_t R = b->n_routes;
+    for (int i = 0; i < BANK_ROUTE_ARRAYS; ++i) memset(route_array(b, i) + j * R, 0, R * sizeof(float));
+}
+
 int32_t sona_bank_claim(sona_bank *b, int32_t j, const float *xhat, float init_baseline,
                         float *scratch) {
     if (j >= 0 && (uint32_t)j < b->n_patterns) return j;
     if (b->n_patterns < b->capacity) {
         j = (int32_t)b->n_patterns++;
         /* rows past n_patterns are normally zero already; make sure (a shrunk bank) */
-        const size_t R = b->n_routes;
         memset(b->centroid_sum + (size_t)j * b->dim, 0, b->dim * sizeof(float));
-        memset(b->route_n + (size_t)j * R, 0, R * sizeof(float));
-        memset(b->route_s + (size_t)j * R, 0, R * sizeof(float));
+        clear_route_rows(b, (size_t)j);
         b->hits[j] = 0.0f;
         b->baseline[j] = init_baseline;
         return j;
@@ -85,10 +95,13 @@ void sona_bank_observe(sona_bank *b, int32_t j, const float *xhat, int32_t route
                        int new_hit) {
     const size_t R = b->n_routes, d = b->dim;
     float *n = b->route_n + (size_t)j * R, *s = b->route_s + (size_t)j * R;
+    float *cn = b->route_cn + (size_t)j * R, *cs = b->route_c + (size_t)j * R;
     if (new_hit)
         for (size_t k = 0; k < R; ++k) {
             n[k] *= b->decay;
             s[k] *= b->decay;
+            cn[k] *= b->decay;
+            cs[k] *= b->decay;
         }
     if (route >= 0 && (size_t)route < R) {
         n[route] += 1.0f;
@@ -101,9 +114,30 @@ void sona_bank_observe(sona_bank *b, int32_t j, const float *xhat, int32_t route
         b->baseline[j] += b->baseline_rate * (r - b->baseline[j]);
     b->hits[j] += 1.0f;
     if (!new_hit) return;
-    float *cs = b->centroid_sum + (size_t)j * d, *c = b->centroid + (size_t)j * d;
-    sona_axpy_f32(d, 1.0f, xhat, cs);
-    sona_unit(cs, d, c);
+    float *sum = b->centroid_sum + (size_t)j * d, *c = b->centroid + (size_t)j * d;
+    sona_axpy_f32(d, 1.0f, xhat, sum);
+    sona_unit(sum, d, c);
+}
+
+void sona_bank_observe_cost(sona_bank *b, int32_t j, int32_t route, float cost) {
+    if (route < 0 || (size_t)route >= b->n_routes) return;
+    const size_t i = (size_t)j * b->n_routes + (size_t)route;
+    b->route_cn[i] += 1.0f;
+    b->route_c[i] += cost;
+}
+
+void sona_bank_route_costs(const sona_bank *b, int32_t j, uint32_t K, const float *cost,
+                           double *c) {
+    const float *cn = b->route_cn + (size_t)j * b->n_routes;
+    const float *cs = b->route_c + (size_t)j * b->n_routes;
+    double seen = 0.0, expected = 0.0;
+    for (uint32_t k = 0; k < K; ++k) {
+        seen += (double)cs[k];
+        expected += (double)cn[k] * (double)cost[k];
+    }
+    const double scale = expected > 0.0 ? seen / expected : 1.0;
+    for (uint32_t k = 0; k < K; ++k)
+        c[k] = ((double)cs[k] + scale * (double)cost[k]) / ((double)cn[k] + 1.0);
 }
 
 /* ---- background refinement -------------------------------------------------------------------- */
@@ -115,11 +149,10 @@ static void unit_row(sona_bank *b, uint32_t j) {
 /* Writes a fresh pattern into row j from a cluster. */
 static void put_cluster(sona_bank *b, uint32_t j, const float *sum, const float *c, uint32_t count,
                         float quality, uint64_t *usage, uint8_t *touched) {
-    const size_t d = b->dim, R = b->n_routes;
+    const size_t d = b->dim;
     memcpy(b->centroid_sum + j * d, sum, d * sizeof(float));
     memcpy(b->centroid + j * d, c, d * sizeof(float));
-    memset(b->route_n + j * R, 0, R * sizeof(float));
-    memset(b->route_s + j * R, 0, R * sizeof(float));
+    clear_route_rows(b, j);
     b->hits[j] = (float)count;
     b->baseline[j] = quality;
     usage[j] = 0;
@@ -184,8 +217,10 @@ static void move_row(sona_bank *b, uint32_t to, uint32_t from, uint64_t *usage, 
     const size_t d = b->dim, R = b->n_routes;
     memcpy(b->centroid + to * d, b->centroid + from * d, d * sizeof(float));
     memcpy(b->centroid_sum + to * d, b->centroid_sum + from * d, d * sizeof(float));
-    memcpy(b->route_n + to * R, b->route_n + from * R, R * sizeof(float));
-    memcpy(b->route_s + to * R, b->route_s + from * R, R * sizeof(float));
+    for (int i = 0; i < BANK_ROUTE_ARRAYS; ++i) {
+        float *a = route_array(b, i);
+        memcpy(a + to * R, a + from * R, R * sizeof(float));
+    }
     b->hits[to] = b->hits[from];
     b->baseline[to] = b->baseline[from];
     usage[to] = usage[from];
@@ -199,9 +234,9 @@ static void merge_pair(sona_bank *b, uint32_t p, uint32_t q, uint64_t *usage, ui
     b->baseline[p] = hp + hq > 0.0f ? (hp * b->baseline[p] + hq * b->baseline[q]) / (hp + hq)
                                     : 0.5f * (b->baseline[p] + b->baseline[q]);
     b->hits[p] = hp + hq;
-    for (size_t r = 0; r < R; ++r) {
-        b->route_n[p * R + r] += b->route_n[q * R + r];
-        b->route_s[p * R + r] += b->route_s[q * R + r];
+    for (int i = 0; i < BANK_ROUTE_ARRAYS; ++i) {
+        float *a = route_array(b, i);
+        for (size_t r = 0; r < R; ++r) a[p * R + r] += a[q * R + r];
     }
     sona_axpy_f32(d, 1.0f, b->centroid_sum + q * d, b->centroid_sum + p * d);
     unit_row(b, p);
@@ -212,8 +247,7 @@ static void merge_pair(sona_bank *b, uint32_t p, uint32_t q, uint64_t *usage, ui
     /* leave the freed row clean: state files store every row */
     memset(b->centroid + (size_t)last * d, 0, d * sizeof(float));
     memset(b->centroid_sum + (size_t)last * d, 0, d * sizeof(float));
-    memset(b->route_n + (size_t)last * R, 0, R * sizeof(float));
-    memset(b->route_s + (size_t)last * R, 0, R * sizeof(float));
+    clear_route_rows(b, last);
     b->hits[last] = b->baseline[last] = 0.0f;
     usage[last] = 0;
     touched[last] = 0;

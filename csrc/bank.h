@@ -1,5 +1,6 @@
 /* bank.h: the pattern bank (ReasoningBank's online part): unit centroids of past queries with, per
- * pattern, a reward baseline and per-route decayed (count, reward-sum) statistics.
+ * pattern, a reward baseline and per-route decayed (count, reward-sum) and (count, cost-sum)
+ * statistics.
  *
  * Patterns are created online by leader clustering (a query joins its nearest pattern when the
  * cosine reaches new_cos, else starts a new one while there is room), so the router's prior has
@@ -24,6 +25,8 @@ typedef struct sona_bank {
     float *hits;         /* capacity: times the pattern was observed (never decayed) */
     float *route_n;      /* capacity x n_routes, decayed counts */
     float *route_s;      /* capacity x n_routes, decayed reward sums */
+    float *route_cn;     /* capacity x n_routes, decayed counts of the costs reported */
+    float *route_c;      /* capacity x n_routes, decayed sums of the costs reported */
     float *baseline;     /* capacity: reward baseline */
 } sona_bank;
 
@@ -59,6 +62,17 @@ int32_t sona_bank_claim(sona_bank *b, int32_t j, const float *xhat, float init_b
  * remembers as many queries whether each brought one outcome or one per route. */
 void sona_bank_observe(sona_bank *b, int32_t j, const float *xhat, int32_t route, float r,
                        int new_hit);
+/* Records the cost of one call of `route` (ignored when >= n_routes or < 0) in pattern j, after
+ * sona_bank_observe (whose new hit decayed the cost statistics with the reward statistics). */
+void sona_bank_observe_cost(sona_bank *b, int32_t j, int32_t route, float cost);
+/* Cost per call of the first K routes on pattern j's queries, from the routes' traffic-wide costs
+ * per call `cost` (>= 0): (C_k + s cost_k) / (M_k + 1), with C_k and M_k the pattern's decayed
+ * cost sum and count of route k, and s = sum_k C_k / sum_k M_k cost_k the pattern's cost scale
+ * (1 without any cost there). A call's cost is a price times the tokens of its query and answer,
+ * and queries of one kind have alike lengths: the scale carries a pattern's length to the routes
+ * not tried there, and a route's own costs there replace it as they come in. */
+void sona_bank_route_costs(const sona_bank *b, int32_t j, uint32_t K, const float *cost,
+                           double *c);
 /* xhat = x / max(|x|, 1e-12); returns |x|. */
 float sona_unit(const float *x, size_t d, float *xhat);
 

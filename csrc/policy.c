@@ -22,8 +22,11 @@
  * route(x, lambda, mask): prepare, then the behaviour policy
  *   (9) Thompson draws: g~_k = g_k + ts e_k sd(g_k, N_k + 2), m~ from g~ as in (7) plus
  *       ts e'_k sd(m~_k, N_jk + n0), sd(m, n) = sqrt(max(m (1 - m), 0.01) / n), e ~ IrwinHall
- *   (10) z = z_ad + (m~ - max m~) / tau_p - lambda c / tau_p (c: cost per call), masked routes
- *        -inf; q = (1 - eps) softmax(z) + eps / K_allowed on the allowed routes. Except while
+ *   (10) z = z_ad + (m~ - max m~) / tau_p - lambda c / tau_p, masked routes -inf; c: cost per
+ *        call on pattern j's queries, c_k = (C_jk + s_j c_k) / (M_jk + 1) from the pattern's
+ *        decayed cost sums C and counts M and the route's traffic-wide cost per call c_k, scaled
+ *        by the pattern's s_j = sum_k C_jk / sum_k M_jk c_k (see bank.h); c_k without a pattern.
+ *        q = (1 - eps) softmax(z) + eps / K_allowed on the allowed routes. Except while
  *        some allowed routes have fewer than SONA_MIN_EVIDENCE (decayed) outcomes N_k: then z is
  *        0 on those and -inf elsewhere (q uniform over them)
  *   (11) a: first k with u < cumsum(q)_k
@@ -58,7 +61,8 @@
  *        clipped, keys renormalised. Each row's gradient is a scalar times a shared vector, so
  *        mean_j (w g_ij)² = (w coef_i)² |vec|² / n and a step without the Fisher is one axpy per
  *        row: no per-weight division or square root, and no per-weight optimiser state to stream.
- *   (17) pattern and traffic-wide route statistics, cost per call, global baseline, mu
+ *   (17) pattern and traffic-wide route statistics, cost per call (the pattern's and the
+ *        route's), global baseline, mu
  * Reductions for the softmax and the prior run in double; vectors in float32 kernels.
  */
 #include <math.h>
@@ -203,12 +207,18 @@ static void add_prior(const sona_policy *p, int32_t j, sona_pcg32 *rng, double *
     for (size_t k = 0; k < K; ++k) z[k] += (mk[k] - mx) / p->hp.tau_prior;
 }
 
-/* (10): the cost term and the mask. */
-static void add_cost_mask(const sona_policy *p, float cost_weight, const uint8_t *mask, double *z) {
+/* (10): the cost term for pattern j (-1: none) and the mask. */
+static void add_cost_mask(const sona_policy *p, int32_t j, float cost_weight, const uint8_t *mask,
+                          double *z) {
     const size_t K = p->n_routes;
     if (cost_weight != 0.0f) {
-        const double c = (double)cost_weight / p->hp.tau_prior;
-        for (size_t k = 0; k < K; ++k) z[k] -= c * p->route_cost[k];
+        const double w = (double)cost_weight / p->hp.tau_prior;
+        double c[SONA_MAX_ROUTES];
+        if (j >= 0)
+            sona_bank_route_costs(p->bank, j, (uint32_t)K, p->route_cost, c);
+        else
+            for (size_t k = 0; k < K; ++k) c[k] = p->route_cost[k];
+        for (size_t k = 0; k < K; ++k) z[k] -= w * c[k];
     }
     if (mask)
         for (size_t k = 0; k < K; ++k)
@@ -237,8 +247,9 @@ void sona_policy_scores(sona_policy *p, const float *x, float cost_weight, const
     double z[SONA_MAX_ROUTES];
     forward(p, x, xt, yh, um, ub, z);
     const float nx = sona_unit(x, d, yh); /* x^ reuses the y^ buffer (the logits are taken) */
-    add_prior(p, match_pattern(p, yh, xt, nx > 1e-12f ? nx : 1e-12f, scan), NULL, z);
-    add_cost_mask(p, cost_weight, mask, z);
+    const int32_t j = match_pattern(p, yh, xt, nx > 1e-12f ? nx : 1e-12f, scan);
+    add_prior(p, j, NULL, z);
+    add_cost_mask(p, j, cost_weight, mask, z);
     softmax(z, p->n_routes, probs);
 }
 
@@ -281,7 +292,7 @@ uint32_t sona_policy_route(sona_policy *p, const float *x, float cost_weight, co
     if (!few) {
         for (size_t k = 0; k < K; ++k) z[k] = za[k];
         add_prior(p, ctx->pattern, &p->rng, z);
-        add_cost_mask(p, cost_weight, mask, z);
+        add_cost_mask(p, ctx->pattern, cost_weight, mask, z);
     }
     softmax(z, K, q);
     size_t allowed = K;
@@ -565,6 +576,7 @@ void sona_policy_learn(sona_policy *p, const sona_policy_ctx *ctx, uint32_t a, f
     p->global_q[a] += r * r;
     if (p->t % SONA_SHRINK_EVERY == 0) estimate_shrink(p);
     if (cost == cost) { /* reported (not NaN) */
+        sona_bank_observe_cost(p->bank, j, (int32_t)a, cost);
         p->cost_n[a] += 1.0f;
         p->route_cost[a] += (cost - p->route_cost[a]) / p->cost_n[a];
     }

@@ -62,7 +62,8 @@ cdef class PatternStore:
     of the defaults lives here.
     """
     cdef sona_bank b
-    cdef readonly object centroid, centroid_sum, hits, route_n, route_s, baseline, usage
+    cdef readonly object centroid, centroid_sum, hits, route_n, route_s, route_cn, route_c
+    cdef readonly object baseline, usage
     cdef float[::1] _scan
     cdef object _touched, _refine_scratch, _km_work
     cdef bint _refining
@@ -86,6 +87,8 @@ cdef class PatternStore:
         self.hits = np.zeros(cap, np.float32)
         self.route_n = np.zeros((cap, max(nr, 1)), np.float32)
         self.route_s = np.zeros((cap, max(nr, 1)), np.float32)
+        self.route_cn = np.zeros((cap, max(nr, 1)), np.float32)
+        self.route_c = np.zeros((cap, max(nr, 1)), np.float32)
         self.baseline = np.zeros(cap, np.float32)
         self.usage = np.zeros(cap, np.uint64)
         self._scan = np.zeros(cap, np.float32)
@@ -100,6 +103,8 @@ cdef class PatternStore:
         self.b.hits = _fptr(self.hits)
         self.b.route_n = _fptr(self.route_n)
         self.b.route_s = _fptr(self.route_s)
+        self.b.route_cn = _fptr(self.route_cn)
+        self.b.route_c = _fptr(self.route_c)
         self.b.baseline = _fptr(self.baseline)
 
     cdef int _ready(self) except -1:
@@ -144,19 +149,21 @@ cdef class PatternStore:
         _state_epoch += 1
 
     def _grow_routes(self, Py_ssize_t n):
-        """Track n routes, more than now (sona.Router.add_route): route_n and route_s gain
-        zero columns, the others' values copied. Routers and engines hold the sona_bank struct,
+        """Track n routes, more than now (sona.Router.add_route): route_n, route_s, route_cn and
+        route_c gain zero columns, the others' values copied. Routers and engines hold the sona_bank struct,
         which now points at the new arrays; views of the old arrays taken before stay stale."""
         self._ready()
         cdef Py_ssize_t old = self.b.n_routes
         if not old < n <= SONA_MAX_ROUTES:
             raise ValueError(f"n must be in {old + 1}..{SONA_MAX_ROUTES}; got {n}")
-        route_n = np.zeros((self.b.capacity, n), np.float32)
-        route_s = np.zeros((self.b.capacity, n), np.float32)
-        route_n[:, :old] = self.route_n[:, :old]
-        route_s[:, :old] = self.route_s[:, :old]
-        self.route_n, self.route_s = route_n, route_s
-        self.b.route_n, self.b.route_s = _fptr(route_n), _fptr(route_s)
+        grown = []
+        for a in (self.route_n, self.route_s, self.route_cn, self.route_c):
+            g = np.zeros((self.b.capacity, n), np.float32)
+            g[:, :old] = a[:, :old]
+            grown.append(g)
+        self.route_n, self.route_s, self.route_cn, self.route_c = grown
+        self.b.route_n, self.b.route_s = _fptr(self.route_n), _fptr(self.route_s)
+        self.b.route_cn, self.b.route_c = _fptr(self.route_cn), _fptr(self.route_c)
         self.b.n_routes = n
         global _state_epoch
         _state_epoch += 1

@@ -49,6 +49,8 @@ cdef extern from "bank.h" nogil:
         float *hits
         float *route_n
         float *route_s
+        float *route_cn
+        float *route_c
         float *baseline
 
     int32_t sona_bank_nearest(const sona_bank *b, const float *xhat, float *scratch, float *cos)

@@ -301,7 +301,8 @@ cdef class RouterCore:
         Decision.
 
         cost_weight: the trade-off, in quality per unit of cost: routes are ranked by expected
-        quality - cost_weight * cost per call (costs given to the router or learnt from outcomes).
+        quality - cost_weight * cost per call (costs given to the router or learnt from outcomes,
+        per kind of query where outcomes reported them: see sona.Router's costs).
         allowed: route names or indices that may be chosen (e.g. the models up now); None: all.
         Retired routes (sona.Router.retire_route) are never chosen, named in allowed or not.
         Samples from the policy (Thompson draws in the prior, plus `explore`), so repeated calls
@@ -600,8 +601,9 @@ cdef class RouterCore:
         self.route_cost[k], self.cost_n[k] = (0.0, 0.0) if cost is None else (cost, 1.0)
         self.shrink[k] = shrink
         self.route_decisions[k] = 0
-        self._bank.route_n[:, k] = 0.0
-        self._bank.route_s[:, k] = 0.0
+        for arr in (self._bank.route_n, self._bank.route_s, self._bank.route_cn,
+                    self._bank.route_c):
+            arr[:, k] = 0.0
         self._live[k] = 1
         self._point_routes()
         _state_epoch += 1  # last: a decision routed while numpy ran above is prepared afresh

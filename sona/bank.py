@@ -27,13 +27,16 @@ from ._core import Pattern, PatternStore
 from .params import PARAMS, RAW_NEW_PATTERN_COS
 from .state import check_values
 
-__all__ = ["BANK_ARRAYS", "BANK_DEFAULTS", "REFINE_DEFAULTS", "Pattern", "PatternStore",
-           "check_bank_arrays", "new_bank", "refine_bank"]
+__all__ = ["BANK_ARRAYS", "BANK_COST_ARRAYS", "BANK_DEFAULTS", "REFINE_DEFAULTS", "Pattern",
+           "PatternStore", "check_bank_arrays", "check_bank_cost_arrays", "new_bank", "refine_bank"]
 
 #: The float32 arrays that hold what a bank has learnt, as state files carry them ("bank." +
 #: name). An engine's file also carries ``usage`` (uint64 counts of query_patterns lookups,
 #: which only the engine's API reads); a router's does not.
 BANK_ARRAYS = ("centroid", "centroid_sum", "hits", "route_n", "route_s", "baseline")
+#: The per-pattern costs (float32, capacity x n_routes: decayed counts and sums of the costs
+#: reported with outcomes), which a router's file carries too; an engine reports no costs.
+BANK_COST_ARRAYS = ("route_cn", "route_c")
 
 #: Online clustering and statistics parameters (see csrc/bank.h), the ones the bank's C struct
 #: holds; their defaults, ranges, docs and the reasons for the defaults are in sona.params. The
@@ -64,6 +67,18 @@ def check_bank_arrays(fail: Callable[[str], Any], arrays: dict, prefix: str = "b
     if (s > n * (1 + 1e-4) + 1e-4).any():
         fail(f"array {prefix + 'route_s'!r} holds a reward sum above its count "
              f"{prefix + 'route_n'!r}; rewards are in [0, 1]")
+
+
+def check_bank_cost_arrays(fail: Callable[[str], Any], arrays: dict, prefix: str = "bank.") -> None:
+    """Calls fail(msg) unless loaded per-pattern cost arrays (finite, shapes already checked) hold
+    what the bank can produce: costs and their counts >= 0, a count of costs at most the count
+    of outcomes (a cost comes with an outcome, and both decay alike)."""
+    for name in BANK_COST_ARRAYS:
+        check_values(fail, prefix + name, arrays[prefix + name], 0.0)
+    n, m = (arrays[prefix + name].astype(np.float64) for name in ("route_n", "route_cn"))
+    if (m > n * (1 + 1e-4) + 1e-4).any():
+        fail(f"array {prefix + 'route_cn'!r} counts more costs than {prefix + 'route_n'!r} "
+             "counts outcomes; a cost is reported with an outcome")
 
 
 def new_bank(dim: int, n_routes: int, capacity: int, **params: float) -> PatternStore:

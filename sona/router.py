@@ -27,7 +27,13 @@ from typing import Any, Union
 import numpy as np
 
 from ._core import LEARNT_WINDOW, RouterCore, _snapshot, get_backend
-from .bank import BANK_ARRAYS, BANK_DEFAULTS, check_bank_arrays
+from .bank import (
+    BANK_ARRAYS,
+    BANK_COST_ARRAYS,
+    BANK_DEFAULTS,
+    check_bank_arrays,
+    check_bank_cost_arrays,
+)
 from .config import MAX_ROUTES, SonaConfig, _is_int
 from .engine import SonaEngine
 from .outcome import MAX_DECISION_ID_CHARS, Outcome
@@ -50,7 +56,7 @@ __all__ = ["Router", "POLICY_DEFAULTS", "ROUTER_STATE_VERSION"]
 PathLike = Union[str, "os.PathLike[str]"]
 
 #: Version of the router layout inside a state file (the container has its own format_version).
-ROUTER_STATE_VERSION = 8
+ROUTER_STATE_VERSION = 9
 
 #: Defaults of the router policy's hyper-parameters (the table, with ranges and docs, is
 #: sona.params.ROUTER_PARAMS; csrc/policy.c shows where each enters).
@@ -85,7 +91,10 @@ _V5_ARRAYS = ("global_n", "global_s", "global_q", "route_cost", "cost_n", "shrin
 # Version 6 added only parameters (the drift and novelty EMA rates, hard-coded before) and the
 # retired routes; version 7 the decision ids learnt from (the at-most-once window): an older
 # file has none of either. Version 8 added only a parameter (centre_patterns: an older file
-# loads with it off, as it matched).
+# loads with it off, as it matched). Version 9 added the per-pattern costs (bank.route_cn,
+# bank.route_c): an older file loads with none, every pattern at the routes' traffic-wide costs
+# until costs are reported there.
+_ROUTER_BANK_ARRAYS = (*BANK_ARRAYS, *BANK_COST_ARRAYS)
 _POLICY_ARRAYS = ("keys", "bias", "rms", "fisher", "anchor", *_V3_ARRAYS, "mu", *_V5_ARRAYS)
 _U64 = 1 << 64
 
@@ -136,10 +145,11 @@ def _rms_rows_from_v1(v: np.ndarray, n_rows: int, d: int) -> np.ndarray:
 
 
 def _upgrade(meta: Any, arrays: dict) -> None:
-    """Fills what router state versions 3 to 6 added into an older file (in place; a malformed
+    """Fills what router state versions 3 to 9 added into an older file (in place; a malformed
     file is left for the checks to refuse): no task memory (before 3), no novelty (before 4), no
-    traffic-wide statistics or costs (before 5), the parameters each version added (at the
-    values sona.params.implied_params gives: how the older router behaved)."""
+    traffic-wide statistics or costs (before 5), no per-pattern costs (before 9), the parameters
+    each version added (at the values sona.params.implied_params gives: how the older router
+    behaved)."""
     if not (isinstance(meta, dict) and _is_int(meta.get("router_state_version"))):
         return
     version = meta["router_state_version"]
@@ -161,6 +171,9 @@ def _upgrade(meta: Any, arrays: dict) -> None:
             arrays["shrink"] = np.full_like(arrays["bias"], prior_count)
         for name in _V5_ARRAYS:
             arrays.setdefault(name, np.zeros_like(arrays["bias"]))
+    if version < 9 and "bank.route_n" in arrays:
+        for name in BANK_COST_ARRAYS:
+            arrays.setdefault("bank." + name, np.zeros_like(arrays["bank.route_n"]))
 
 
 def _check_meta(fail, meta: Any) -> None:
@@ -249,6 +262,7 @@ def _check_loaded_values(fail, meta: dict, arrays: dict) -> None:
     for name in ("rms", "fisher", "fisher_ckpt", "omega"):
         check_values(fail, name, arrays[name], 0.0)
     check_bank_arrays(fail, arrays)
+    check_bank_cost_arrays(fail, arrays)
 
 
 class Router(RouterCore):
@@ -265,7 +279,11 @@ class Router(RouterCore):
     seed: makes initial weights and every exploration draw reproducible.
     costs: optional cost per call of each route (e.g. US dollars), for route(x, cost_weight=...);
         refined by the costs reported with outcomes (their running mean, the given cost counting
-        as the first observation). Without it, costs are learnt from outcomes alone.
+        as the first observation). Without it, costs are learnt from outcomes alone. Reported
+        costs are also learnt per pattern (a call costs its price times the tokens of the query
+        and answer, and queries of one kind have alike lengths): a route's cost on a pattern is
+        the mean of its costs there and one observation of its cost per call scaled by what the
+        pattern's calls cost against those routes' costs per call (see csrc/bank.h).
     **params: policy hyper-parameters (sona.params.ROUTER_PARAMS: types, ranges, defaults);
         read them back from ``router.params`` (read-only), change live ones with set_params().
 
@@ -666,15 +684,15 @@ class Router(RouterCore):
         }  # fmt: skip
         for name in _POLICY_ARRAYS:
             live[name] = getattr(self, name)
-        for name in BANK_ARRAYS:
+        for name in _ROUTER_BANK_ARRAYS:
             live["bank." + name] = getattr(self.bank, name)
         arrays, scalars = _snapshot(live, (
             self._counters, partial(getattr, self, "decisions"),
             partial(getattr, self, "feedbacks"), partial(getattr, self.bank, "n_patterns"),
             partial(getattr, self, "_params"), self._learnt_ids))
         K = len(self.routes)
-        for name in ("bank.route_n", "bank.route_s"):  # an engine's bank may track more routes
-            arrays[name] = arrays[name][:, :K]
+        for name in ("route_n", "route_s", *BANK_COST_ARRAYS):  # an engine's bank may track more
+            arrays["bank." + name] = arrays["bank." + name][:, :K]  # routes
         arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in arrays.items()}
         return (arrays, *scalars)
 
@@ -699,8 +717,9 @@ class Router(RouterCore):
         ``max_patterns`` rows (rows past ``n_patterns`` included, so the file is exact whatever
         they hold):
         ``bank.centroid``, ``bank.centroid_sum`` (max_patterns, dim), ``bank.hits``,
-        ``bank.baseline`` (max_patterns,), ``bank.route_n``, ``bank.route_s`` (max_patterns,
-        n_routes);
+        ``bank.baseline`` (max_patterns,), ``bank.route_n``, ``bank.route_s``, ``bank.route_cn``,
+        ``bank.route_c`` (max_patterns, n_routes: per pattern and route, decayed counts and sums
+        of outcomes, then of the costs reported with them);
 
         and JSON metadata: ``router_state_version``, ``sona_version``, ``routes``, ``hidden_dim``,
         ``seed``, ``params`` (every hyper-parameter of sona.params, current values: set_params
@@ -712,7 +731,8 @@ class Router(RouterCore):
         added ones at the end, retired ones included), ``learnt`` (the ids of the last
         decisions learnt from, by feedback() or learn(), oldest first, at most 65536: a loaded
         router refuses their outcomes as a second learning). Files of versions 1 to 5 load with
-        no route retired, files of versions 1 to 6 with no decision id learnt. Files
+        no route retired, files of versions 1 to 6 with no decision id learnt, files of versions
+        1 to 8 with no per-pattern cost. Files
         of router state versions 1 and 2 (no task memory) load with ``ewc_memory`` 0 and an empty
         memory; files of versions 1 to 3 load with ``ewc_novelty`` 0 (boundaries from the reward
         alone, every task remembered fully: how they were written); a parameter newer than a
@@ -842,6 +862,7 @@ class Router(RouterCore):
             **{name: (K,) for name in _V5_ARRAYS},
             "bank.centroid": (cap, d), "bank.centroid_sum": (cap, d), "bank.hits": (cap,),
             "bank.route_n": (cap, K), "bank.route_s": (cap, K), "bank.baseline": (cap,),
+            "bank.route_cn": (cap, K), "bank.route_c": (cap, K),
         }  # fmt: skip
         per_weight = ("fisher", "anchor") + _V3_ARRAYS
         names = set(expected) | {"rms", *per_weight}
@@ -899,7 +920,7 @@ class Router(RouterCore):
             router.base.set_weights(arrays["base.A"], arrays["base.B"])
             for name in _POLICY_ARRAYS:
                 router._assign(name, arrays[name])
-            for name in BANK_ARRAYS:
+            for name in _ROUTER_BANK_ARRAYS:
                 getattr(router.bank, name)[...] = arrays["bank." + name]
             router.bank._set_n_patterns(meta["n_patterns"])
             router._set_counters(dict(meta["counters"]))

@@ -115,6 +115,10 @@ class PolicyReference:
         self.pat_count = np.zeros(M)              # hits
         self.pat_n = np.zeros((M, K), np.float32)  # decayed per-route counts (float32 as in C)
         self.pat_s = np.zeros((M, K), np.float32)  # decayed per-route reward sums
+        self.pat_cn = np.zeros((M, K), np.float32)  # decayed per-route counts of costs reported
+        self.pat_c = np.zeros((M, K), np.float32)   # and their sums
+        self.route_cost = np.zeros(K, np.float32)   # traffic-wide cost per call (running mean)
+        self.cost_n = np.zeros(K, np.float32)       # and its count
         # float32 as in C: the minimum-evidence rule compares the decayed count with 5 exactly
         self.global_n = np.zeros(K, np.float32)   # traffic-wide per-route counts (decayed)
         self.global_s = np.zeros(K, np.float32)   # and reward sums
@@ -232,18 +236,32 @@ class PolicyReference:
                 m = m + h["ts_scale"] * e * self._sd(m, n)
         return (m - m.max()) / h["tau_prior"]                     # (8) z_pr
 
+    def _cost_term(self, j, cost_weight):
+        """(10) cost_weight / tau_prior times each route's cost per call on pattern j's queries:
+        (C_j + s_j c) / (M_j + 1), s_j = sum C_j / sum M_j c (1 without costs there); c without
+        a pattern."""
+        c = self.route_cost.astype(np.float64)
+        if j >= 0:
+            C, M = self.pat_c[j].astype(np.float64), self.pat_cn[j].astype(np.float64)
+            expected = float((M * c).sum())
+            scale = float(C.sum()) / expected if expected > 0 else 1.0
+            c = (C + scale * c) / (M + 1.0)
+        return cost_weight / self.h["tau_prior"] * c
+
     @staticmethod
     def _softmax(z):
         e = np.exp(z - z.max())
         return e / e.sum()
 
     # -- public ------------------------------------------------------------------------------
-    def scores(self, x) -> np.ndarray:
-        """Greedy probabilities softmax(z_ad + z_pr(mean)); no state change, no RNG."""
+    def scores(self, x, cost_weight: float = 0.0) -> np.ndarray:
+        """Greedy probabilities softmax(z_ad + z_pr(mean) - cost term); no state change, no RNG."""
         x = np.asarray(x, dtype=np.float64)
-        return self._softmax(self._adapter(x)[5] + self._prior(self._nearest(x), False))
+        j = self._nearest(x)
+        return self._softmax(self._adapter(x)[5] + self._prior(j, False)
+                             - self._cost_term(j, cost_weight))
 
-    def route(self, x) -> Decision:
+    def route(self, x, cost_weight: float = 0.0) -> Decision:
         """(1)-(9) above, then (10) pi = softmax(z_ad + z_pr(mean)) (learns),
         q = (1-eps) softmax(z_ad + z_pr(Thompson draws)) + eps/K (behaviour),
         (11) one uniform u, a = first index with cumsum(q) > u."""
@@ -255,7 +273,8 @@ class PolicyReference:
         if few.any():                                             # (10) minimum evidence
             q = few / few.sum()                                   # uniform over those routes
         else:
-            q = self._softmax(z_ad + self._prior(j, True))        # the behaviour policy
+            q = self._softmax(z_ad + self._prior(j, True)         # the behaviour policy
+                              - self._cost_term(j, cost_weight))
         q = (1.0 - self.h["explore"]) * q + self.h["explore"] / self.K
         u = self.rng.uniform()
         a, acc = 0, q[0]
@@ -274,8 +293,8 @@ class PolicyReference:
         self.omega_max = max(float(o.max()) for o in self.omega.values())
         self.tasks += 1
 
-    def feedback(self, decision: Decision, quality: float) -> None:
-        """Learn from one scalar quality in [0, 1]:
+    def feedback(self, decision: Decision, quality: float, cost: float | None = None) -> None:
+        """Learn from one scalar quality in [0, 1] (and the call's cost, when reported):
 
         (12) pattern j (new pattern from x if none matched and room; else nearest)
         (13) adv = r - b_j (baseline BEFORE its update);  w = clip(adv * pi_a / q_a, +-1)
@@ -296,7 +315,8 @@ class PolicyReference:
         (16) RMSprop per row i: v_i = b v_i + (1-b) mean_j (w g_ij)^2;
              theta_i += lr s_i / sqrt(v_i/(1-b^t) + eps^2);
              theta = clip(theta, +-weight_clip); keys_j /= |keys_j| (bounded adapter logits)
-        (17) stats: n_j,s_j *= decay; n_ja += 1; s_ja += r; b_j update; centroid update;
+        (17) stats: n_j,s_j,M_j,C_j *= decay; n_ja += 1; s_ja += r; with a cost: M_ja += 1,
+             C_ja += cost, the route's running mean cost; b_j update; centroid update;
              traffic-wide N, G *= 1 - 1/prior_window; N_a += 1; G_a += r; global baseline;
              mu update.
         """
@@ -382,10 +402,16 @@ class PolicyReference:
         if fisher_step:
             self.fisher_max = max(float(f.max()) for f in self.fisher.values())
 
-        self.pat_n[j] *= np.float32(h["decay"])
-        self.pat_s[j] *= np.float32(h["decay"])
+        for stat in (self.pat_n, self.pat_s, self.pat_cn, self.pat_c):
+            stat[j] *= np.float32(h["decay"])
         self.pat_n[j, a] += np.float32(1.0)
         self.pat_s[j, a] += np.float32(r)
+        if cost is not None:
+            c32 = np.float32(cost)
+            self.pat_cn[j, a] += np.float32(1.0)
+            self.pat_c[j, a] += c32
+            self.cost_n[a] += np.float32(1.0)
+            self.route_cost[a] += (c32 - self.route_cost[a]) / self.cost_n[a]
         if self.pat_count[j] * h["baseline_rate"] < 1.0:
             self.pat_base[j] += (r - self.pat_base[j]) / (self.pat_count[j] + 1.0)
         else:

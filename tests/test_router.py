@@ -53,6 +53,32 @@ def test_matches_reference_step_for_step(backend, hp):
     np.testing.assert_allclose(router.scores(X[0]), ref.scores(X[0]), atol=2e-3)
 
 
+@pytest.mark.parametrize("hp", [{}, {"explore": 0.1}, RAW_MATCHING, {"max_patterns": 3}])
+def test_matches_reference_with_costs(backend, hp):
+    """Costs reported with the outcomes (a price per route times a length per kind of query)
+    and a cost trade-off on every other decision: the per-pattern costs agree step for step."""
+    d = 64
+    router, ref = _twin(d=d, **hp)
+    task = RoutingTask(dim=d, n_clusters=4, n_routes=4, seed=11)
+    rng = np.random.default_rng(6)
+    X, clusters = task.sample(300, rng)
+    for i, (x, c) in enumerate(zip(X, clusters)):
+        w = 20.0 * (i % 2)
+        dr, dn = router.route(x, cost_weight=w), ref.route(x, cost_weight=w)
+        assert dr.index == dn.index
+        np.testing.assert_allclose(dr.probs, dn.probs, rtol=2e-3, atol=2e-4)
+        r, cost = float(task.reward(c, dr.index, rng)), 1e-3 * (dr.index + 1) * (1 + int(c) % 3)
+        router.learn(dr.outcome(r, cost=cost))
+        ref.feedback(dn, r, cost)
+    n = router.bank.n_patterns
+    assert n == ref.n_patterns
+    np.testing.assert_allclose(router.bank.route_c[:n], ref.pat_c[:n], rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(router.bank.route_cn[:n], ref.pat_cn[:n], rtol=1e-5)
+    for x in X[:20]:
+        np.testing.assert_allclose(router.scores(x, cost_weight=20.0),
+                                   ref.scores(x, cost_weight=20.0), atol=2e-3)
+
+
 @pytest.mark.parametrize("hp", [{}, {"ewc_memory": 4.0, "fisher_every": 1}, {"ewc_novelty": 0.0},
                                 {"ewc_novelty": 0.8},
                                 {"reward_short_rate": 0.02, "reward_long_rate": 0.004,

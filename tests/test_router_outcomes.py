@@ -255,6 +255,27 @@ def test_cost_aware_routing_trades_quality_for_cost():
         sona.Router(["a", "b"], hidden_dim=8, costs=[1.0])
 
 
+def test_costs_are_learnt_per_kind_of_query():
+    """A call's cost is a price times the tokens of the query and answer: the same route costs
+    ten times more on long queries here. The trade-off then differs between kinds of queries."""
+    router = sona.Router(["cheap", "pricey"], hidden_dim=8, seed=0)
+    long_q, short_q = np.eye(8, dtype=np.float32)[:2]
+    for _ in range(200):
+        for x, pricey_cost in ((long_q, 0.02), (short_q, 0.002)):
+            router.learn(sona.Outcome(x, "cheap", prob=0.5, quality=0.6, cost=0.001))
+            router.learn(sona.Outcome(x, "pricey", prob=0.5, quality=0.8, cost=pricey_cost))
+    assert router.bank.n_patterns == 2
+    assert router.route_cost[1] == pytest.approx(0.011)
+    # pricey's 0.2 of quality costs 0.019 more per call on long queries (worth it below
+    # cost_weight 10.5), 0.001 more on short ones (below 200); at its traffic-wide cost per
+    # call, 0.011, the break-even would be 20 for both
+    for x in (long_q, short_q):
+        assert router.scores(x, cost_weight=5.0).argmax() == 1
+    assert router.scores(long_q, cost_weight=15.0).argmax() == 0
+    assert router.scores(short_q, cost_weight=50.0).argmax() == 1
+    assert router.route(long_q, cost_weight=15.0).route == "cheap"
+
+
 def test_costs_are_learnt_from_outcomes():
     router = sona.Router(["a", "b"], hidden_dim=8, seed=0, costs=[0.5, 0.5])
     x = np.ones(8, np.float32)

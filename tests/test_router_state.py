@@ -30,7 +30,8 @@ def _arrays(r):
     }  # fmt: skip
     for name in ("keys", "bias", "rms", "fisher", "anchor", "mu"):
         out[name] = getattr(r, name)
-    for name in ("centroid", "centroid_sum", "hits", "route_n", "route_s", "baseline"):
+    for name in ("centroid", "centroid_sum", "hits", "route_n", "route_s", "route_cn", "route_c",
+                 "baseline"):
         out["bank." + name] = getattr(r.bank, name)
     return out
 
@@ -44,12 +45,17 @@ def _assert_same_state(a, b):
     assert (a.decisions, a.feedbacks) == (b.decisions, b.feedbacks)
 
 
+def _cost(cluster, route):
+    """A call's cost: a price per route times a length per kind of query."""
+    return 1e-3 * (route + 1) * (1 + int(cluster) % 3)
+
+
 def _train(router, task, n, seed):
     rng = np.random.default_rng(seed)
     X, clusters = task.sample(n, rng)
     for x, c in zip(X, clusters):
         d = router.route(x)
-        router.feedback(d, float(task.reward(c, d.index, rng)))
+        router.learn(d.outcome(float(task.reward(c, d.index, rng)), cost=_cost(c, d.index)))
 
 
 @pytest.fixture(scope="module")
@@ -86,21 +92,23 @@ def _assert_same_future(a, b, task, n=400):
     held_out, _ = task.sample(200, np.random.default_rng(99))
     for x in held_out:
         assert np.array_equal(a.scores(x), b.scores(x))
+        assert np.array_equal(a.scores(x, cost_weight=30.0), b.scores(x, cost_weight=30.0))
 
     # Next N decisions: same routes, same probabilities (the Thompson/explore RNG continues);
     # identical feedback then gives identical weights and statistics.
     rng = np.random.default_rng(7)
     X, clusters = task.sample(n, rng)
-    for x, c in zip(X, clusters):
-        da, db = a.route(x), b.route(x)
+    for i, (x, c) in enumerate(zip(X, clusters)):
+        w = 30.0 * (i % 2)  # every other decision trades quality against cost
+        da, db = a.route(x, cost_weight=w), b.route(x, cost_weight=w)
         assert da.index == db.index
         assert np.array_equal(da.probs, db.probs)
         q = float(task.reward(c, da.index, rng))
-        a.feedback(da, q)
-        b.feedback(db, q)
+        a.learn(da.outcome(q, cost=_cost(c, da.index)))
+        b.learn(db.outcome(q, cost=_cost(c, db.index)))
     _assert_same_state(a, b)
     for x in held_out[:50]:
-        assert np.array_equal(a.scores(x), b.scores(x))
+        assert np.array_equal(a.scores(x, cost_weight=30.0), b.scores(x, cost_weight=30.0))
 
 
 def test_fresh_router_round_trip(backend, tmp_path):
@@ -128,12 +136,13 @@ def test_file_layout(trained, saved):
         "anchor": (n,), "fisher_ckpt": (n,), "omega": (n,), "omega_theta": (n,), "mu": (D,),
         "bank.centroid": (cap, D), "bank.centroid_sum": (cap, D), "bank.hits": (cap,),
         "bank.route_n": (cap, K), "bank.route_s": (cap, K), "bank.baseline": (cap,),
+        "bank.route_cn": (cap, K), "bank.route_c": (cap, K),
         "global_n": (K,), "global_s": (K,), "global_q": (K,), "route_cost": (K,),
         "cost_n": (K,), "shrink": (K,),
     }  # fmt: skip
     assert all(a.dtype == np.float32 for a in arrays.values())
     assert meta["routes"] == ROUTES and meta["hidden_dim"] == D and meta["seed"] == 5
-    assert meta["sona_version"] == sona.__version__ and meta["router_state_version"] == 8
+    assert meta["sona_version"] == sona.__version__ and meta["router_state_version"] == 9
     assert meta["params"] == {**POLICY_DEFAULTS, **HP}
     assert meta["counters"] == trained._counters()
     assert (meta["decisions"], meta["feedbacks"]) == (600, 600)
@@ -197,6 +206,12 @@ def _bad_cases():
                       r"'bank.hits' has shape \(101,\)"),
         "route stats": (lambda a: _set(a, "bank.route_s", np.zeros((100, K + 1), f32)), None,
                         r"'bank.route_s' has shape"),
+        "route costs": (lambda a: _set(a, "bank.route_c", np.zeros((100, K - 1), f32)), None,
+                        r"'bank.route_c' has shape"),
+        "negative cost": (lambda a: a["bank.route_c"].__setitem__((0, 0), -1.0), None,
+                          r"'bank.route_c'"),
+        "costs without outcomes": (lambda a: a["bank.route_cn"].__setitem__(
+            (0, 0), a["bank.route_n"][0, 0] + 1.0), None, r"counts more costs than"),
         "rms length": (lambda a: _set(a, "rms", a["rms"][:-1].copy()), None,
                        r"'rms' has shape \(24,\).* 25 weight rows"),
         "fisher length": (lambda a: _set(a, "fisher", a["fisher"][:-1].copy()), None,
@@ -367,6 +382,25 @@ def test_version_6_file_loads_with_no_decision_learnt(trained, saved, tmp_path, 
     loaded = sona.Router.load(_rewrite(saved, tmp_path / "v6.sona", None, meta_v6))
     assert loaded._learnt_ids() == [] and len(trained._learnt_ids()) == 600
     assert learned_bytes(loaded) == learned_bytes(trained)
+
+
+def test_version_8_file_loads_with_no_per_pattern_cost(trained, saved, tmp_path, task):
+    """Version 8 kept no per-pattern costs: such a file loads with none (every pattern at the
+    routes' traffic-wide costs), decides as the router that wrote it without a cost trade-off,
+    and learns the costs on."""
+    def strip(a):
+        del a["bank.route_cn"], a["bank.route_c"]
+
+    old = _rewrite(saved, tmp_path / "v8.sona", strip,
+                   lambda m: _set(m, "router_state_version", 8))
+    loaded = sona.Router.load(old)
+    assert not loaded.bank.route_cn.any() and not loaded.bank.route_c.any()
+    assert trained.bank.route_cn.any()
+    held_out, clusters = task.sample(50, np.random.default_rng(3))
+    assert np.array_equal(loaded.scores(held_out), trained.scores(held_out))
+    d = loaded.route(held_out[0])
+    loaded.learn(d.outcome(1.0, cost=0.5))
+    assert loaded.bank.route_c.sum() == np.float32(0.5)
 
 
 def test_version_5_file_loads_with_no_route_retired(trained, saved, tmp_path, task):

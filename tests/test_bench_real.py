@@ -54,3 +54,18 @@ def test_bench_real_prints_both_route_sets_and_writes_json_and_plot(tmp_path):
 def test_bench_real_rejects_bad_seeds(tmp_path):
     proc = _bench(["--seeds", "x"], tmp_path)
     assert proc.returncode == 2 and "--seeds: expected e.g. 0-4" in proc.stderr
+
+
+def test_bench_real_warm_start_reports_quality_and_cost(tmp_path):
+    proc = _bench(["--warm-start", "--seeds", "0", "--embeddings", "minilm"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| minilm, ")]
+    assert len(rows) == 2
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert len(cells) == 7
+        # held-out quality (worst / mean)
+        assert all(0.5 < float(v) <= 1.0 for q in cells[1:4] for v in q.split(" / "))
+        # the cheapest point keeping 97 % of the best single model's quality: a % of its cost,
+        # or "-" when no cost weight keeps it
+        assert all(c == "-" or 0 < float(c) < 1000 for c in cells[4:])

@@ -86,7 +86,7 @@ size_t sona_policy_ctx_floats(uint32_t dim, uint32_t n_routes, uint32_t micro_ra
 }
 
 size_t sona_policy_work_floats(uint32_t dim, uint32_t n_routes, uint32_t bank_capacity) {
-    const size_t scan = bank_capacity > 2u * n_routes ? bank_capacity : 2u * n_routes;
+    const size_t scan = bank_capacity > n_routes ? 2u * (size_t)bank_capacity : 2u * n_routes;
     return 2u * (size_t)dim + scan + 2u * n_routes + 2u * SONA_MAX_RANK;
 }
 
@@ -134,7 +134,7 @@ static double post_sd(double m, double n) {
 
 /* (6): the pattern nearest to the query (x^ its unit direction, xt = x - mu, s = |x|) and its
  * cosine in *cos, in the frame hp.centre_patterns selects; -1 and -inf for an empty bank. scan:
- * n_patterns floats. */
+ * 2 n_patterns floats. */
 static int32_t nearest_pattern(const sona_policy *p, const float *xhat, const float *xt, double s,
                                float *scan, float *cos) {
     const sona_bank *b = p->bank;
@@ -149,14 +149,16 @@ static int32_t nearest_pattern(const sona_policy *p, const float *xhat, const fl
     const double nx2 = sona_dot_f32(xt, xt, d), at_mu = 1e-4 * (s * s + mm);
     const int x_at_mu = !(nx2 > at_mu);
     const double nx = sqrt(nx2);
-    sona_dot_rows_f32(b->centroid, b->n_patterns, d, mu, scan); /* c_j . mu */
+    const uint32_t n = b->n_patterns;
+    float *cx = scan + n;
+    sona_dot2_rows_f32(b->centroid, n, d, mu, xt, scan, cx); /* c_j . mu, c_j . (x - mu) */
     int32_t best = 0;
     double best_cos = -INFINITY;
-    for (uint32_t j = 0; j < b->n_patterns; ++j) {
+    for (uint32_t j = 0; j < n; ++j) {
         /* (x - mu) . (s c - mu) / (|x - mu| |s c - mu|), |c| = 1. A point at mu has no
          * direction around it: cosine 0 between it and any other (a pattern at mu: the first
          * query's, while mu is that query), 1 when both are there (the same query again) */
-        const double num = s * sona_dot_f32(b->centroid + (size_t)j * d, xt, d) - xm;
+        const double num = s * (double)cx[j] - xm;
         const double n2 = s * s - 2.0 * s * (double)scan[j] + mm;
         double c;
         if (n2 > at_mu) {
@@ -236,7 +238,8 @@ static void softmax(const double *z, size_t K, float *out) {
 
 /* Scratch layout (sona_policy_work_floats): [0, K) adapter logits or g_z; [K, 2K + 2 MAX_RANK)
  * u_m/u_b (scores) or gradient coefficients (feedback); then two dim-vectors; then the pattern scan
- * (max(bank capacity, 2K) floats: also the key norms after a feedback's step). */
+ * (2 max(bank capacity, K) floats: the centred match's c . mu and c . (x - mu); also the key
+ * norms after a feedback's step). */
 #define WORK_VEC(p) ((p)->work + 2u * SONA_MAX_RANK + 2u * (p)->n_routes)
 
 void sona_policy_scores(sona_policy *p, const float *x, float cost_weight, const uint8_t *mask,

@@ -30,6 +30,10 @@ typedef float (*sona_dot_fn)(const float *a, const float *b, size_t n);
 typedef void (*sona_axpy_fn)(size_t n, float alpha, const float *x, float *y);
 /* out_i = M_i . x for the n rows of M (n x d) */
 typedef void (*sona_dot_rows_fn)(const float *M, size_t n, size_t d, const float *x, float *out);
+/* outx_i = M_i . x and outy_i = M_i . y, one pass over M (each sum as dot_rows forms it, so the
+ * results equal two dot_rows calls bit for bit) */
+typedef void (*sona_dot2_rows_fn)(const float *M, size_t n, size_t d, const float *x,
+                                  const float *y, float *outx, float *outy);
 /* dots_i = M_i . x and sqs_i = M_i . M_i, one pass over M */
 typedef void (*sona_dot_sq_rows_fn)(const float *M, size_t n, size_t d, const float *x,
                                     float *dots, float *sqs);
@@ -96,6 +100,7 @@ typedef struct sona_kernels {
     sona_dot_fn dot;
     sona_axpy_fn axpy;
     sona_dot_rows_fn dot_rows;
+    sona_dot2_rows_fn dot2_rows;
     sona_dot_sq_rows_fn dot_sq_rows;
     sona_sqdist_rows_fn sqdist_rows;
     sona_lora_fwd_fn lora_fwd;
@@ -111,6 +116,8 @@ float sona_maxabs_f32_scalar(const float *x, size_t n);
 float sona_dot_f32_scalar(const float *a, const float *b, size_t n);
 void sona_axpy_f32_scalar(size_t n, float alpha, const float *x, float *y);
 void sona_dot_rows_f32_scalar(const float *M, size_t n, size_t d, const float *x, float *out);
+void sona_dot2_rows_f32_scalar(const float *M, size_t n, size_t d, const float *x, const float *y,
+                               float *outx, float *outy);
 void sona_dot_sq_rows_f32_scalar(const float *M, size_t n, size_t d, const float *x, float *dots,
                                  float *sqs);
 void sona_sqdist_rows_f32_scalar(const float *M, size_t n, size_t d, const float *x, float *out);
@@ -132,6 +139,8 @@ float sona_maxabs_f32_avx2(const float *x, size_t n);
 float sona_dot_f32_avx2(const float *a, const float *b, size_t n);
 void sona_axpy_f32_avx2(size_t n, float alpha, const float *x, float *y);
 void sona_dot_rows_f32_avx2(const float *M, size_t n, size_t d, const float *x, float *out);
+void sona_dot2_rows_f32_avx2(const float *M, size_t n, size_t d, const float *x, const float *y,
+                             float *outx, float *outy);
 void sona_dot_sq_rows_f32_avx2(const float *M, size_t n, size_t d, const float *x, float *dots,
                                float *sqs);
 void sona_sqdist_rows_f32_avx2(const float *M, size_t n, size_t d, const float *x, float *out);
@@ -180,6 +189,10 @@ static inline void sona_axpy_f32(size_t n, float alpha, const float *x, float *y
 static inline void sona_dot_rows_f32(const float *M, size_t n, size_t d, const float *x,
                                      float *out) {
     sona_active->dot_rows(M, n, d, x, out);
+}
+static inline void sona_dot2_rows_f32(const float *M, size_t n, size_t d, const float *x,
+                                      const float *y, float *outx, float *outy) {
+    sona_active->dot2_rows(M, n, d, x, y, outx, outy);
 }
 static inline void sona_dot_sq_rows_f32(const float *M, size_t n, size_t d, const float *x,
                                         float *dots, float *sqs) {

@@ -40,6 +40,14 @@ void sona_dot_rows_f32_scalar(const float *M, size_t n, size_t d, const float *x
     for (size_t i = 0; i < n; ++i) out[i] = sona_dot_f32_scalar(M + i * d, x, d);
 }
 
+void sona_dot2_rows_f32_scalar(const float *M, size_t n, size_t d, const float *x, const float *y,
+                               float *outx, float *outy) {
+    for (size_t i = 0; i < n; ++i) {
+        outx[i] = sona_dot_f32_scalar(M + i * d, x, d);
+        outy[i] = sona_dot_f32_scalar(M + i * d, y, d);
+    }
+}
+
 void sona_sqdist_rows_f32_scalar(const float *M, size_t n, size_t d, const float *x, float *out) {
     for (size_t i = 0; i < n; ++i) {
         const float *m = M + i * d;

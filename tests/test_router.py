@@ -53,6 +53,28 @@ def test_matches_reference_step_for_step(backend, hp):
     np.testing.assert_allclose(router.scores(X[0]), ref.scores(X[0]), atol=2e-3)
 
 
+@pytest.mark.parametrize("d", [37, 45])
+def test_matches_reference_at_odd_dimensions(backend, d):
+    """Dimensions that are not a multiple of the vector width, and odd pattern counts: the
+    kernels' tails and leftover rows (the centred pattern scan takes two dots per row in one
+    pass) agree with the reference."""
+    router, ref = _twin(d=d, max_patterns=7)
+    task = RoutingTask(dim=d, n_clusters=5, n_routes=4, seed=12)
+    rng = np.random.default_rng(8)
+    X, clusters = task.sample(200, rng)
+    counts = set()
+    for x, c in zip(X, clusters):
+        dr, dn = router.route(x), ref.route(x)
+        assert dr.index == dn.index
+        np.testing.assert_allclose(dr.probs, dn.probs, rtol=2e-3, atol=2e-4)
+        r = float(task.reward(c, dr.index, rng))
+        router.feedback(dr, r)
+        ref.feedback(dn, r)
+        counts.add(router.bank.n_patterns)
+    assert router.bank.n_patterns == ref.n_patterns
+    assert {1, 2, 3} <= counts  # odd and even pattern counts were scanned
+
+
 @pytest.mark.parametrize("hp", [{}, {"explore": 0.1}, RAW_MATCHING, {"max_patterns": 3}])
 def test_matches_reference_with_costs(backend, hp):
     """Costs reported with the outcomes (a price per route times a length per kind of query)

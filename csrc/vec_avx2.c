@@ -99,35 +99,45 @@ void sona_dot_rows_f32_avx2(const float *M, size_t n, size_t d, const float *x, 
     }
 }
 
-/* Two rows at a time share each load of x and y; one accumulator per row and vector, as in
- * dot_rows. */
+/* Rows m0 and m1 against y0 and y1 (y0 = y1 = x for two vectors, or each row itself for its
+ * squared norm) and both against x, two rows sharing each load of x: out = {m0 . x, m0 . y0,
+ * m1 . x, m1 . y1}, one accumulator per sum as in dot_rows. */
+static inline void two_rows_two_dots(const float *m0, const float *m1, size_t d, const float *x,
+                                     const float *y0, const float *y1, float out[4]) {
+    __m256 p0 = _mm256_setzero_ps(), p1 = _mm256_setzero_ps();
+    __m256 q0 = _mm256_setzero_ps(), q1 = _mm256_setzero_ps();
+    size_t j = 0;
+    for (; j + 8 <= d; j += 8) {
+        __m256 x_f32x8 = _mm256_loadu_ps(x + j);
+        __m256 a = _mm256_loadu_ps(m0 + j), b = _mm256_loadu_ps(m1 + j);
+        p0 = _mm256_fmadd_ps(a, x_f32x8, p0);
+        q0 = _mm256_fmadd_ps(a, _mm256_loadu_ps(y0 + j), q0);
+        p1 = _mm256_fmadd_ps(b, x_f32x8, p1);
+        q1 = _mm256_fmadd_ps(b, _mm256_loadu_ps(y1 + j), q1);
+    }
+    float x0 = hsum_f32x8(p0), y0s = hsum_f32x8(q0), x1 = hsum_f32x8(p1), y1s = hsum_f32x8(q1);
+    for (; j < d; ++j) {
+        x0 += m0[j] * x[j];
+        y0s += m0[j] * y0[j];
+        x1 += m1[j] * x[j];
+        y1s += m1[j] * y1[j];
+    }
+    out[0] = x0;
+    out[1] = y0s;
+    out[2] = x1;
+    out[3] = y1s;
+}
+
 void sona_dot2_rows_f32_avx2(const float *M, size_t n, size_t d, const float *x, const float *y,
                              float *outx, float *outy) {
     size_t i = 0;
     for (; i + 2 <= n; i += 2) {
-        const float *m0 = M + i * d, *m1 = m0 + d;
-        __m256 p0 = _mm256_setzero_ps(), p1 = _mm256_setzero_ps();
-        __m256 q0 = _mm256_setzero_ps(), q1 = _mm256_setzero_ps();
-        size_t j = 0;
-        for (; j + 8 <= d; j += 8) {
-            __m256 x_f32x8 = _mm256_loadu_ps(x + j), y_f32x8 = _mm256_loadu_ps(y + j);
-            __m256 a = _mm256_loadu_ps(m0 + j), b = _mm256_loadu_ps(m1 + j);
-            p0 = _mm256_fmadd_ps(a, x_f32x8, p0);
-            q0 = _mm256_fmadd_ps(a, y_f32x8, q0);
-            p1 = _mm256_fmadd_ps(b, x_f32x8, p1);
-            q1 = _mm256_fmadd_ps(b, y_f32x8, q1);
-        }
-        float x0 = hsum_f32x8(p0), y0 = hsum_f32x8(q0), x1 = hsum_f32x8(p1), y1 = hsum_f32x8(q1);
-        for (; j < d; ++j) {
-            x0 += m0[j] * x[j];
-            y0 += m0[j] * y[j];
-            x1 += m1[j] * x[j];
-            y1 += m1[j] * y[j];
-        }
-        outx[i] = x0;
-        outy[i] = y0;
-        outx[i + 1] = x1;
-        outy[i + 1] = y1;
+        float r[4];
+        two_rows_two_dots(M + i * d, M + (i + 1) * d, d, x, y, y, r);
+        outx[i] = r[0];
+        outy[i] = r[1];
+        outx[i + 1] = r[2];
+        outy[i + 1] = r[3];
     }
     if (i < n) {
         sona_dot_rows_f32_avx2(M + i * d, n - i, d, x, outx + i);
@@ -159,28 +169,12 @@ void sona_dot_sq_rows_f32_avx2(const float *M, size_t n, size_t d, const float *
     size_t i = 0;
     for (; i + 2 <= n; i += 2) {
         const float *m0 = M + i * d, *m1 = m0 + d;
-        __m256 p0 = _mm256_setzero_ps(), p1 = _mm256_setzero_ps();
-        __m256 q0 = _mm256_setzero_ps(), q1 = _mm256_setzero_ps();
-        size_t j = 0;
-        for (; j + 8 <= d; j += 8) {
-            __m256 x_f32x8 = _mm256_loadu_ps(x + j);
-            __m256 a = _mm256_loadu_ps(m0 + j), b = _mm256_loadu_ps(m1 + j);
-            p0 = _mm256_fmadd_ps(a, x_f32x8, p0);
-            q0 = _mm256_fmadd_ps(a, a, q0);
-            p1 = _mm256_fmadd_ps(b, x_f32x8, p1);
-            q1 = _mm256_fmadd_ps(b, b, q1);
-        }
-        float d0 = hsum_f32x8(p0), s0 = hsum_f32x8(q0), d1 = hsum_f32x8(p1), s1 = hsum_f32x8(q1);
-        for (; j < d; ++j) {
-            d0 += m0[j] * x[j];
-            s0 += m0[j] * m0[j];
-            d1 += m1[j] * x[j];
-            s1 += m1[j] * m1[j];
-        }
-        dots[i] = d0;
-        sqs[i] = s0;
-        dots[i + 1] = d1;
-        sqs[i + 1] = s1;
+        float r[4];
+        two_rows_two_dots(m0, m1, d, x, m0, m1, r);
+        dots[i] = r[0];
+        sqs[i] = r[1];
+        dots[i + 1] = r[2];
+        sqs[i + 1] = r[3];
     }
     for (; i < n; ++i) {
         dots[i] = sona_dot_f32_avx2(M + i * d, x, d);

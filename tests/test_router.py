@@ -24,6 +24,23 @@ def _twin(d=64, K=4, seed=3, **hp):
     return router, ref
 
 
+def _step_together(router, ref, task, X, clusters, rng, cost=None, cost_weight=lambda i: 0.0,
+                   after=lambda: None):
+    """Route and learn one stream in a Router and its reference twin, asserting the same route
+    and probabilities at every step. cost(cluster, route) is the cost reported with each outcome
+    (None: none reported); cost_weight(i) the trade-off of step i; after() runs after each."""
+    for i, (x, c) in enumerate(zip(X, clusters)):
+        w = cost_weight(i)
+        dr, dn = router.route(x, cost_weight=w), ref.route(x, cost_weight=w)
+        assert dr.index == dn.index
+        np.testing.assert_allclose(dr.probs, dn.probs, rtol=2e-3, atol=2e-4)
+        r = float(task.reward(c, dr.index, rng))
+        spent = None if cost is None else cost(c, dr.index)
+        router.learn(dr.outcome(r, cost=spent))
+        ref.feedback(dn, r, spent)
+        after()
+
+
 @pytest.mark.parametrize("hp", [{}, {"explore": 0.1}, {"ewc_every": 50},
                                 {"ewc_every": 50, "fisher_every": 1},
                                 {"ewc_every": 50, "fisher_every": 7},
@@ -36,13 +53,7 @@ def test_matches_reference_step_for_step(backend, hp):
     task = RoutingTask(dim=d, n_clusters=4, n_routes=4, seed=11)
     rng = np.random.default_rng(5)
     X, clusters = task.sample(300, rng)
-    for x, c in zip(X, clusters):
-        dr, dn = router.route(x), ref.route(x)
-        assert dr.index == dn.index
-        np.testing.assert_allclose(dr.probs, dn.probs, rtol=2e-3, atol=2e-4)
-        r = float(task.reward(c, dr.index, rng))
-        router.feedback(dr, r)
-        ref.feedback(dn, r)
+    _step_together(router, ref, task, X, clusters, rng)
     p = ref.p
     np.testing.assert_allclose(router.micro.A, p["A_micro"], atol=2e-4)
     np.testing.assert_allclose(router.micro.B, p["B_micro"].T, atol=2e-4)
@@ -63,14 +74,8 @@ def test_matches_reference_at_odd_dimensions(backend, d):
     rng = np.random.default_rng(8)
     X, clusters = task.sample(200, rng)
     counts = set()
-    for x, c in zip(X, clusters):
-        dr, dn = router.route(x), ref.route(x)
-        assert dr.index == dn.index
-        np.testing.assert_allclose(dr.probs, dn.probs, rtol=2e-3, atol=2e-4)
-        r = float(task.reward(c, dr.index, rng))
-        router.feedback(dr, r)
-        ref.feedback(dn, r)
-        counts.add(router.bank.n_patterns)
+    _step_together(router, ref, task, X, clusters, rng,
+                   after=lambda: counts.add(router.bank.n_patterns))
     assert router.bank.n_patterns == ref.n_patterns
     assert {1, 2, 3} <= counts  # odd and even pattern counts were scanned
 
@@ -84,14 +89,9 @@ def test_matches_reference_with_costs(backend, hp):
     task = RoutingTask(dim=d, n_clusters=4, n_routes=4, seed=11)
     rng = np.random.default_rng(6)
     X, clusters = task.sample(300, rng)
-    for i, (x, c) in enumerate(zip(X, clusters)):
-        w = 20.0 * (i % 2)
-        dr, dn = router.route(x, cost_weight=w), ref.route(x, cost_weight=w)
-        assert dr.index == dn.index
-        np.testing.assert_allclose(dr.probs, dn.probs, rtol=2e-3, atol=2e-4)
-        r, cost = float(task.reward(c, dr.index, rng)), 1e-3 * (dr.index + 1) * (1 + int(c) % 3)
-        router.learn(dr.outcome(r, cost=cost))
-        ref.feedback(dn, r, cost)
+    _step_together(router, ref, task, X, clusters, rng,
+                   cost=lambda c, k: 1e-3 * (k + 1) * (1 + int(c) % 3),
+                   cost_weight=lambda i: 20.0 * (i % 2))
     n = router.bank.n_patterns
     assert n == ref.n_patterns
     np.testing.assert_allclose(router.bank.route_c[:n], ref.pat_c[:n], rtol=1e-5, atol=1e-9)

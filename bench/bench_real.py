@@ -50,8 +50,9 @@ COLUMNS = [
     ("heldout_cost", "held-out $/1k", "lo", "{:.2f}"),
     ("onpolicy_cost", "on-policy $/1k", "lo", "{:.2f}"),
     ("cheapest", f"cheapest >={SHARE:.0%} of best (% of its cost)", "lo", "{:.0f}"),
+    ("below_knn", "curve below kNN's, worst (pts)", "lo", "{:+.1f}"),
 ]
-POINTS = {"vs_ref_early", "vs_ref_run", "worst_window"}
+POINTS = {"vs_ref_early", "vs_ref_run", "worst_window", "below_knn"}
 PER_1K = {"heldout_cost", "onpolicy_cost"}
 
 
@@ -157,6 +158,7 @@ def run_config(data: RoutingData, seeds: list[int], n_steps: int, vw: bool,
         f"offline kNN, full information (k={knn.k})": (knn.choose_train(), knn.choose(test.X),
                                                         curves[f"offline kNN (k={knn.k})"]),
     }
+    knn_curve = curves[f"offline kNN (k={knn.k})"]
     rows_by_name: dict = {name: [] for name in anchors}
     made = learners(train, vw)
     for name in made:
@@ -166,9 +168,10 @@ def run_config(data: RoutingData, seeds: list[int], n_steps: int, vw: bool,
         m = evaluation.stream_metrics(run.quality, ref.quality)
         q, c = run.heldout_one_pass if run.heldout_one_pass else (None, None)
         cheap = None if curve is None else evaluation.cheapest_within(curve, ref_q, ref_c, SHARE)
+        below = None if curve is None else evaluation.curve_shortfall(curve, knn_curve)
         return {**m, "heldout_quality": q, "heldout_cost": c,
                 "onpolicy_cost": float(run.cost.mean()),
-                "cheapest": None if cheap is None else 100 * cheap}
+                "cheapest": None if cheap is None else 100 * cheap, "below_knn": below}
 
     for seed in seeds:
         rows = evaluation.stream_order(train.n_queries, n_steps, seed)
@@ -195,22 +198,24 @@ def warm_start(data: RoutingData, seeds: list[int], online: int = 1000) -> dict:
     """Router.fit on the train split (every model's outcome and cost on every train query, in a
     seeded order), then ``online`` route/learn feedbacks on the train stream: held-out greedy
     quality, and the cheapest point of the held-out quality-cost curve keeping SHARE of the best
-    single model's quality (% of its cost; None when no weight keeps it), before and after the
-    online part, against the offline full-information kNN's."""
+    single model's quality (% of its cost; None when no weight keeps it) and how far the curve
+    falls below the kNN's at its worst (points), before and after the online part, against the
+    offline full-information kNN's."""
     train, test = data.subset(data.is_train), data.subset(~data.is_train)
     rows = np.arange(test.n_queries)
     knn = evaluation.KNN(train)
     weights = evaluation.DEFAULT_COST_WEIGHTS
     ref_q, ref_c = evaluation.single_route_points(test)[train.routes[evaluation.best_single(train)]]
 
-    def cheapest(choose) -> float | None:
-        c = evaluation.cheapest_within(evaluation.fixed_curve(choose, test, weights), ref_q, ref_c,
-                                       SHARE)
+    knn_curve = evaluation.fixed_curve(knn.chooser(test.X), test, weights)
+
+    def cheapest(curve: np.ndarray) -> float | None:
+        c = evaluation.cheapest_within(curve, ref_q, ref_c, SHARE)
         return None if c is None else 100 * c
 
     out: dict = {"knn": float(test.quality[rows, knn.choose(test.X)].mean()),
-                 "knn_cheapest": cheapest(knn.chooser(test.X)), "fit": [], "online": [],
-                 "fit_cheapest": [], "online_cheapest": []}
+                 "knn_cheapest": cheapest(knn_curve), "fit": [], "online": [],
+                 "fit_cheapest": [], "online_cheapest": [], "fit_below": [], "online_below": []}
     for seed in seeds:
         router = sona.Router(list(data.routes), hidden_dim=data.dim, seed=seed)
         order = np.random.default_rng(seed).permutation(train.n_queries)
@@ -223,8 +228,10 @@ def warm_start(data: RoutingData, seeds: list[int], online: int = 1000) -> dict:
                     policy.learn(train.X[i], int(train.task[i]), k, float(train.quality[i, k]),
                                  float(train.cost[i, k]))
             out[stage].append(float(test.quality[rows, router.scores(test.X).argmax(1)].mean()))
-            out[stage + "_cheapest"].append(
-                cheapest(lambda w, p=policy: p.greedy(test.X, test.task, w)))
+            curve = evaluation.fixed_curve(lambda w, p=policy: p.greedy(test.X, test.task, w),
+                                           test, weights)
+            out[stage + "_cheapest"].append(cheapest(curve))
+            out[stage + "_below"].append(evaluation.curve_shortfall(curve, knn_curve))
     return out
 
 
@@ -325,10 +332,11 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.perf_counter()
     if args.warm_start:
         print(f"\nHeld-out quality; then the cheapest point keeping >={SHARE:.0%} of the best "
-              "single model's quality, % of its cost (worst / mean)\n")
+              "single model's quality, % of its cost; then how far the quality-cost curve falls "
+              "below the kNN's at its worst, points (worst / mean)\n")
         print("| data | offline kNN | sona fit | then 1000 online | cheapest: offline kNN "
-              "| sona fit | then 1000 online |")
-        print("|---|---|---|---|---|---|---|")
+              "| sona fit | then 1000 online | below kNN: sona fit | then 1000 online |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for emb in embeddings:
             full = load_routerbench(emb)
             for label, dropped in ROUTE_SETS.items():
@@ -336,8 +344,9 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"| {emb}, {label} | {w['knn']:.3f} | {min(w['fit']):.3f} / "
                       f"{np.mean(w['fit']):.3f} | {min(w['online']):.3f} / "
                       f"{np.mean(w['online']):.3f} | {_pct_cell([w['knn_cheapest']])} | "
-                      f"{_pct_cell(w['fit_cheapest'])} | {_pct_cell(w['online_cheapest'])} |",
-                      flush=True)
+                      f"{_pct_cell(w['fit_cheapest'])} | {_pct_cell(w['online_cheapest'])} | "
+                      f"{_cell('below_knn', w['fit_below'], 'lo', '{:+.1f}')} | "
+                      f"{_cell('below_knn', w['online_below'], 'lo', '{:+.1f}')} |", flush=True)
         return
     results = {}
     for emb in embeddings:

@@ -56,6 +56,7 @@ __all__ = [
     "fixed_curve",
     "single_route_points",
     "cheapest_within",
+    "curve_shortfall",
     "DEFAULT_COST_WEIGHTS",
 ]
 
@@ -474,3 +475,30 @@ def cheapest_within(curve: np.ndarray, ref_quality: float, ref_cost: float,
     if not ok.any():
         return None
     return float(curve[ok, 1].min() / ref_cost)
+
+
+def _curve(curve: Any, name: str) -> np.ndarray:
+    curve = np.asarray(curve, dtype=np.float64)
+    if curve.ndim != 2 or curve.shape[1] != 2 or len(curve) == 0:
+        raise ValueError(f"{name} must be (n >= 1, 2) (quality, cost) rows; got shape "
+                         f"{curve.shape}")
+    return curve
+
+
+def curve_shortfall(curve: np.ndarray, reference: np.ndarray) -> float:
+    """How far ``curve`` falls below ``reference`` at its worst: over the points of ``curve``,
+    the largest (best quality of the reference's points costing no more) - (the point's
+    quality); 0 where no reference point is as cheap. <= 0: no point of ``curve`` is beaten by a
+    reference point at the same or a lower cost.
+
+    Raises ValueError for a curve or reference that is not (n >= 1, 2).
+
+    >>> round(curve_shortfall([[0.8, 1.0], [0.9, 3.0]], [[0.85, 1.0], [0.9, 2.0]]), 6)
+    0.05
+    """
+    curve, reference = _curve(curve, "curve"), _curve(reference, "reference")
+    worst = -np.inf
+    for q, c in curve:
+        ok = reference[:, 1] <= c + 1e-12
+        worst = max(worst, float(reference[ok, 0].max() - q) if ok.any() else 0.0)
+    return worst

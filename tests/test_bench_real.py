@@ -43,10 +43,14 @@ def test_bench_real_prints_both_route_sets_and_writes_json_and_plot(tmp_path):
     rows = [line for line in out.splitlines() if line.startswith("| sona.Router (defaults) |")]
     assert len(rows) == 2
     cells = [c.strip() for c in rows[0].strip("|").split("|")]
-    assert len(cells) == 9 and 0.5 < float(cells[5]) <= 1.0  # held-out quality after one pass
+    assert len(cells) == 10 and 0.5 < float(cells[5]) <= 1.0  # held-out quality after one pass
     result = json.loads((tmp_path / "out.json").read_text())
     best = result["wordllama, all 11 models"]["rows"]["best single model"][0]
     assert best["vs_ref_early"] == 0.0 and best["cheapest"] == pytest.approx(100.0)
+    knn = next(rows[0] for name, rows in result["wordllama, all 11 models"]["rows"].items()
+               if name.startswith("offline kNN"))
+    # against its own curve: only its points that a cheaper point of it beats count
+    assert 0.0 <= knn["below_knn"] < 0.02
     if have_plot:
         assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -63,9 +67,11 @@ def test_bench_real_warm_start_reports_quality_and_cost(tmp_path):
     assert len(rows) == 2
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
-        assert len(cells) == 7
+        assert len(cells) == 9
         # held-out quality (worst / mean)
         assert all(0.5 < float(v) <= 1.0 for q in cells[1:4] for v in q.split(" / "))
         # the cheapest point keeping 97 % of the best single model's quality: a % of its cost,
         # or "-" when no cost weight keeps it
-        assert all(c == "-" or 0 < float(c) < 1000 for c in cells[4:])
+        assert all(c == "-" or 0 < float(c) < 1000 for c in cells[4:7])
+        # how far the curve falls below the kNN's, points (one seed: one number)
+        assert all(-100 <= float(c) <= 100 for c in cells[7:])

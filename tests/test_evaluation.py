@@ -115,6 +115,20 @@ def test_stream_metrics_by_hand():
         evaluation.stream_metrics(q, ref, window=0)
 
 
+def test_curve_shortfall():
+    ref = np.array([[0.85, 1.0], [0.9, 2.0]])
+    # (0.8 at 1.0) is 0.05 below the reference's 0.85 at 1.0; (0.9 at 3.0) matches its 0.9 at 2.0
+    assert evaluation.curve_shortfall([[0.8, 1.0], [0.9, 3.0]], ref) == pytest.approx(0.05)
+    assert evaluation.curve_shortfall([[0.95, 2.0]], ref) == pytest.approx(-0.05)  # above it
+    assert evaluation.curve_shortfall([[0.1, 0.5]], ref) == 0.0  # cheaper than any of its points
+    assert evaluation.curve_shortfall(ref, ref) == 0.0
+    for bad in (np.zeros(4), np.zeros((0, 2)), np.zeros((2, 3))):
+        with pytest.raises(ValueError, match="must be"):
+            evaluation.curve_shortfall(bad, ref)
+        with pytest.raises(ValueError, match="must be"):
+            evaluation.curve_shortfall(ref, bad)
+
+
 def test_cheapest_within():
     curve = np.array([[0.90, 5.0], [0.88, 2.0], [0.80, 1.0]])
     assert evaluation.cheapest_within(curve, 0.90, 5.0, share=0.97) == pytest.approx(0.4)

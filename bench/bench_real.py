@@ -221,23 +221,26 @@ def warm_start(data: RoutingData, seeds: list[int], online: int = 1000) -> dict:
         order = np.random.default_rng(seed).permutation(train.n_queries)
         router.fit(train.X[order], train.quality[order], train.cost[order])
         policy = evaluation.SonaPolicy(router)
-        for stage in ("fit", "online"):
-            if stage == "online":
-                for i in evaluation.stream_order(train.n_queries, online, seed):
-                    k = policy.route(train.X[i], int(train.task[i]))
-                    policy.learn(train.X[i], int(train.task[i]), k, float(train.quality[i, k]),
-                                 float(train.cost[i, k]))
-            out[stage].append(float(test.quality[rows, router.scores(test.X).argmax(1)].mean()))
-            curve = evaluation.fixed_curve(lambda w, p=policy: p.greedy(test.X, test.task, w),
-                                           test, weights)
+
+        def record(stage: str, p: evaluation.SonaPolicy = policy) -> None:
+            out[stage].append(float(test.quality[rows, p.router.scores(test.X).argmax(1)].mean()))
+            curve = evaluation.fixed_curve(lambda w: p.greedy(test.X, test.task, w), test, weights)
             out[stage + "_cheapest"].append(cheapest(curve))
             out[stage + "_below"].append(evaluation.curve_shortfall(curve, knn_curve))
+
+        record("fit")
+        for i in evaluation.stream_order(train.n_queries, online, seed):
+            k = policy.route(train.X[i], int(train.task[i]))
+            policy.learn(train.X[i], int(train.task[i]), k, float(train.quality[i, k]),
+                         float(train.cost[i, k]))
+        record("online")
     return out
 
 
-def _pct_cell(values: list) -> str:
-    """worst / mean of % cells, as _cell words a curve that some seeds never reach."""
-    return _cell("cheapest", values, "lo", "{:.0f}")
+def _column_cell(key: str, values: list) -> str:
+    """A cell of COLUMNS' metric ``key`` (its sense and format) from per-seed values."""
+    _, _, sense, fmt = next(c for c in COLUMNS if c[0] == key)
+    return _cell(key, values, sense, fmt)
 
 
 def _cell(key: str, values: list, sense: str, fmt: str) -> str:
@@ -343,10 +346,12 @@ def main(argv: list[str] | None = None) -> None:
                 w = warm_start(full.without_routes(list(dropped)) if dropped else full, seeds)
                 print(f"| {emb}, {label} | {w['knn']:.3f} | {min(w['fit']):.3f} / "
                       f"{np.mean(w['fit']):.3f} | {min(w['online']):.3f} / "
-                      f"{np.mean(w['online']):.3f} | {_pct_cell([w['knn_cheapest']])} | "
-                      f"{_pct_cell(w['fit_cheapest'])} | {_pct_cell(w['online_cheapest'])} | "
-                      f"{_cell('below_knn', w['fit_below'], 'lo', '{:+.1f}')} | "
-                      f"{_cell('below_knn', w['online_below'], 'lo', '{:+.1f}')} |", flush=True)
+                      f"{np.mean(w['online']):.3f} | "
+                      + " | ".join(_column_cell(key, values) for key, values in (
+                          ("cheapest", [w["knn_cheapest"]]), ("cheapest", w["fit_cheapest"]),
+                          ("cheapest", w["online_cheapest"]), ("below_knn", w["fit_below"]),
+                          ("below_knn", w["online_below"])))
+                      + " |", flush=True)
         return
     results = {}
     for emb in embeddings:

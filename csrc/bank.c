@@ -63,7 +63,8 @@ void sona_bank_route_means(const sona_bank *b, int32_t j, uint32_t K, const doub
     }
 }
 
-/* The per-pattern, per-route arrays (n_routes floats per pattern), for row copies and clears. */
+/* The per-pattern, per-route arrays (n_routes floats per pattern), for row copies and clears
+ * (PatternStore.ROUTE_ARRAYS in sona/_bank.pxi is the same list). */
 #define BANK_ROUTE_ARRAYS 4
 static float *route_array(const sona_bank *b, int i) {
     float *const a[BANK_ROUTE_ARRAYS] = {b->route_n, b->route_s, b->route_cn, b->route_c};

@@ -61,6 +61,9 @@ cdef class PatternStore:
     Every parameter is given (sona.bank.new_bank passes sona.params' defaults): no second copy
     of the defaults lives here.
     """
+    #: The per-pattern, per-route arrays (capacity x n_routes; csrc/bank.c keeps the same list)
+    ROUTE_ARRAYS = ("route_n", "route_s", "route_cn", "route_c")
+
     cdef sona_bank b
     cdef readonly object centroid, centroid_sum, hits, route_n, route_s, route_cn, route_c
     cdef readonly object baseline, usage
@@ -149,19 +152,19 @@ cdef class PatternStore:
         _state_epoch += 1
 
     def _grow_routes(self, Py_ssize_t n):
-        """Track n routes, more than now (sona.Router.add_route): route_n, route_s, route_cn and
-        route_c gain zero columns, the others' values copied. Routers and engines hold the sona_bank struct,
-        which now points at the new arrays; views of the old arrays taken before stay stale."""
+        """Track n routes, more than now (sona.Router.add_route): the ROUTE_ARRAYS gain zero
+        columns, the others' values copied. Routers and engines hold the sona_bank struct, which
+        now points at the new arrays; views of the old arrays taken before stay stale."""
         self._ready()
         cdef Py_ssize_t old = self.b.n_routes
         if not old < n <= SONA_MAX_ROUTES:
             raise ValueError(f"n must be in {old + 1}..{SONA_MAX_ROUTES}; got {n}")
-        grown = []
-        for a in (self.route_n, self.route_s, self.route_cn, self.route_c):
-            g = np.zeros((self.b.capacity, n), np.float32)
-            g[:, :old] = a[:, :old]
-            grown.append(g)
-        self.route_n, self.route_s, self.route_cn, self.route_c = grown
+        grown = {}
+        for name in self.ROUTE_ARRAYS:
+            g = grown[name] = np.zeros((self.b.capacity, n), np.float32)
+            g[:, :old] = getattr(self, name)[:, :old]
+        self.route_n, self.route_s = grown["route_n"], grown["route_s"]
+        self.route_cn, self.route_c = grown["route_cn"], grown["route_c"]
         self.b.route_n, self.b.route_s = _fptr(self.route_n), _fptr(self.route_s)
         self.b.route_cn, self.b.route_c = _fptr(self.route_cn), _fptr(self.route_c)
         self.b.n_routes = n

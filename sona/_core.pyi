@@ -253,6 +253,7 @@ class Pattern:
     def route_stats(self) -> Any: ...
 
 class PatternStore:
+    ROUTE_ARRAYS: tuple[str, ...]
     def __init__(
         self,
         dim: int,

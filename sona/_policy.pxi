@@ -601,9 +601,8 @@ cdef class RouterCore:
         self.route_cost[k], self.cost_n[k] = (0.0, 0.0) if cost is None else (cost, 1.0)
         self.shrink[k] = shrink
         self.route_decisions[k] = 0
-        for arr in (self._bank.route_n, self._bank.route_s, self._bank.route_cn,
-                    self._bank.route_c):
-            arr[:, k] = 0.0
+        for name in self._bank.ROUTE_ARRAYS:
+            getattr(self._bank, name)[:, k] = 0.0
         self._live[k] = 1
         self._point_routes()
         _state_epoch += 1  # last: a decision routed while numpy ran above is prepared afresh

@@ -459,6 +459,16 @@ def single_route_points(test: RoutingData) -> dict:
     return {name: (float(q[k]), float(c[k])) for k, name in enumerate(test.routes)}
 
 
+def _curve(curve: Any, name: str, min_rows: int = 0) -> np.ndarray:
+    """``curve`` as float64 (n, 2) (quality, cost) rows, n >= min_rows; ValueError otherwise."""
+    curve = np.asarray(curve, dtype=np.float64)
+    if curve.ndim != 2 or curve.shape[1] != 2 or len(curve) < min_rows:
+        rows = f"n >= {min_rows}" if min_rows else "n"
+        raise ValueError(f"{name} must be ({rows}, 2) (quality, cost) rows; got shape "
+                         f"{curve.shape}")
+    return curve
+
+
 def cheapest_within(curve: np.ndarray, ref_quality: float, ref_cost: float,
                     share: float = 0.97) -> float | None:
     """The cheapest curve point keeping at least ``share`` of ``ref_quality``, as a fraction of
@@ -466,23 +476,13 @@ def cheapest_within(curve: np.ndarray, ref_quality: float, ref_cost: float,
 
     Raises ValueError for a curve that is not (n, 2), share outside (0, 1] or ref_cost <= 0.
     """
-    curve = np.asarray(curve, dtype=np.float64)
-    if curve.ndim != 2 or curve.shape[1] != 2:
-        raise ValueError(f"curve must be (n, 2) (quality, cost) rows; got shape {curve.shape}")
+    curve = _curve(curve, "curve")
     if not 0.0 < share <= 1.0 or not ref_cost > 0.0:
         raise ValueError(f"share must be in (0, 1] and ref_cost > 0; got {share}, {ref_cost}")
     ok = curve[:, 0] >= share * ref_quality - 1e-12
     if not ok.any():
         return None
     return float(curve[ok, 1].min() / ref_cost)
-
-
-def _curve(curve: Any, name: str) -> np.ndarray:
-    curve = np.asarray(curve, dtype=np.float64)
-    if curve.ndim != 2 or curve.shape[1] != 2 or len(curve) == 0:
-        raise ValueError(f"{name} must be (n >= 1, 2) (quality, cost) rows; got shape "
-                         f"{curve.shape}")
-    return curve
 
 
 def curve_shortfall(curve: np.ndarray, reference: np.ndarray) -> float:
@@ -496,7 +496,7 @@ def curve_shortfall(curve: np.ndarray, reference: np.ndarray) -> float:
     >>> round(curve_shortfall([[0.8, 1.0], [0.9, 3.0]], [[0.85, 1.0], [0.9, 2.0]]), 6)
     0.05
     """
-    curve, reference = _curve(curve, "curve"), _curve(reference, "reference")
+    curve, reference = _curve(curve, "curve", 1), _curve(reference, "reference", 1)
     worst = -np.inf
     for q, c in curve:
         ok = reference[:, 1] <= c + 1e-12

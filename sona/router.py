@@ -691,8 +691,8 @@ class Router(RouterCore):
             partial(getattr, self, "feedbacks"), partial(getattr, self.bank, "n_patterns"),
             partial(getattr, self, "_params"), self._learnt_ids))
         K = len(self.routes)
-        for name in ("route_n", "route_s", *BANK_COST_ARRAYS):  # an engine's bank may track more
-            arrays["bank." + name] = arrays["bank." + name][:, :K]  # routes
+        for name in self.bank.ROUTE_ARRAYS:  # an engine's bank may track more routes
+            arrays["bank." + name] = arrays["bank." + name][:, :K]
         arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in arrays.items()}
         return (arrays, *scalars)
 

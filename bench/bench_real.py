@@ -6,7 +6,9 @@ Protocol (sona.evaluation.run_online): the 2,205 train queries stream in a seede
 quality and cost, the policy learns. Held-out greedy quality and cost on the 945 test queries after
 one pass over the train split. Anchors on the same streams: best single model, random, the task
 oracle (told each query's task), the per-query oracle, an offline kNN with full information (k by
-cross-validation), and the reference of the issue: Thompson sampling told each query's task.
+cross-validation), the reference of the issue: Thompson sampling told each query's task, and
+Thompson sampling blind to the query (what learning the best route costs when nothing about the
+query is used).
 
     python bench/bench_real.py                    # seeds 0-4, both embeddings, the README tables
     python bench/bench_real.py --quick            # one seed, MiniLM, 3000 feedbacks (CI-sized)
@@ -40,10 +42,11 @@ GPT4 = "gpt-4-1106-preview"
 ROUTE_SETS = {"all 11 models": (), "GPT-4 dropped": (GPT4,)}
 LINEAR_DIM = 64
 SHARE = 0.97
+EARLY = 3000  # feedbacks of the "1-3000" columns
 
 COLUMNS = [
-    ("quality_early", "quality 1-3000", "hi", "{:.3f}"),
-    ("vs_ref_early", "vs best 1-3000 (pts)", "hi", "{:+.1f}"),
+    ("quality_early", f"quality 1-{EARLY}", "hi", "{:.3f}"),
+    ("vs_ref_early", f"vs best 1-{EARLY} (pts)", "hi", "{:+.1f}"),
     ("vs_ref_run", "vs best, run (pts)", "hi", "{:+.1f}"),
     ("worst_window", "worst 500 after 1000 (pts)", "hi", "{:+.1f}"),
     ("heldout_quality", "held-out, one pass", "hi", "{:.3f}"),
@@ -120,6 +123,7 @@ def learners(train: RoutingData, vw: bool) -> dict:
                                              new_pattern_cos=RAW_NEW_PATTERN_COS), False, True),
         "reference: Thompson told the task": (lambda s: baselines.TaskThompson(K, T, seed=s),
                                               False, True),
+        "Thompson blind to the query": (lambda s: baselines.Thompson(K, seed=s), False, True),
         f"LinUCB (alpha 1, PCA {LINEAR_DIM})": (
             lambda s: baselines.LinUCB(LINEAR_DIM, K, seed=s), True, True),
         f"eps-greedy linear (0.05, PCA {LINEAR_DIM})": (
@@ -165,7 +169,7 @@ def run_config(data: RoutingData, seeds: list[int], n_steps: int, vw: bool,
         rows_by_name[name] = []
 
     def metrics(run: evaluation.Run, ref: evaluation.Run, curve) -> dict:
-        m = evaluation.stream_metrics(run.quality, ref.quality)
+        m = evaluation.stream_metrics(run.quality, ref.quality, early=EARLY)
         q, c = run.heldout_one_pass if run.heldout_one_pass else (None, None)
         cheap = None if curve is None else evaluation.cheapest_within(curve, ref_q, ref_c, SHARE)
         below = None if curve is None else evaluation.curve_shortfall(curve, knn_curve)

@@ -4,6 +4,8 @@ Each learns only from the outcome of the route it chose (quality and realised co
 ``sona.Router``; pure numpy, deterministic given ``seed``:
 
 - ``RandomPolicy``: uniform choice (the floor).
+- ``Thompson``: Thompson sampling blind to the query, a Beta(1, 1) posterior per route (what
+  learning costs when nothing about the query is used).
 - ``TaskThompson``: Thompson sampling *told each query's task*, per-task Beta posteriors shrunk
   towards the global per-route ones (the reference of issue 14: how little learning can cost when
   the query's kind is known).
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["RandomPolicy", "TaskThompson", "LinUCB", "EpsilonGreedy"]
+__all__ = ["RandomPolicy", "Thompson", "TaskThompson", "LinUCB", "EpsilonGreedy"]
 
 
 def _check_count(name: str, value: int, lo: int) -> int:
@@ -80,6 +82,35 @@ class RandomPolicy:
 
     def greedy(self, X: np.ndarray, tasks: np.ndarray, cost_weight: float = 0.0) -> np.ndarray:
         return self._rng.integers(self.n_routes, size=len(X))
+
+
+class Thompson:
+    """Thompson sampling blind to the query and its task: per route, quality sum s and count n,
+    posterior ``Beta(1 + s, 1 + n - s)``; ``route`` draws from every posterior and takes the
+    highest draw, ``greedy`` takes the posterior mean (the same route for every query).
+
+    Raises ValueError for n_routes < 2, and from ``learn`` for a bad outcome.
+    """
+
+    def __init__(self, n_routes: int, seed: int = 0) -> None:
+        self.n_routes = _check_count("n_routes", n_routes, 2)
+        self._s = np.zeros(n_routes)
+        self._n = np.zeros(n_routes)
+        self._costs = _CostMeans(n_routes)
+        self._rng = np.random.default_rng([seed, 21])
+
+    def route(self, x: np.ndarray, task: int) -> int:
+        return int(np.argmax(self._rng.beta(1.0 + self._s, 1.0 + self._n - self._s)))
+
+    def learn(self, x: np.ndarray, task: int, index: int, quality: float, cost: float) -> None:
+        _check_outcome(index, self.n_routes, quality, cost)
+        self._s[index] += quality
+        self._n[index] += 1.0
+        self._costs.add(index, cost)
+
+    def greedy(self, X: np.ndarray, tasks: np.ndarray, cost_weight: float = 0.0) -> np.ndarray:
+        mean = (1.0 + self._s) / (2.0 + self._n) - self._costs.penalty(cost_weight)
+        return np.full(len(X), int(np.argmax(mean)), dtype=np.int64)
 
 
 class TaskThompson:

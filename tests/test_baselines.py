@@ -48,6 +48,23 @@ def test_random_policy_is_uniform_and_seeded():
     assert (np.bincount(draws, minlength=4) > 60).all()
 
 
+def test_thompson_is_blind_to_the_query_and_finds_the_best_route_overall():
+    p = _learn_two_tasks(baselines.Thompson(3, seed=1))
+    # Route 0 pays 0.9 on task 0 and route 2 on task 1: as good as each other overall, both
+    # better than route 1; greedy is one route for every query.
+    g = p.greedy(np.eye(4)[[0, 1]], np.array([0, 1])).tolist()
+    assert g[0] == g[1] and g[0] in (0, 2)
+    q = baselines.Thompson(2, seed=0)
+    for _ in range(100):
+        q.learn(None, 0, 1, 1.0, 0.5)
+        q.learn(None, 0, 0, 0.0, 0.01)
+    assert sum(q.route(None, 0) for _ in range(100)) > 95
+    assert q.greedy(np.zeros((3, 1)), np.zeros(3, int)).tolist() == [1, 1, 1]
+    assert q.greedy(np.zeros((1, 1)), np.zeros(1, int), cost_weight=10.0).tolist() == [0]
+    a, b = baselines.Thompson(3, seed=4), baselines.Thompson(3, seed=4)
+    assert [a.route(None, 0) for _ in range(50)] == [b.route(None, 0) for _ in range(50)]
+
+
 def test_task_thompson_starts_each_task_from_the_global_statistics():
     p = baselines.TaskThompson(2, 2, prior_strength=10.0, seed=0)
     for _ in range(200):  # task 0 only: route 1 always right, route 0 never
@@ -60,6 +77,7 @@ def test_task_thompson_starts_each_task_from_the_global_statistics():
 
 @pytest.mark.parametrize("call, message", [
     (lambda: baselines.RandomPolicy(1), "n_routes must be an integer >= 2"),
+    (lambda: baselines.Thompson(1), "n_routes must be an integer >= 2"),
     (lambda: baselines.TaskThompson(3, 0), "n_tasks must be an integer >= 1"),
     (lambda: baselines.TaskThompson(3, 2, prior_strength=0.0), "prior_strength must be > 0"),
     (lambda: baselines.LinUCB(0, 3), "dim must be an integer >= 1"),
@@ -86,6 +104,10 @@ def test_bad_outcomes_raise_and_change_nothing():
             p.learn(*args)
     assert (p._ridge.b == before[1]).all()
     assert p.greedy(np.eye(4), np.zeros(4)).tolist() == before[0]
+    c = baselines.Thompson(3)
+    with pytest.raises(ValueError, match="route index must be in 0..2"):
+        c.learn(x, 0, 3, 1.0, 0.0)
+    assert c.greedy(np.eye(2), np.zeros(2)).tolist() == [0, 0] and c._n.sum() == 0
     t = baselines.TaskThompson(3, 2)
     with pytest.raises(ValueError, match="task must be in 0..1"):
         t.route(x, 2)

@@ -51,6 +51,7 @@ def test_bench_real_prints_both_route_sets_and_writes_json_and_plot(tmp_path):
                if name.startswith("offline kNN"))
     # against its own curve: only its points that a cheaper point of it beats count
     assert 0.0 <= knn["below_knn"] < 0.02
+    assert sum(line.startswith("| Thompson blind to the query |") for line in out.splitlines()) == 2
     if have_plot:
         assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -75,3 +76,4 @@ def test_bench_real_warm_start_reports_quality_and_cost(tmp_path):
         assert all(c == "-" or 0 < float(c) < 1000 for c in cells[4:7])
         # how far the curve falls below the kNN's, points (one seed: one number)
         assert all(-100 <= float(c) <= 100 for c in cells[7:])
+

@@ -13,6 +13,8 @@ query is used).
     python bench/bench_real.py                    # seeds 0-4, both embeddings, the README tables
     python bench/bench_real.py --quick            # one seed, MiniLM, 3000 feedbacks (CI-sized)
     python bench/bench_real.py --plot curve.png   # the quality-cost curves (needs sona[plot])
+    python bench/bench_real.py --budgets          # sona.BudgetPacer at budgets of 30-70 % of
+                                                  # the best single model's cost
 
 Each cell: worst seed / mean. "vs best" columns are quality points (x100) against always sending
 the same queries to the best single model (by mean train quality). LinUCB, epsilon-greedy and
@@ -43,6 +45,8 @@ ROUTE_SETS = {"all 11 models": (), "GPT-4 dropped": (GPT4,)}
 LINEAR_DIM = 64
 SHARE = 0.97
 EARLY = 3000  # feedbacks of the "1-3000" columns
+BURN_IN = 1000  # feedbacks before the "after 1000" measures
+BUDGETS = (0.3, 0.5, 0.7)  # --budgets: fractions of the best single model's mean cost per query
 
 COLUMNS = [
     ("quality_early", f"quality 1-{EARLY}", "hi", "{:.3f}"),
@@ -241,6 +245,57 @@ def warm_start(data: RoutingData, seeds: list[int], online: int = 1000) -> dict:
     return out
 
 
+def _mixed_within(points: np.ndarray, budget: float) -> float:
+    """The best mean quality of a random mixture of the (quality, cost) points whose mean cost is
+    within ``budget``: the upper concave envelope of the points at the budget (a pacer mixes
+    routes too, so the envelope is the fair ceiling; 0.0 when every point costs more)."""
+    q, c = points[:, 0], points[:, 1]
+    lo, hi = c <= budget, c > budget
+    best = float(q[lo].max(initial=0.0))
+    if lo.any() and hi.any():
+        ql, cl = q[lo][:, None], c[lo][:, None]
+        t = (budget - cl) / (c[hi][None, :] - cl)  # the share of the dearer point
+        best = max(best, float((ql + t * (q[hi][None, :] - ql)).max()))
+    return best
+
+
+def paced(data: RoutingData, seeds: list[int], fraction: float, n_steps: int = EARLY) -> dict:
+    """sona.Router routing at a sona.BudgetPacer's weight, the budget ``fraction`` of the best
+    single model's mean cost per train query, over ``n_steps`` feedbacks of the train stream.
+
+    Per seed, over the feedbacks after BURN_IN: mean cost over the budget; on-policy quality, and
+    in points against the best split of those queries between single models within the budget;
+    the task oracle's best quality within the budget on those queries (told each query's task, no
+    exploration; mixing its per-task choices at 242 cost weights). Both references mix as the
+    pacer does (_mixed_within)."""
+    train = data.subset(data.is_train)
+    budget = fraction * float(train.cost[:, evaluation.best_single(train)].mean())
+    # the task oracle's per-task choices at every weight of a fine grid (its trade-offs)
+    oracle = [evaluation.task_best(train, w) for w in (0.0, *np.geomspace(1.0, 1e6, 241))]
+    out: dict = {"budget": budget, "spend": [], "quality": [], "vs_affordable": [], "oracle": []}
+    for seed in seeds:
+        router = sona.Router(list(data.routes), hidden_dim=data.dim, seed=seed)
+        pacer = sona.BudgetPacer(budget)
+        rows = evaluation.stream_order(train.n_queries, n_steps, seed)
+        q, c = np.empty(n_steps), np.empty(n_steps)
+        for t, i in enumerate(rows):
+            d = router.route(train.X[i], cost_weight=pacer.weight)
+            q[t], c[t] = train.quality[i, d.index], train.cost[i, d.index]
+            router.learn(d.outcome(float(q[t]), cost=float(c[t])))
+            pacer.observe(float(c[t]))
+        late = rows[BURN_IN:]
+        singles = np.stack([train.quality[late].mean(axis=0), train.cost[late].mean(axis=0)], 1)
+        affordable = _mixed_within(singles, budget)
+        out["spend"].append(float(c[BURN_IN:].mean()) / budget)
+        out["quality"].append(float(q[BURN_IN:].mean()))
+        out["vs_affordable"].append(float(q[BURN_IN:].mean() - affordable))
+        by_task = [choice[train.task[late]] for choice in oracle]
+        points = np.array([(train.quality[late, k].mean(), train.cost[late, k].mean())
+                           for k in by_task])
+        out["oracle"].append(_mixed_within(points, budget))
+    return out
+
+
 def _column_cell(key: str, values: list) -> str:
     """A cell of COLUMNS' metric ``key`` (its sense and format) from per-seed values."""
     _, _, sense, fmt = next(c for c in COLUMNS if c[0] == key)
@@ -324,6 +379,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="CI-sized: seed 0, MiniLM, 3000 feedbacks (each alone can be overridden)")
     ap.add_argument("--plot", metavar="FILE.png", help="write the quality-cost curves")
     ap.add_argument("--json", help="also write every number here")
+    ap.add_argument("--budgets", action="store_true",
+                    help="only the budget pacer: budgets of 30, 50 and 70 %% of the best single "
+                         "model's cost, 3000 feedbacks")
     ap.add_argument("--warm-start", action="store_true",
                     help="only the warm start: Router.fit on the train split, then 1000 online")
     args = ap.parse_args(argv)
@@ -337,6 +395,30 @@ def main(argv: list[str] | None = None) -> None:
           f"{n_steps} feedbacks per run; Vowpal Wabbit {'on' if vw else 'not installed: no row'}",
           flush=True)
     t0 = time.perf_counter()
+    if args.budgets:
+        print(f"\nsona.BudgetPacer over {EARLY} feedbacks; after the first {BURN_IN}: mean cost "
+              "(% of the budget) and on-policy quality, also in points against the best split of "
+              "the same queries between single models within the budget; the task oracle's best "
+              "quality within the budget there, mixing its trade-offs as a pacer does (worst seed "
+              "/ mean)\n")
+        print("| data | budget, % of best single's cost ($/1k) | spend, % of budget (lowest - "
+              "highest) | quality | vs best models within budget (pts) | task oracle within "
+              "budget |")
+        print("|---|---|---|---|---|---|")
+        for emb in embeddings:
+            full = load_routerbench(emb)
+            for label, dropped in ROUTE_SETS.items():
+                data = full.without_routes(list(dropped)) if dropped else full
+                for fraction in BUDGETS:
+                    b = paced(data, seeds, fraction)
+                    spend = [100 * v for v in b["spend"]]
+                    print(f"| {emb}, {label} | {100 * fraction:.0f} ({1000 * b['budget']:.2f}) | "
+                          f"{min(spend):.0f} - {max(spend):.0f} | "
+                          f"{_cell('q', b['quality'], 'hi', '{:.3f}')} | "
+                          f"{_column_cell('vs_ref_early', b['vs_affordable'])} | "
+                          f"{_cell('q', b['oracle'], 'hi', '{:.3f}')} |", flush=True)
+        print(f"\n({time.perf_counter() - t0:.0f} s)")
+        return
     if args.warm_start:
         print(f"\nHeld-out quality; then the cheapest point keeping >={SHARE:.0%} of the best "
               "single model's quality, % of its cost; then how far the quality-cost curve falls "

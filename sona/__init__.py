@@ -36,6 +36,7 @@ except ModuleNotFoundError as _exc:
     ) from _exc
 
 from . import kernels
+from .budget import BudgetPacer
 from .config import SonaConfig
 from .engine import CycleResult, SonaEngine
 from .lora import BaseLoRA, MicroLoRA
@@ -55,6 +56,7 @@ __all__ = [
     "set_backend",
     "MicroLoRA",
     "BaseLoRA",
+    "BudgetPacer",
     "CycleResult",
     "Decision",
     "Pattern",

@@ -19,6 +19,8 @@ _Array = npt.NDArray[Any]
 # ---- the router's at-most-once window (_policy.pxi) ----------------------------------------------
 
 LEARNT_WINDOW: int
+# the bound on a cost per call and on route()'s cost_weight
+MAX_COST: float
 
 # ---- backend selection (_dispatch.pxi) -----------------------------------------------------------
 

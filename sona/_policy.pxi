@@ -22,7 +22,8 @@ cdef str _decision_id(unsigned long long nonce, unsigned long long serial):
 
 
 # Bound on a cost per call and on cost_weight: their product stays far inside float32.
-cdef double _MAX_COST = 1e30
+MAX_COST = 1e30
+cdef double _MAX_COST = MAX_COST
 
 
 # Not no_gc: a Decision refers to its router, and a router that keeps decisions (a dict of

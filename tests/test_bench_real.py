@@ -77,3 +77,17 @@ def test_bench_real_warm_start_reports_quality_and_cost(tmp_path):
         # how far the curve falls below the kNN's, points (one seed: one number)
         assert all(-100 <= float(c) <= 100 for c in cells[7:])
 
+
+def test_bench_real_budgets_report_spend_and_quality(tmp_path):
+    proc = _bench(["--budgets", "--seeds", "0", "--embeddings", "minilm"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| minilm, ")]
+    assert len(rows) == 6  # three budgets, with and without GPT-4
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert len(cells) == 6
+        lowest, highest = (float(v) for v in cells[2].split(" - "))
+        assert 80 <= lowest <= highest <= 105  # mean cost after 1000 feedbacks, % of the budget
+        assert 0.5 < float(cells[3]) < float(cells[5]) <= 1.0  # below the task oracle's mixture
+    # with all 11 models at half GPT-4's cost, above the best split between single models
+    assert float([c.strip() for c in rows[1].strip("|").split("|")][4]) > 0

@@ -1,0 +1,144 @@
+"""sona.BudgetPacer: the cost weight that holds a router's mean cost per query at a budget."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import sona
+from sona import evaluation
+from sona.budget import MAX_WEIGHT_X_BUDGET
+from sona.data import load_routerbench
+
+
+def _stream(router, pacer, train, rows):
+    """Route each row at the pacer's weight, learn the outcome, pace: (quality, cost) per step."""
+    q, c = np.empty(len(rows)), np.empty(len(rows))
+    for t, i in enumerate(rows):
+        d = router.route(train.X[i], cost_weight=pacer.weight)
+        q[t], c[t] = train.quality[i, d.index], train.cost[i, d.index]
+        router.learn(d.outcome(float(q[t]), cost=float(c[t])))
+        pacer.observe(float(c[t]))
+    return q, c
+
+
+def test_real_traffic_spends_the_budget_and_beats_the_models_it_can_afford():
+    data = load_routerbench("minilm")
+    train = data.subset(data.is_train)
+    best = evaluation.best_single(train)
+    budget = 0.3 * float(train.cost[:, best].mean())  # 30 % of always-GPT-4
+    router = sona.Router(list(train.routes), hidden_dim=train.dim, seed=0)
+    pacer = sona.BudgetPacer(budget)
+    rows = evaluation.stream_order(train.n_queries, 3000, 0)
+    q, c = _stream(router, pacer, train, rows)
+    late = slice(1000, None)
+    assert c[late].mean() == pytest.approx(budget, rel=0.05)
+    assert pacer.queries == 3000 and pacer.mean_cost == pytest.approx(c.mean())
+    # every single model within the budget, on the same queries, is at least 3 points worse
+    affordable = train.cost[rows[late]].mean(axis=0) <= budget
+    assert affordable.any()
+    assert q[late].mean() > train.quality[rows[late]][:, affordable].mean(axis=0).max() + 0.03
+
+
+def test_a_budget_that_never_binds_leaves_routing_as_it_was():
+    data = load_routerbench("minilm")
+    train = data.subset(data.is_train)
+    rows = evaluation.stream_order(train.n_queries, 300, 1)
+    paced = sona.Router(list(train.routes), hidden_dim=train.dim, seed=3)
+    plain = sona.Router(list(train.routes), hidden_dim=train.dim, seed=3)
+    pacer = sona.BudgetPacer(float(train.cost.max()) * 2)
+    q, _ = _stream(paced, pacer, train, rows)
+    for i, quality in zip(rows, q):
+        d = plain.route(train.X[i])
+        assert train.quality[i, d.index] == quality
+        plain.learn(d.outcome(float(quality), cost=float(train.cost[i, d.index])))
+    assert pacer.weight == 0.0
+
+
+def test_weights_are_free_of_the_cost_unit():
+    dollars, cents = sona.BudgetPacer(0.002), sona.BudgetPacer(0.2)
+    rng = np.random.default_rng(0)
+    for cost in rng.choice([0.0001, 0.0004, 0.005], size=200):
+        dollars.observe(cost)
+        cents.observe(100 * cost)
+        assert cents.weight * 100 == pytest.approx(dollars.weight, rel=1e-9, abs=1e-9)
+
+
+def test_over_and_under_spending_move_the_weight_by_the_rule():
+    p = sona.BudgetPacer(0.01, rate=0.02, weight=5.0)
+    p.observe(0.03)  # over: + 0.02 * 0.02 / 1e-4
+    assert p.weight == pytest.approx(9.0)
+    p.observe(0.0)  # under: - 0.02 * 0.01 / 1e-4
+    assert p.weight == pytest.approx(7.0)
+    for _ in range(10):
+        p.observe(0.0)
+    assert p.weight == 0.0  # never negative
+    assert p.spent == pytest.approx(0.03) and p.queries == 12
+
+
+def test_an_unreachable_budget_caps_the_weight_and_a_raised_one_acts_at_once():
+    p = sona.BudgetPacer(1e-6)
+    for _ in range(100_000):
+        p.observe(0.001)  # every route costs more than the budget
+    assert p.weight == p.max_weight == MAX_WEIGHT_X_BUDGET / 1e-6
+    p.budget = 0.01  # the ceiling follows the budget
+    assert p.weight == MAX_WEIGHT_X_BUDGET / 0.01
+    steps = 0
+    while p.weight > 0.0:
+        p.observe(0.0)
+        steps += 1
+    assert steps == math.ceil(MAX_WEIGHT_X_BUDGET / p.rate)  # 1 / rate of the ceiling per query
+
+
+def test_extreme_budgets_keep_the_weight_usable():
+    from sona._core import MAX_COST
+
+    router = sona.Router(["a", "b"], hidden_dim=8, seed=0, costs=[1.0, 2.0])
+    x = np.ones(8, np.float32)
+    tiny = sona.BudgetPacer(1e-300)  # budget**2 underflows; the ceiling is route()'s bound
+    tiny.observe(1e30)
+    assert tiny.weight == tiny.max_weight == MAX_COST
+    assert router.route(x, cost_weight=tiny.weight).route == "a"
+    tiny.observe(0.0)
+    assert tiny.weight == 0.0
+    huge = sona.BudgetPacer(MAX_COST)
+    huge.observe(MAX_COST)
+    assert huge.weight == 0.0 and huge.max_weight == MAX_WEIGHT_X_BUDGET / MAX_COST
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"budget": 0}, "budget must be a finite number > 0"),
+    ({"budget": -1.0}, "budget must be a finite number > 0"),
+    ({"budget": math.nan}, "budget must be a finite number > 0"),
+    ({"budget": math.inf}, "budget must be a finite number > 0"),
+    ({"budget": True}, "budget must be a finite number > 0"),
+    ({"budget": "0.1"}, "budget must be a finite number > 0"),
+    ({"budget": None}, "budget must be a finite number > 0"),
+    ({"budget": 2e30}, r"budget must be a finite number > 0 and <= 1e\+30"),
+    ({"budget": 1.0, "rate": 0.0}, r"rate must be a finite number > 0 and <= 1"),
+    ({"budget": 1.0, "rate": 1.5}, r"rate must be a finite number > 0 and <= 1"),
+    ({"budget": 1.0, "weight": -1.0}, "weight must be a finite number >= 0"),
+    ({"budget": 1.0, "weight": math.inf}, "weight must be a finite number >= 0"),
+])
+def test_bad_construction(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        sona.BudgetPacer(**kwargs)
+
+
+def test_bad_inputs_raise_and_change_nothing():
+    p = sona.BudgetPacer(0.01, weight=3.0)
+    p.observe(0.02)
+    before = (p.weight, p.queries, p.spent, p.budget, p.rate)
+    for bad in (-0.1, math.nan, math.inf, None, "0.01", False):
+        with pytest.raises(ValueError, match="cost must be a finite number >= 0"):
+            p.observe(bad)
+    for bad in (0.0, -1.0, math.nan, "x"):
+        with pytest.raises(ValueError, match="budget must be a finite number > 0"):
+            p.budget = bad
+        with pytest.raises(ValueError, match="rate must be a finite number > 0"):
+            p.rate = bad
+    assert (p.weight, p.queries, p.spent, p.budget, p.rate) == before
+    assert sona.BudgetPacer(1.0).mean_cost is None
+    assert repr(p).startswith("BudgetPacer(budget=0.01, rate=0.01, weight=")

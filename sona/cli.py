@@ -193,7 +193,8 @@ def _serve(args: argparse.Namespace) -> int:
               file=sys.stderr)
     app = create_app(router if fleet is None else fleet, token=token, max_body=args.max_body,
                      decision_ttl_s=args.decision_ttl, max_pending=args.max_pending,
-                     checkpoint_path=args.state, checkpoint_every_s=args.checkpoint_every)
+                     checkpoint_path=args.state, checkpoint_every_s=args.checkpoint_every,
+                     budget=args.budget)
     # uvicorn turns SIGINT/SIGTERM into a graceful shutdown: the app's lifespan then saves --state
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
@@ -303,7 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "serve",
         help='the router as an HTTP service for gateways (needs pip install "sona[serve]")',
-        description="Serve a sona.Router over HTTP: POST /v1/route, /v1/feedback, /v1/outcomes; "
+        description="Serve a sona.Router over HTTP: POST /v1/route, /v1/feedback, /v1/outcomes, "
+        "/v1/budget; "
         "GET /v1/stats, /metrics, /healthz. Ctrl-C or SIGTERM saves --state before exiting.",
     )
     p.add_argument("--state", metavar="FILE", help="router state file: loaded if it exists, "
@@ -324,6 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "the same Redis stream (sona.fleet; pip install \"sona[redis]\")")
     p.add_argument("--stream", default="sona:outcomes",
                    help="the fleet's Redis stream (default sona:outcomes)")
+    p.add_argument("--budget", type=_positive_float, metavar="COST",
+                   help="pace this mean cost per query (in the unit of the feedback's costs; "
+                   "sona.BudgetPacer): routes without a cost_weight use its weight, and feedback "
+                   "must then report the cost (POST /v1/budget changes it)")
     p.add_argument("--decision-ttl", type=_positive_float, default=600.0, metavar="S",
                    help="seconds a decision waits for its feedback (default 600)")
     p.add_argument("--max-pending", type=_int_at_least(1), default=10_000, metavar="N",

@@ -7,15 +7,23 @@ serve``) with these endpoints, all JSON:
 
 * ``POST /v1/route``: ``{"embedding": [...]}`` or ``{"embedding_b64": "<little-endian float32>"}``,
   optional ``"allowed": [route names]`` and ``"cost_weight"`` -> ``{"route", "index", "prob",
-  "probs", "decision_id"}``. The decision waits for its feedback for ``decision_ttl_s`` seconds,
-  and at most ``max_pending`` decisions wait (the oldest is dropped first).
+  "probs", "decision_id", "cost_weight"}`` (the weight routed at: the request's, else the budget
+  pacer's, else 0). The decision waits for its feedback for ``decision_ttl_s`` seconds, and at
+  most ``max_pending`` decisions wait (the oldest is dropped first).
 * ``POST /v1/feedback``: ``{"decision_id", "quality"}``, optional ``"cost"``, ``"latency_ms"``
   -> learns ``decision.outcome(...)``. Unknown id 404, expired or dropped 410, given twice 409.
+  While a budget is paced, ``"cost"`` is required: the pacer observes it.
+* ``POST /v1/budget``: ``{"budget": mean cost per query}`` paces it from now on (a
+  ``sona.BudgetPacer``: requests without ``"cost_weight"`` route at its weight), ``{"budget":
+  null}`` stops pacing -> ``{"budget": {...}}`` as in the stats (or null). ``sona serve --budget``
+  starts with one. Each server paces its own traffic (a fleet's servers with one budget each spend
+  it on average); the pacer's weight is not checkpointed and starts from 0 again.
 * ``POST /v1/outcomes``: ``{"outcomes": [Outcome.to_dict() forms]}`` (logged outcomes in bulk);
   every record is checked before the first is learnt.
-* ``GET /v1/stats``: ``{"router": router.stats(), "server": counters of this service}`` (and
-  ``"fleet"``: the replica's stats, when serving a ``sona.fleet.FleetRouter``: ``sona serve
-  --fleet redis://...``, where every server on the stream learns every outcome).
+* ``GET /v1/stats``: ``{"router": router.stats(), "server": counters of this service, "budget":
+  {"budget", "weight", "mean_cost", "queries", "spent"} or null}`` (and ``"fleet"``: the replica's
+  stats, when serving a ``sona.fleet.FleetRouter``: ``sona serve --fleet redis://...``, where every
+  server on the stream learns every outcome).
 * ``GET /metrics``: Prometheus text (with ``sona[metrics]`` installed; 404 otherwise).
 * ``GET /healthz``: ``{"status": "ok"}``, never behind the token (for load balancers).
 
@@ -49,6 +57,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from .budget import BudgetPacer
 from .outcome import Outcome
 from .router import Router
 
@@ -61,6 +70,7 @@ DEFAULT_MAX_PENDING = 10_000
 _ROUTE_FIELDS = frozenset({"embedding", "embedding_b64", "allowed", "cost_weight"})
 _JSON_NUMBERS = frozenset({int, float})
 _FEEDBACK_FIELDS = frozenset({"decision_id", "quality", "cost", "latency_ms"})
+_BUDGET_FIELDS = frozenset({"budget"})
 
 
 class RequestError(Exception):
@@ -103,8 +113,9 @@ class _Service:
 
     def __init__(self, router: Router, decision_ttl_s: float, max_pending: int,
                  checkpoint_path: str | None, clock: Callable[[], float],
-                 fleet: Any = None) -> None:
+                 fleet: Any = None, budget: float | None = None) -> None:
         self.router = router
+        self.pacer = None if budget is None else BudgetPacer(budget)
         # route and learn go through the fleet replica when there is one (outcomes then reach
         # every server sharing its stream, this one included, in stream order)
         self.fleet = fleet
@@ -179,7 +190,10 @@ class _Service:
     def route(self, body: Any) -> dict:
         body = _check_fields(body, _ROUTE_FIELDS, "/v1/route")
         x = self._embedding(body)
-        cost_weight = _real("cost_weight", body.get("cost_weight", 0.0))
+        if "cost_weight" in body:
+            cost_weight = _real("cost_weight", body["cost_weight"])
+        else:
+            cost_weight = 0.0 if self.pacer is None else self.pacer.weight
         allowed = body.get("allowed")
         if allowed is not None:
             if not isinstance(allowed, list) or not all(isinstance(a, str) for a in allowed):
@@ -204,7 +218,7 @@ class _Service:
         self.counts["routed"] += 1
         return {"route": decision.route, "index": int(decision.index),
                 "prob": float(decision.prob), "probs": decision.probs.tolist(),
-                "decision_id": decision_id}
+                "decision_id": decision_id, "cost_weight": cost_weight}
 
     def feedback(self, body: Any) -> dict:
         body = _check_fields(body, _FEEDBACK_FIELDS, "/v1/feedback")
@@ -218,6 +232,9 @@ class _Service:
         quality = _real("quality", body["quality"])
         cost, latency = (None if body.get(k) is None else _real(k, body[k])
                          for k in ("cost", "latency_ms"))
+        if cost is None and self.pacer is not None:
+            raise _bad("cost", f"this server paces a budget of {self.pacer.budget:g} per query: "
+                       "feedback needs 'cost' (what the call cost)")
         self._expire()
         entry = self.pending.get(decision_id)
         if entry is None:
@@ -236,6 +253,8 @@ class _Service:
         except (TypeError, ValueError) as exc:
             raise _bad(_field_of(exc, ("quality", "cost", "latency_ms")), str(exc)) from None
         self.front.learn(outcome)
+        if self.pacer is not None:
+            self.pacer.observe(outcome.cost)  # checked by decision.outcome above
         del self.pending[decision_id]
         self._forget(decision_id, "learnt")
         self.counts["feedbacks"] += 1
@@ -282,11 +301,37 @@ class _Service:
                         self._forget(outcome.decision_id, "learnt")
         return {"learnt": n}
 
+    def budget_stats(self) -> dict | None:
+        p = self.pacer
+        return None if p is None else {"budget": p.budget, "weight": p.weight,
+                                       "mean_cost": p.mean_cost, "queries": p.queries,
+                                       "spent": p.spent}
+
+    def budget(self, body: Any) -> dict:
+        body = _check_fields(body, _BUDGET_FIELDS, "/v1/budget")
+        if "budget" not in body:
+            raise _bad("budget", "/v1/budget needs 'budget': a mean cost per query > 0, or null "
+                       "to stop pacing")
+        value = body["budget"]
+        if value is None:
+            self.pacer = None
+        else:
+            budget = _real("budget", value)
+            try:
+                if self.pacer is None:
+                    self.pacer = BudgetPacer(budget)
+                else:
+                    self.pacer.budget = budget
+            except ValueError as exc:
+                raise _bad("budget", str(exc)) from None
+        return {"budget": self.budget_stats()}
+
     def stats(self) -> dict:
         self._expire()
         out = {"router": self.router.stats(),
                "server": {**self.counts, "pending": len(self.pending),
-                          "decision_ttl_s": self.ttl, "max_pending": self.max_pending}}
+                          "decision_ttl_s": self.ttl, "max_pending": self.max_pending},
+               "budget": self.budget_stats()}
         if self.fleet is not None:
             out["fleet"] = self.fleet.stats()
         return out
@@ -322,7 +367,7 @@ def _metrics_endpoint(service: _Service) -> Callable[[], Response]:
 def create_app(router: Any, *, token: str | None = None, max_body: int = DEFAULT_MAX_BODY,
                decision_ttl_s: float = DEFAULT_DECISION_TTL_S,
                max_pending: int = DEFAULT_MAX_PENDING, checkpoint_path: str | None = None,
-               checkpoint_every_s: float | None = None,
+               checkpoint_every_s: float | None = None, budget: float | None = None,
                clock: Callable[[], float] = time.monotonic) -> Starlette:
     """The ASGI application serving ``router`` over HTTP (endpoints: see the module docstring).
 
@@ -338,10 +383,11 @@ def create_app(router: Any, *, token: str | None = None, max_body: int = DEFAULT
     max_pending: most decisions waiting at once; the oldest is dropped first (410 after).
     checkpoint_path: save the router there (atomically) at shutdown and, with
         ``checkpoint_every_s``, every so many seconds when it changed.
+    budget: pace this mean cost per query from the start (POST /v1/budget changes it).
     clock: monotonic seconds, for the TTL.
 
-    Raises ValueError for a non-positive bound, an empty token, or a checkpoint period without a
-    path; TypeError for a router that is not a sona.Router.
+    Raises ValueError for a non-positive bound or budget, an empty token, or a checkpoint period
+    without a path; TypeError for a router that is not a sona.Router.
 
     >>> import sona
     >>> from sona.serve import create_app
@@ -368,7 +414,8 @@ def create_app(router: Any, *, token: str | None = None, max_body: int = DEFAULT
     if checkpoint_every_s is not None and checkpoint_path is None:
         raise ValueError("checkpoint_every_s needs a checkpoint_path")
     service = _Service(router, float(decision_ttl_s), max_pending,
-                       None if checkpoint_path is None else str(checkpoint_path), clock, fleet)
+                       None if checkpoint_path is None else str(checkpoint_path), clock, fleet,
+                       budget)
     expected = None if token is None else f"Bearer {token}".encode()
     scrape = _metrics_endpoint(service)
 
@@ -461,6 +508,7 @@ def create_app(router: Any, *, token: str | None = None, max_body: int = DEFAULT
             Route("/v1/route", json_post(service.route), methods=["POST"]),
             Route("/v1/feedback", json_post(service.feedback), methods=["POST"]),
             Route("/v1/outcomes", json_post(service.outcomes), methods=["POST"]),
+            Route("/v1/budget", json_post(service.budget), methods=["POST"]),
             Route("/v1/stats", get(lambda: JSONResponse(service.stats())), methods=["GET"]),
             Route("/metrics", get(scrape), methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),

@@ -360,6 +360,56 @@ def test_create_app_needs_a_router():
         create_app(sona.SonaEngine(hidden_dim=DIM, base_lora_rank=2))
 
 
+def test_a_budget_paces_routing_and_needs_costs():
+    router = sona.Router(ROUTES, hidden_dim=DIM, seed=0)
+    with serving(router, budget=0.001) as client:
+        d = client.post("/v1/route", json={"embedding": _x()}).json()
+        assert d["cost_weight"] == 0.0  # nothing spent yet
+        # the pacer observes the cost, so feedback without one is refused and nothing is learnt
+        _refused(client.post("/v1/feedback", json={"decision_id": d["decision_id"],
+                                                    "quality": 1.0}), 400, "cost")
+        assert _feedbacks(client) == 0
+        assert client.get("/v1/stats").json()["budget"]["queries"] == 0
+        client.post("/v1/feedback", json={"decision_id": d["decision_id"], "quality": 1.0,
+                                          "cost": 0.005}).raise_for_status()
+        budget = client.get("/v1/stats").json()["budget"]
+        # over budget: the weight rose by rate (cost - budget) / budget^2
+        assert budget == {"budget": 0.001, "weight": pytest.approx(0.01 * 0.004 / 1e-6),
+                          "mean_cost": 0.005, "queries": 1, "spent": 0.005}
+        paced = client.post("/v1/route", json={"embedding": _x(1)}).json()
+        assert paced["cost_weight"] == pytest.approx(40.0)
+        # a request's own weight wins over the pacer's
+        own = client.post("/v1/route", json={"embedding": _x(2), "cost_weight": 3.0}).json()
+        assert own["cost_weight"] == 3.0
+        # the budget changes at run time; null stops pacing (feedback without a cost is then fine)
+        r = client.post("/v1/budget", json={"budget": 0.002})
+        assert r.status_code == 200 and r.json()["budget"]["budget"] == 0.002
+        assert client.post("/v1/budget", json={"budget": None}).json() == {"budget": None}
+        assert client.post("/v1/route", json={"embedding": _x(3)}).json()["cost_weight"] == 0.0
+        client.post("/v1/feedback", json={"decision_id": paced["decision_id"],
+                                          "quality": 0.5}).raise_for_status()
+        assert client.get("/v1/stats").json()["budget"] is None
+        assert client.post("/v1/budget", json={"budget": 0.01}).json()["budget"]["weight"] == 0.0
+        assert _feedbacks(client) == 2
+
+
+def test_bad_budgets_are_refused_and_change_nothing():
+    with serving(_router(), budget=0.001) as client:
+        for body, field in [({"budget": 0}, "budget"), ({"budget": -1.0}, "budget"),
+                            ({"budget": "0.1"}, "budget"), ({"budget": True}, "budget"),
+                            ({}, "budget"), ({"budget": 1.0, "x": 1}, "x"), ([1], None)]:
+            _refused(client.post("/v1/budget", json=body), 400, field)
+        assert client.get("/v1/stats").json()["budget"]["budget"] == 0.001
+    with pytest.raises(ValueError, match="budget must be a finite number > 0"):
+        create_app(_router(), budget=0.0)
+    without = _router()
+    with serving(without) as client:
+        d = client.post("/v1/route", json={"embedding": _x()}).json()
+        assert d["cost_weight"] == 0.0 and client.get("/v1/stats").json()["budget"] is None
+        client.post("/v1/feedback", json={"decision_id": d["decision_id"],
+                                          "quality": 1.0}).raise_for_status()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -390,15 +440,18 @@ def test_cli_serves_and_checkpoints_on_sigterm(tmp_path):
         port = _free_port()
         url = f"http://127.0.0.1:{port}"
         proc = _cli(["--state", str(state), "--routes", ",".join(ROUTES), "--dim", str(DIM),
-                     "--port", str(port)])
+                     "--port", str(port), "--budget", "0.5"])
         try:
             _wait_healthy(proc, url)
             assert httpx.post(f"{url}/v1/route", json={"embedding": _x()}).status_code == 401
             d = httpx.post(f"{url}/v1/route", json={"embedding": _x(run)}, headers=auth).json()
             httpx.post(f"{url}/v1/feedback", json={"decision_id": d["decision_id"],
-                                                   "quality": 1}, headers=auth).raise_for_status()
-            stats = httpx.get(f"{url}/v1/stats", headers=auth).json()["router"]
-            assert stats["feedbacks"] == run + 1
+                                                   "quality": 1, "cost": 0.25},
+                       headers=auth).raise_for_status()
+            stats = httpx.get(f"{url}/v1/stats", headers=auth).json()
+            assert stats["router"]["feedbacks"] == run + 1
+            # --budget paces from the start (the pacer is not checkpointed: one query each run)
+            assert stats["budget"]["budget"] == 0.5 and stats["budget"]["queries"] == 1
         finally:
             proc.send_signal(signal.SIGTERM)
             out = proc.communicate(timeout=HANG_GUARD_S)[0]
@@ -414,6 +467,8 @@ def test_cli_serves_and_checkpoints_on_sigterm(tmp_path):
         (["--routes", "a,b"], "--dim"),
         (["--dim", "8"], "--routes"),
         (["--routes", "a,b", "--dim", "8", "--checkpoint-every", "5"], "--state"),
+        (["--routes", "a,b", "--dim", "8", "--budget", "0"], "--budget: must be > 0"),
+        (["--routes", "a,b", "--dim", "8", "--budget", "x"], "--budget: expected a number"),
     ],
 )
 def test_cli_errors(args, message):

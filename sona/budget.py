@@ -83,8 +83,8 @@ class BudgetPacer:
         self._budget = _positive("budget", budget, MAX_COST)
         self._rate = _positive("rate", rate, 1.0)
         self._weight = min(_number("weight", weight, 0.0, False), self.max_weight)
-        self.queries = 0
-        self.spent = 0.0
+        self._queries = 0
+        self._spent = 0.0
 
     @property
     def budget(self) -> float:
@@ -117,8 +117,19 @@ class BudgetPacer:
         return self._weight
 
     @property
+    def queries(self) -> int:
+        """How many costs were observed."""
+        return self._queries
+
+    @property
+    def spent(self) -> float:
+        """The sum of the observed costs."""
+        return self._spent
+
+    @property
     def mean_cost(self) -> float | None:
-        return self.spent / self.queries if self.queries else None
+        """spent / queries; None before the first cost."""
+        return self._spent / self._queries if self._queries else None
 
     def observe(self, cost: float) -> None:
         """One routed query's realised cost (what its outcome reports). Raises ValueError for a
@@ -127,9 +138,9 @@ class BudgetPacer:
         # (c - b) / b / b, not / (b * b): b * b underflows to 0 for budgets below 1e-154
         step = self._rate * ((c - b) / b) / b
         self._weight = min(max(self._weight + step, 0.0), self.max_weight)
-        self.queries += 1
-        self.spent += c
+        self._queries += 1
+        self._spent += c
 
     def __repr__(self) -> str:
         return (f"BudgetPacer(budget={self._budget:g}, rate={self._rate:g}, "
-                f"weight={self._weight:.6g}, queries={self.queries})")
+                f"weight={self._weight:.6g}, queries={self._queries})")

@@ -139,6 +139,9 @@ def test_bad_inputs_raise_and_change_nothing():
             p.budget = bad
         with pytest.raises(ValueError, match="rate must be a finite number > 0"):
             p.rate = bad
+    for name in ("weight", "queries", "spent", "mean_cost", "max_weight"):
+        with pytest.raises(AttributeError):
+            setattr(p, name, 0)
     assert (p.weight, p.queries, p.spent, p.budget, p.rate) == before
     assert sona.BudgetPacer(1.0).mean_cost is None
     assert repr(p).startswith("BudgetPacer(budget=0.01, rate=0.01, weight=")

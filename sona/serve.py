@@ -24,7 +24,9 @@ serve``) with these endpoints, all JSON:
   {"budget", "weight", "mean_cost", "queries", "spent"} or null}`` (and ``"fleet"``: the replica's
   stats, when serving a ``sona.fleet.FleetRouter``: ``sona serve --fleet redis://...``, where every
   server on the stream learns every outcome).
-* ``GET /metrics``: Prometheus text (with ``sona[metrics]`` installed; 404 otherwise).
+* ``GET /metrics``: Prometheus text (with ``sona[metrics]`` installed; 404 otherwise): the
+  router's stats, and while a budget is paced ``sona_serve_budget``, ``..._weight``,
+  ``..._queries_total`` and ``..._spent_total``.
 * ``GET /healthz``: ``{"status": "ok"}``, never behind the token (for load balancers).
 
 Every refused request gets a 4xx and ``{"error": message, "field": name or null}`` and changes
@@ -356,8 +358,32 @@ def _metrics_endpoint(service: _Service) -> Callable[[], Response]:
             return JSONResponse({"error": 'GET /metrics needs prometheus_client: pip install '
                                  '"sona[metrics]"', "field": None}, status_code=404)
         return missing
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    class BudgetCollector:
+        """The budget pacer, when there is one: sona_serve_budget{,_weight} gauges and
+        sona_serve_budget_{queries,spent}_total counters (they restart with a new pacer)."""
+
+        def describe(self) -> list:
+            return []  # the families come and go with the pacer: nothing fixed to declare
+
+        def collect(self) -> Any:
+            b = service.budget_stats()
+            if b is None:
+                return
+            yield GaugeMetricFamily("sona_serve_budget", "mean cost per query the server paces",
+                                    value=b["budget"])
+            yield GaugeMetricFamily("sona_serve_budget_weight",
+                                    "the pacer's cost weight (quality per unit of cost)",
+                                    value=b["weight"])
+            yield CounterMetricFamily("sona_serve_budget_queries",
+                                      "costs the pacer observed", value=b["queries"])
+            yield CounterMetricFamily("sona_serve_budget_spent",
+                                      "sum of the costs the pacer observed", value=b["spent"])
+
     registry = CollectorRegistry()
     register(service.router, registry)
+    registry.register(BudgetCollector())
 
     def scrape() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -300,6 +300,15 @@ def test_metrics():
         r = client.get("/metrics")
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
         assert "sona_router_decisions_total 1.0" in r.text
+        assert "sona_serve_budget" not in r.text  # no budget paced
+        client.post("/v1/budget", json={"budget": 0.5}).raise_for_status()
+        d = client.post("/v1/route", json={"embedding": _x(1)}).json()
+        client.post("/v1/feedback", json={"decision_id": d["decision_id"], "quality": 1.0,
+                                          "cost": 1.5}).raise_for_status()
+        text = client.get("/metrics").text
+        for line in ("sona_serve_budget 0.5", "sona_serve_budget_weight 0.04",
+                     "sona_serve_budget_queries_total 1.0", "sona_serve_budget_spent_total 1.5"):
+            assert line in text.splitlines(), text
 
 
 def test_metrics_without_prometheus_client(monkeypatch):

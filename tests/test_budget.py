@@ -78,6 +78,20 @@ def test_over_and_under_spending_move_the_weight_by_the_rule():
     assert p.spent == pytest.approx(0.03) and p.queries == 12
 
 
+def test_a_pickled_pacer_resumes_where_it_was():
+    import pickle
+
+    p = sona.BudgetPacer(0.01, rate=0.05)
+    for cost in (0.03, 0.0, 0.02):
+        p.observe(cost)
+    q = pickle.loads(pickle.dumps(p))
+    assert (q.weight, q.queries, q.spent, q.budget, q.rate) == (
+        p.weight, p.queries, p.spent, p.budget, p.rate)
+    p.observe(0.04)
+    q.observe(0.04)
+    assert q.weight == p.weight
+
+
 def test_an_unreachable_budget_caps_the_weight_and_a_raised_one_acts_at_once():
     p = sona.BudgetPacer(1e-6)
     for _ in range(100_000):

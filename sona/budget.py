@@ -8,7 +8,9 @@ constraint (the pacing of budgeted repeated auctions, Balseiro and Gur, 2019):
     w <- clip(w + rate * (cost - budget) / budget**2, 0, MAX_WEIGHT_X_BUDGET / budget)
 
 Over-spending raises the weight, under-spending lowers it; while the budget is not binding the
-weight stays 0 and routing is the router's quality-only routing. Dividing by budget**2 makes the
+weight stays 0 and routing is the router's quality-only routing. The steps add up the over- and
+under-spending, so the pacer holds the running mean: an over-spend early on (a new router tries
+every route first) is paid back by spending less afterwards. Dividing by budget**2 makes the
 step free of the cost unit (costs and budget in dollars or in cents give the same decisions).
 At ``MAX_WEIGHT_X_BUDGET / budget`` a cost difference of 1 % of the budget outweighs a whole unit
 of quality, so routing is cheapest-first there; the cap keeps a budget below every route's cost

@@ -45,14 +45,14 @@ ROUTE_SETS = {"all 11 models": (), "GPT-4 dropped": (GPT4,)}
 LINEAR_DIM = 64
 SHARE = 0.97
 EARLY = 3000  # feedbacks of the "1-3000" columns
-BURN_IN = 1000  # feedbacks before the "after 1000" measures
+BURN_IN = 1000  # feedbacks before the "after 1000" measures (worst window, budgets)
 BUDGETS = (0.3, 0.5, 0.7)  # --budgets: fractions of the best single model's mean cost per query
 
 COLUMNS = [
     ("quality_early", f"quality 1-{EARLY}", "hi", "{:.3f}"),
     ("vs_ref_early", f"vs best 1-{EARLY} (pts)", "hi", "{:+.1f}"),
     ("vs_ref_run", "vs best, run (pts)", "hi", "{:+.1f}"),
-    ("worst_window", "worst 500 after 1000 (pts)", "hi", "{:+.1f}"),
+    ("worst_window", f"worst 500 after {BURN_IN} (pts)", "hi", "{:+.1f}"),
     ("heldout_quality", "held-out, one pass", "hi", "{:.3f}"),
     ("heldout_cost", "held-out $/1k", "lo", "{:.2f}"),
     ("onpolicy_cost", "on-policy $/1k", "lo", "{:.2f}"),
@@ -173,7 +173,7 @@ def run_config(data: RoutingData, seeds: list[int], n_steps: int, vw: bool,
         rows_by_name[name] = []
 
     def metrics(run: evaluation.Run, ref: evaluation.Run, curve) -> dict:
-        m = evaluation.stream_metrics(run.quality, ref.quality, early=EARLY)
+        m = evaluation.stream_metrics(run.quality, ref.quality, early=EARLY, burn_in=BURN_IN)
         q, c = run.heldout_one_pass if run.heldout_one_pass else (None, None)
         cheap = None if curve is None else evaluation.cheapest_within(curve, ref_q, ref_c, SHARE)
         below = None if curve is None else evaluation.curve_shortfall(curve, knn_curve)

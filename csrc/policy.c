@@ -28,7 +28,9 @@
  *        by the pattern's s_j = sum_k C_jk / sum_k M_jk c_k (see bank.h); c_k without a pattern.
  *        q = (1 - eps) softmax(z) + eps / K_allowed on the allowed routes. Except while
  *        some allowed routes have fewer than SONA_MIN_EVIDENCE (decayed) outcomes N_k: then z is
- *        0 on those and -inf elsewhere (q uniform over them)
+ *        0 on those and -inf elsewhere (q uniform over them), leaving out a route of known cost
+ *        c_k with lambda (c_k - min c) >= 1 (min over the allowed routes of known cost): at that
+ *        trade-off it cannot rank above the cheapest, whatever the qualities
  *   (11) a: first k with u < cumsum(q)_k
  * learn(a, prob, r, cost) on a prepared ctx:
  *   (12) j = pattern (new one if none matched and there is room)
@@ -209,6 +211,15 @@ static void add_prior(const sona_policy *p, int32_t j, sona_pcg32 *rng, double *
     for (size_t k = 0; k < K; ++k) z[k] += (mk[k] - mx) / p->hp.tau_prior;
 }
 
+/* (10): each route's cost per call on pattern j's queries (-1: no pattern: the route's). */
+static void route_costs(const sona_policy *p, int32_t j, double *c) {
+    const size_t K = p->n_routes;
+    if (j >= 0)
+        sona_bank_route_costs(p->bank, j, (uint32_t)K, p->route_cost, c);
+    else
+        for (size_t k = 0; k < K; ++k) c[k] = p->route_cost[k];
+}
+
 /* (10): the cost term for pattern j (-1: none) and the mask. */
 static void add_cost_mask(const sona_policy *p, int32_t j, float cost_weight, const uint8_t *mask,
                           double *z) {
@@ -216,10 +227,7 @@ static void add_cost_mask(const sona_policy *p, int32_t j, float cost_weight, co
     if (cost_weight != 0.0f) {
         const double w = (double)cost_weight / p->hp.tau_prior;
         double c[SONA_MAX_ROUTES];
-        if (j >= 0)
-            sona_bank_route_costs(p->bank, j, (uint32_t)K, p->route_cost, c);
-        else
-            for (size_t k = 0; k < K; ++k) c[k] = p->route_cost[k];
+        route_costs(p, j, c);
         for (size_t k = 0; k < K; ++k) z[k] -= w * c[k];
     }
     if (mask)
@@ -286,12 +294,26 @@ uint32_t sona_policy_route(sona_policy *p, const float *x, float cost_weight, co
      * uniform over them: drawn, not round-robin, so that queries routed before their feedback
      * arrives (a fleet, a slow grader) spread over those routes instead of all taking one */
     int few = 0;
-    if (p->hp.use_prior)
+    if (p->hp.use_prior) {
+        /* a route the trade-off rules out is not tried: at cost weight w, a route whose cost per
+         * call exceeds the cheapest allowed route's by 1 / w or more never ranks above it,
+         * whatever the qualities (in [0, 1]), so its outcomes could not change a decision at this
+         * weight (only routes whose cost is known, from an outcome or given up front) */
+        double c[SONA_MAX_ROUTES], cmin = INFINITY;
+        if (cost_weight > 0.0f) {
+            route_costs(p, ctx->pattern, c);
+            for (size_t k = 0; k < K; ++k)
+                if ((!mask || mask[k]) && p->cost_n[k] > 0.0f && c[k] < cmin) cmin = c[k];
+        }
         for (size_t k = 0; k < K; ++k) {
-            const int under = (!mask || mask[k]) && p->global_n[k] < SONA_MIN_EVIDENCE;
+            const int ruled_out = cost_weight > 0.0f && p->cost_n[k] > 0.0f &&
+                                  (double)cost_weight * (c[k] - cmin) >= 1.0;
+            const int under = (!mask || mask[k]) && p->global_n[k] < SONA_MIN_EVIDENCE &&
+                              !ruled_out;
             z[k] = under ? 0.0 : -INFINITY;
             few |= under;
         }
+    }
     if (!few) {
         for (size_t k = 0; k < K; ++k) z[k] = za[k];
         add_prior(p, ctx->pattern, &p->rng, z);

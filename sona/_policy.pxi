@@ -303,7 +303,9 @@ cdef class RouterCore:
 
         cost_weight: the trade-off, in quality per unit of cost: routes are ranked by expected
         quality - cost_weight * cost per call (costs given to the router or learnt from outcomes,
-        per kind of query where outcomes reported them: see sona.Router's costs).
+        per kind of query where outcomes reported them: see sona.Router's costs). While routes
+        gather their first outcomes, one whose known cost exceeds the cheapest allowed route's
+        by 1 / cost_weight or more is not tried: it cannot rank above that one at this weight.
         allowed: route names or indices that may be chosen (e.g. the models up now); None: all.
         Retired routes (sona.Router.retire_route) are never chosen, named in allowed or not.
         Samples from the policy (Thompson draws in the prior, plus `explore`), so repeated calls

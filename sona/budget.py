@@ -69,9 +69,8 @@ class BudgetPacer:
         of cost per unit of quality), the weight moves by rate times the relative over-spend
         (cost / budget - 1) per query: at 0.01, about 100 queries spending twice the budget raise
         it by 1 / budget, a response time in queries whatever the costs and their unit. On
-        RouterBench it held the mean cost after 1,000 feedbacks at 91-100 % of the budget on every
-        seed (86-93 % where all but the two cheapest models cost more; bench/bench_real.py
-        --budgets).
+        RouterBench it held the mean cost after 1,000 feedbacks at 91-101 % of the budget on every
+        seed (bench/bench_real.py --budgets).
     weight : the starting weight (>= 0; default 0: quality first until the budget binds).
 
     Attributes: ``weight`` (pass it as ``cost_weight``), ``queries`` and ``spent`` (how many costs

@@ -236,17 +236,20 @@ class PolicyReference:
                 m = m + h["ts_scale"] * e * self._sd(m, n)
         return (m - m.max()) / h["tau_prior"]                     # (8) z_pr
 
-    def _cost_term(self, j, cost_weight):
-        """(10) cost_weight / tau_prior times each route's cost per call on pattern j's queries:
-        (C_j + s_j c) / (M_j + 1), s_j = sum C_j / sum M_j c (1 without costs there); c without
-        a pattern."""
+    def _costs(self, j):
+        """(10) each route's cost per call on pattern j's queries: (C_j + s_j c) / (M_j + 1),
+        s_j = sum C_j / sum M_j c (1 without costs there); c without a pattern."""
         c = self.route_cost.astype(np.float64)
         if j >= 0:
             C, M = self.pat_c[j].astype(np.float64), self.pat_cn[j].astype(np.float64)
             expected = float((M * c).sum())
             scale = float(C.sum()) / expected if expected > 0 else 1.0
             c = (C + scale * c) / (M + 1.0)
-        return cost_weight / self.h["tau_prior"] * c
+        return c
+
+    def _cost_term(self, j, cost_weight):
+        """(10) cost_weight / tau_prior times the costs per call on pattern j's queries."""
+        return cost_weight / self.h["tau_prior"] * self._costs(j)
 
     @staticmethod
     def _softmax(z):
@@ -270,6 +273,10 @@ class PolicyReference:
         j = self._nearest(x)
         pi = self._softmax(z_ad + self._prior(j, False))         # the policy that learns
         few = self.global_n < 5.0 if self.h["use_prior"] else np.zeros(self.K, bool)
+        known = self.cost_n > 0
+        if cost_weight > 0 and known.any():                       # (10) ruled out by the trade-off
+            c = self._costs(j)
+            few &= ~(known & (np.float32(cost_weight) * (c - c[known].min()) >= 1.0))
         if few.any():                                             # (10) minimum evidence
             q = few / few.sum()                                   # uniform over those routes
         else:

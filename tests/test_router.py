@@ -101,6 +101,21 @@ def test_matches_reference_with_costs(backend, hp):
                                    ref.scores(x, cost_weight=20.0), atol=2e-3)
 
 
+def test_matches_reference_when_a_trade_off_rules_routes_out(backend):
+    """At cost weight 150 a route costing 1/150 more than the cheapest known one is not tried
+    while the routes gather their first outcomes: the reference leaves the same routes out, step
+    for step, through the minimum-evidence phase and after it."""
+    d = 64
+    router, ref = _twin(d=d)
+    task = RoutingTask(dim=d, n_clusters=4, n_routes=4, seed=11)
+    rng = np.random.default_rng(6)
+    X, clusters = task.sample(120, rng)
+    _step_together(router, ref, task, X, clusters, rng,
+                   cost=lambda c, k: 1e-3 * (k + 1) * (1 + int(c) % 3),
+                   cost_weight=lambda i: 150.0 * (i % 3 != 0))
+    assert router.feedbacks == 120
+
+
 @pytest.mark.parametrize("hp", [{}, {"ewc_memory": 4.0, "fisher_every": 1}, {"ewc_novelty": 0.0},
                                 {"ewc_novelty": 0.8},
                                 {"reward_short_rate": 0.02, "reward_long_rate": 0.004,

@@ -276,6 +276,33 @@ def test_costs_are_learnt_per_kind_of_query():
     assert router.route(long_q, cost_weight=15.0).route == "cheap"
 
 
+def test_a_trade_off_rules_out_trying_routes_that_cannot_win_it():
+    """While routes gather their first outcomes, one that costs 1 / cost_weight or more above the
+    cheapest allowed route of known cost is not tried: no quality in [0, 1] could make it rank
+    above that one at this weight."""
+    x = np.ones(8, np.float32)
+    routes = ["cheap", "mid", "dear"]
+    router = sona.Router(routes, hidden_dim=8, seed=0, costs=[0.001, 0.01, 0.1])
+    # 50 x 0.099 = 4.95 >= 1 rules "dear" out; 50 x 0.009 = 0.45 does not rule "mid" out
+    picks = [router.route(x, cost_weight=50.0) for _ in range(30)]
+    assert {d.route for d in picks} == {"cheap", "mid"}
+    assert all(d.prob == pytest.approx(0.5) for d in picks)
+    # without "cheap", "mid" is the cheapest allowed: 50 x 0.09 still rules "dear" out
+    d = router.route(x, cost_weight=50.0, allowed=["mid", "dear"])
+    assert d.route == "mid" and d.prob == pytest.approx(1.0)
+    # at a small weight, or none, "dear" is tried like any route short of evidence
+    for w in (5.0, 0.0):
+        picks = [router.route(x, cost_weight=w) for _ in range(30)]
+        assert {d.route for d in picks} == set(routes)
+        assert all(d.prob == pytest.approx(1 / 3) for d in picks)
+    # a route whose cost is unknown is never ruled out: its first outcome tells its cost
+    blind = sona.Router(routes, hidden_dim=8, seed=0)
+    assert {blind.route(x, cost_weight=1e6).route for _ in range(60)} == set(routes)
+    blind.learn(sona.Outcome(x, "cheap", prob=1 / 3, quality=1.0, cost=0.001))
+    blind.learn(sona.Outcome(x, "dear", prob=1 / 3, quality=1.0, cost=0.1))
+    assert "dear" not in {blind.route(x, cost_weight=50.0).route for _ in range(60)}
+
+
 def test_costs_are_learnt_from_outcomes():
     router = sona.Router(["a", "b"], hidden_dim=8, seed=0, costs=[0.5, 0.5])
     x = np.ones(8, np.float32)

@@ -286,9 +286,10 @@ def paced(data: RoutingData, seeds: list[int], fraction: float, n_steps: int = E
         late = rows[BURN_IN:]
         singles = np.stack([train.quality[late].mean(axis=0), train.cost[late].mean(axis=0)], 1)
         affordable = _mixed_within(singles, budget)
+        quality = float(q[BURN_IN:].mean())
         out["spend"].append(float(c[BURN_IN:].mean()) / budget)
-        out["quality"].append(float(q[BURN_IN:].mean()))
-        out["vs_affordable"].append(float(q[BURN_IN:].mean() - affordable))
+        out["quality"].append(quality)
+        out["vs_affordable"].append(quality - affordable)
         by_task = [choice[train.task[late]] for choice in oracle]
         points = np.array([(train.quality[late, k].mean(), train.cost[late, k].mean())
                            for k in by_task])

@@ -33,29 +33,14 @@ budget spend it on average together.
 
 from __future__ import annotations
 
-import math
-from numbers import Real
-
 from ._core import MAX_COST
+from .checks import real
 
 __all__ = ["BudgetPacer", "MAX_WEIGHT_X_BUDGET"]
 
 #: The weight's ceiling times the budget: at this weight a cost difference of 1 % of the budget
 #: outweighs one unit of quality.
 MAX_WEIGHT_X_BUDGET = 100.0
-
-
-def _number(name: str, value: object, lo: float, lo_open: bool, hi: float = math.inf) -> float:
-    """float(value) when it is a finite real number (not a bool) in the range, else ValueError."""
-    v = float(value) if isinstance(value, Real) and not isinstance(value, bool) else math.nan
-    if not (math.isfinite(v) and (v > lo if lo_open else v >= lo) and v <= hi):
-        bound = f"{'>' if lo_open else '>='} {lo:g}" + ("" if hi == math.inf else f" and <= {hi:g}")
-        raise ValueError(f"{name} must be a finite number {bound}; got {value!r}")
-    return v
-
-
-def _positive(name: str, value: object, hi: float) -> float:
-    return _number(name, value, 0.0, True, hi)
 
 
 class BudgetPacer:
@@ -81,9 +66,9 @@ class BudgetPacer:
     """
 
     def __init__(self, budget: float, rate: float = 0.01, weight: float = 0.0) -> None:
-        self._budget = _positive("budget", budget, MAX_COST)
-        self._rate = _positive("rate", rate, 1.0)
-        self._weight = min(_number("weight", weight, 0.0, False), self.max_weight)
+        self._budget = real("budget", budget, 0.0, MAX_COST, low_open=True)
+        self._rate = real("rate", rate, 0.0, 1.0, low_open=True)
+        self._weight = min(real("weight", weight, 0.0), self.max_weight)
         self._queries = 0
         self._spent = 0.0
 
@@ -95,7 +80,7 @@ class BudgetPacer:
 
     @budget.setter
     def budget(self, value: float) -> None:
-        self._budget = _positive("budget", value, MAX_COST)
+        self._budget = real("budget", value, 0.0, MAX_COST, low_open=True)
         self._weight = min(self._weight, self.max_weight)
 
     @property
@@ -105,7 +90,7 @@ class BudgetPacer:
 
     @rate.setter
     def rate(self, value: float) -> None:
-        self._rate = _positive("rate", value, 1.0)
+        self._rate = real("rate", value, 0.0, 1.0, low_open=True)
 
     @property
     def max_weight(self) -> float:
@@ -133,9 +118,10 @@ class BudgetPacer:
         return self._spent / self._queries if self._queries else None
 
     def observe(self, cost: float) -> None:
-        """One routed query's realised cost (what its outcome reports). Raises ValueError for a
-        negative or non-finite cost, changing nothing."""
-        c, b = _number("cost", cost, 0.0, False), self._budget
+        """One routed query's realised cost (what its outcome reports). Raises TypeError for a
+        cost that is not a real number, ValueError for a negative or non-finite one; either way
+        nothing changes."""
+        c, b = real("cost", cost, 0.0), self._budget
         # (c - b) / b / b, not / (b * b): b * b underflows to 0 for budgets below 1e-154
         step = self._rate * ((c - b) / b) / b
         self._weight = min(max(self._weight + step, 0.0), self.max_weight)

@@ -41,6 +41,7 @@ from typing import Any, Callable, Union
 
 import numpy as np
 
+from .checks import real
 from .outcome import Outcome
 
 __all__ = ["OPEResult", "evaluate"]
@@ -182,15 +183,6 @@ def _reward_model(X: np.ndarray, actions: np.ndarray, rewards: np.ndarray, k: in
     return Q
 
 
-def _positive(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number; got {type(value).__name__}")
-    v = float(value)
-    if not (math.isfinite(v) and v > 0):
-        raise ValueError(f"{name} must be a finite number > 0; got {value!r}")
-    return v
-
-
 def evaluate(outcomes: Sequence[Outcome], target: Target, routes: Sequence[str], *,
              clip: float | None = None, folds: int = 2, ridge: float = 1.0,
              seed: int = 0) -> OPEResult:
@@ -242,8 +234,8 @@ def evaluate(outcomes: Sequence[Outcome], target: Target, routes: Sequence[str],
     """
     names = _check_routes(routes)
     if clip is not None:
-        clip = _positive("clip", clip)
-    ridge = _positive("ridge", ridge)
+        clip = real("clip", clip, 0.0, low_open=True)
+    ridge = real("ridge", ridge, 0.0, low_open=True)
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise TypeError(f"seed must be an int; got {type(seed).__name__}")
     X, actions, probs, rewards = _unpack(outcomes, names)

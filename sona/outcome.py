@@ -38,7 +38,6 @@ Pure Python (numpy); does not import ``sona._core``.
 from __future__ import annotations
 
 import math
-import numbers
 import struct
 import zlib
 from collections.abc import Mapping
@@ -46,6 +45,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+from .checks import real
 from .config import MAX_DIM
 
 __all__ = ["OUTCOME_FORMAT_VERSION", "Outcome", "OutcomeError"]
@@ -75,25 +75,6 @@ class OutcomeError(ValueError):
 
 
 # --------------------------------------------------------------------------- validation
-
-
-def _number(name: str, value: Any, low: float, high: float = math.inf,
-            low_open: bool = False) -> float:
-    kind = type(value)  # float and int first: the ABC check below costs ~1 us a call
-    if kind is not float and kind is not int and (
-            isinstance(value, bool) or not isinstance(value, numbers.Real)):
-        raise TypeError(f"{name} must be a real number; got {type(value).__name__}")
-    try:
-        v = float(value)
-    except OverflowError:
-        v = math.inf
-    above_low = v > low if low_open else v >= low
-    if not (math.isfinite(v) and above_low and v <= high):  # NaN fails every comparison
-        bracket = "(" if low_open else "["
-        hi = "inf)" if math.isinf(high) else f"{high:g}]"
-        raise ValueError(f"{name} must be a finite number in {bracket}{low:g}, {hi}; "
-                         f"got {value!r}")
-    return v
 
 
 def _embedding(value: Any) -> np.ndarray:
@@ -144,12 +125,12 @@ def _decision_id(value: Any) -> str | None:
 
 
 def _optional(name: str, value: Any, low: float) -> float | None:
-    return None if value is None else _number(name, value, low)
+    return None if value is None else real(name, value, low)
 
 
 def _observed(quality: Any, cost: Any, latency_ms: Any) -> tuple:
     """The check of the observed fields: all Decision.outcome() takes from its caller."""
-    return (_number("quality", quality, 0.0, 1.0), _optional("cost", cost, 0.0),
+    return (real("quality", quality, 0.0, 1.0), _optional("cost", cost, 0.0),
             _optional("latency_ms", latency_ms, 0.0))
 
 
@@ -159,7 +140,7 @@ def _validate(embedding: Any, route: Any, prob: Any, quality: Any, cost: Any, la
     return (
         _embedding(embedding),
         _route(route),
-        _number("prob", prob, 0.0, 1.0, low_open=True),
+        real("prob", prob, 0.0, 1.0, low_open=True),
         *_observed(quality, cost, latency_ms),
         _decision_id(decision_id),
         _optional("timestamp", timestamp, -math.inf),

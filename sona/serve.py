@@ -413,7 +413,8 @@ def create_app(router: Any, *, token: str | None = None, max_body: int = DEFAULT
     clock: monotonic seconds, for the TTL.
 
     Raises ValueError for a non-positive bound or budget, an empty token, or a checkpoint period
-    without a path; TypeError for a router that is not a sona.Router.
+    without a path; TypeError for a router that is not a sona.Router or a budget that is not a
+    number.
 
     >>> import sona
     >>> from sona.serve import create_app

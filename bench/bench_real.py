@@ -6,9 +6,10 @@ Protocol (sona.evaluation.run_online): the 2,205 train queries stream in a seede
 quality and cost, the policy learns. Held-out greedy quality and cost on the 945 test queries after
 one pass over the train split. Anchors on the same streams: best single model, random, the task
 oracle (told each query's task), the per-query oracle, an offline kNN with full information (k by
-cross-validation), the reference of the issue: Thompson sampling told each query's task, and
-Thompson sampling blind to the query (what learning the best route costs when nothing about the
-query is used).
+cross-validation), the same kNN told one uniformly drawn route's outcome per train query (what one
+pass of bandit feedback can tell), the reference of the issue: Thompson sampling told each query's
+task, and Thompson sampling blind to the query (what learning the best route costs when nothing
+about the query is used).
 
     python bench/bench_real.py                    # seeds 0-4, both embeddings, the README tables
     python bench/bench_real.py --quick            # one seed, MiniLM, 3000 feedbacks (CI-sized)
@@ -46,6 +47,9 @@ LINEAR_DIM = 64
 SHARE = 0.97
 EARLY = 3000  # feedbacks of the "1-3000" columns
 BURN_IN = 1000  # feedbacks before the "after 1000" measures (worst window, budgets)
+# The offline kNN told one uniformly drawn route's outcome per train query (a new draw per seed):
+# what one pass of bandit feedback can tell, against the full information of the kNN above it.
+LOGGED_KNN = "offline kNN on a uniform log (one outcome per query)"
 BUDGETS = (0.3, 0.5, 0.7)  # --budgets: fractions of the best single model's mean cost per query
 
 COLUMNS = [
@@ -168,6 +172,7 @@ def run_config(data: RoutingData, seeds: list[int], n_steps: int, vw: bool,
     }
     knn_curve = curves[f"offline kNN (k={knn.k})"]
     rows_by_name: dict = {name: [] for name in anchors}
+    rows_by_name[LOGGED_KNN] = []
     made = learners(train, vw)
     for name in made:
         rows_by_name[name] = []
@@ -187,6 +192,12 @@ def run_config(data: RoutingData, seeds: list[int], n_steps: int, vw: bool,
         for name, (on_train, on_test, curve) in anchors.items():
             rows_by_name[name].append(metrics(
                 evaluation.fixed_run(on_train, train, test, rows, on_test), ref, curve))
+        logged = evaluation.KNN(train, seed=seed, observed=evaluation.uniform_log(train, seed))
+        curve = evaluation.fixed_curve(logged.chooser(test.X), test, weights)
+        rows_by_name[LOGGED_KNN].append(metrics(evaluation.fixed_run(
+            logged.choose_train(), train, test, rows, logged.choose(test.X)), ref, curve))
+        if seed == seeds[0]:
+            curves[LOGGED_KNN] = curve
         for name, (make, projected, curve_ok) in made.items():
             t0 = time.perf_counter()
             tr, te = (ptrain, ptest) if projected else (train, test)

@@ -45,6 +45,7 @@ __all__ = [
     "Run",
     "SonaPolicy",
     "KNN",
+    "uniform_log",
     "sona_policy",
     "stream_order",
     "run_online",
@@ -297,12 +298,20 @@ KNN_KS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
 class KNN:
-    """Offline k-nearest-neighbour router with full information: a query's estimate of each route
-    is the mean quality (and cost) of that route on its k most cosine-similar train queries; ties
-    go to the route with the better train mean. k is chosen by ``folds``-fold cross-validation on
-    the train split among ``ks``.
+    """Offline k-nearest-neighbour router: a query's estimate of each route is the mean quality
+    (and cost) of that route on its k most cosine-similar train queries where that route's
+    outcome is known; ties go to the route with the better mean of its known outcomes. k is
+    chosen by ``folds``-fold cross-validation on the train split among ``ks``.
 
-    Raises ValueError for an empty ``ks``, a k < 1, folds < 2 or more folds than train queries.
+    With ``observed`` None (the default) it has full information: every route's outcome on every
+    train query. ``observed``, an (n_train, K) boolean mask, restricts it to a log of some of
+    them, e.g. :func:`uniform_log`, one uniformly drawn route per query: what one pass of bandit
+    feedback can tell. Cross-validation then scores each k by the mean quality of its picks whose
+    outcome is known (with full information, of all its picks), which ranks the ks as full
+    information would, in expectation, when what is known does not depend on the outcomes.
+
+    Raises ValueError for an empty ``ks``, a k < 1, folds < 2 or more folds than train queries, or
+    an ``observed`` that is not a boolean (n_train, K) array knowing some outcome of every route.
 
     >>> from sona.data import load_routerbench
     >>> data = load_routerbench()
@@ -311,40 +320,68 @@ class KNN:
     """
 
     def __init__(self, train: RoutingData, ks: Sequence[int] = KNN_KS, folds: int = 5,
-                 seed: int = 0) -> None:
+                 seed: int = 0, observed: np.ndarray | None = None) -> None:
         ks = sorted({int(k) for k in ks})
         if not ks or ks[0] < 1:
             raise ValueError(f"ks must be a non-empty list of integers >= 1; got {ks!r}")
         if folds < 2 or folds > train.n_queries:
             raise ValueError(f"folds must be in 2..{train.n_queries}; got {folds}")
+        if observed is not None:
+            observed = np.asarray(observed)
+            if observed.dtype != np.bool_ or observed.shape != train.quality.shape:
+                raise ValueError(f"observed must be a boolean array of shape "
+                                 f"{train.quality.shape}; got {observed.dtype} {observed.shape}")
+            if not observed.any(axis=0).all():
+                raise ValueError("observed must know at least one outcome of every route")
         self.train = train
         self._X = train.X.astype(np.float64)
-        self._tie = 1e-6 * train.quality.mean(axis=0, dtype=np.float64)
+        self._observed = observed
+        known = np.ones(train.quality.shape, bool) if observed is None else observed
+        gain = np.where(known, train.quality, 0.0)  # a pick scores only where its outcome is known
+        self._tie = 1e-6 * gain.sum(axis=0, dtype=np.float64) / known.sum(axis=0)
         part = np.random.default_rng([seed, 15]).permutation(train.n_queries) % folds
-        scores = np.zeros(len(ks))
+        scores, counted = np.zeros(len(ks)), np.zeros(len(ks))
         for f in range(folds):
             held, rest = part == f, part != f
-            est = self._estimates(self._X[held] @ self._X[rest].T, train.quality[rest], ks)
+            est = self._estimates(self._X[held] @ self._X[rest].T, train.quality[rest], ks,
+                                  None if observed is None else observed[rest])
             picked = np.argmax(est + self._tie, axis=-1)  # (len(ks), n_held)
-            scores += np.take_along_axis(train.quality[held].T, picked, axis=0).sum(axis=1)
+            scores += np.take_along_axis(gain[held].T, picked, axis=0).sum(axis=1)
+            counted += np.take_along_axis(known[held].T, picked, axis=0).sum(axis=1)
+        cv = scores / np.maximum(counted, 1)
         #: The k cross-validation chose, and each candidate's mean CV quality.
-        self.k = ks[int(np.argmax(scores))]
-        self.cv_quality = dict(zip(ks, (scores / train.n_queries).tolist()))
+        self.k = ks[int(np.argmax(cv))]
+        self.cv_quality = dict(zip(ks, cv.tolist()))
 
     @staticmethod
-    def _estimates(sims: np.ndarray, values: np.ndarray, ks: Sequence[int]) -> np.ndarray:
-        """(len(ks), n, K): mean of ``values`` over each row's k most similar columns."""
+    def _estimates(sims: np.ndarray, values: np.ndarray, ks: Sequence[int],
+                   observed: np.ndarray | None = None) -> np.ndarray:
+        """(len(ks), n, K): each route's mean of ``values`` over each row's k most similar
+        columns where it is observed (all, for None); a column at similarity -inf never counts."""
+        if observed is None:
+            return KNN._nearest_mean(sims, values, ks)
+        return np.concatenate([KNN._nearest_mean(sims[:, observed[:, a]],
+                                                 values[observed[:, a], a:a + 1], ks)
+                               for a in range(values.shape[1])], axis=-1)
+
+    @staticmethod
+    def _nearest_mean(sims: np.ndarray, values: np.ndarray, ks: Sequence[int]) -> np.ndarray:
         kmax = min(max(ks), sims.shape[1])
+        if kmax == 0:  # a route with no known outcome among these columns
+            return np.zeros((len(ks), sims.shape[0], values.shape[1]))
         top = np.argpartition(-sims, kmax - 1, axis=1)[:, :kmax]
         order = np.argsort(-np.take_along_axis(sims, top, axis=1), axis=1, kind="stable")
         nb = np.take_along_axis(top, order, axis=1)
-        csum = np.cumsum(values[nb].astype(np.float64), axis=1)  # (n, kmax, K)
+        usable = np.isfinite(np.take_along_axis(sims, nb, axis=1))[:, :, None]  # (n, kmax, 1)
+        # (n, kmax, K)
+        csum = np.cumsum(np.where(usable, values[nb].astype(np.float64), 0.0), axis=1)
+        count = np.cumsum(usable, axis=1)
         kk = [min(k, kmax) for k in ks]
-        return np.stack([csum[:, k - 1] / k for k in kk])
+        return np.stack([csum[:, k - 1] / np.maximum(count[:, k - 1], 1) for k in kk])
 
     def _chooser(self, sims: np.ndarray) -> Callable[[float], np.ndarray]:
-        q = self._estimates(sims, self.train.quality, [self.k])[0] + self._tie
-        c = self._estimates(sims, self.train.cost, [self.k])[0]
+        q = self._estimates(sims, self.train.quality, [self.k], self._observed)[0] + self._tie
+        c = self._estimates(sims, self.train.cost, [self.k], self._observed)[0]
         return lambda cost_weight: np.argmax(q - cost_weight * c, axis=1)
 
     def chooser(self, X: np.ndarray) -> Callable[[float], np.ndarray]:
@@ -368,6 +405,14 @@ class KNN:
         sims = self._X @ self._X.T
         np.fill_diagonal(sims, -np.inf)
         return self._chooser(sims)(0.0)
+
+
+def uniform_log(train: RoutingData, seed: int = 0) -> np.ndarray:
+    """(n_train, K) boolean mask with one True per row, at a uniformly drawn route: which outcomes
+    one pass of uniform exploration would have logged (``KNN(train, observed=...)``)."""
+    rng = np.random.default_rng([seed, 16])
+    picked = rng.integers(len(train.routes), size=train.n_queries)
+    return np.arange(len(train.routes)) == picked[:, None]
 
 
 def _per_row(choices: Any, data: RoutingData) -> np.ndarray:

@@ -52,6 +52,9 @@ def test_bench_real_prints_both_route_sets_and_writes_json_and_plot(tmp_path):
     # against its own curve: only its points that a cheaper point of it beats count
     assert 0.0 <= knn["below_knn"] < 0.02
     assert sum(line.startswith("| Thompson blind to the query |") for line in out.splitlines()) == 2
+    logged = result["wordllama, GPT-4 dropped"]["rows"][
+        "offline kNN on a uniform log (one outcome per query)"][0]
+    assert 0.5 < logged["heldout_quality"] <= 1.0 and logged["below_knn"] is not None
     if have_plot:
         assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -100,6 +100,55 @@ def test_knn_leaves_each_train_query_out_of_its_own_neighbours():
     assert knn.choose_train().tolist() == [1, 0, 1, 0]
 
 
+def test_knn_on_a_log_uses_only_the_known_outcomes():
+    # Full information: on task 1 route 1 answers half the queries, route 0 none. The log knows
+    # route 1 only where it failed, and route 0 on rows 0, 1, 4, 5 (1, 1, 0, 0): from the log the
+    # two tie at 0 on task 1 and the tie goes to route 0, the better mean of its known outcomes.
+    X = np.eye(4)[[0, 0, 0, 0, 1, 1, 1, 1]]
+    q = np.array([[1, 1], [1, 1], [1, 0], [1, 0], [0, 1], [0, 1], [0, 0], [0, 0]])
+    train = _data(q, np.ones((8, 2)), [0, 0, 0, 0, 1, 1, 1, 1], X=X)
+    known = np.zeros((8, 2), bool)
+    known[[0, 1, 4, 5], 0] = True
+    known[[2, 3, 6, 7], 1] = True
+    assert evaluation.KNN(train, ks=(4,), folds=2).choose(np.eye(4)[[0, 1]]).tolist() == [0, 1]
+    logged = evaluation.KNN(train, ks=(4,), folds=2, observed=known)
+    assert logged.choose(np.eye(4)[[0, 1]]).tolist() == [0, 0]
+    # Leave-one-out: a row's own known outcome is not among its neighbours, even where a route
+    # has fewer known outcomes than k. Row 0's route 0 is then row 1's 0, below route 1's 0.2
+    # (with itself, 0.5 would win).
+    q = np.array([[1, 0], [0, 0], [0, 0.4], [0, 0.4]])
+    train = _data(q, np.ones((4, 2)), [0, 0, 1, 1], X=np.eye(4)[[0, 0, 1, 1]])
+    known = np.array([[1, 0], [1, 1], [0, 1], [0, 1]], bool)
+    assert evaluation.KNN(train, ks=(2,), folds=2, observed=known).choose_train()[0] == 1
+    # Every outcome known is full information, the same k and the same choices.
+    every = evaluation.KNN(TRAIN, ks=(1, 4), folds=2, observed=np.ones((8, 3), bool))
+    plain = evaluation.KNN(TRAIN, ks=(1, 4), folds=2)
+    assert every.k == plain.k and every.cv_quality == plain.cv_quality
+    assert (every.choose(TEST.X, 0.05) == plain.choose(TEST.X, 0.05)).all()
+    assert (every.choose_train() == plain.choose_train()).all()
+
+
+@pytest.mark.parametrize("observed, match", [
+    (np.ones((8, 2), bool), r"shape \(8, 3\)"),
+    (np.ones((8, 3)), "boolean"),
+    (np.eye(3, dtype=bool)[[0, 1, 0, 1, 0, 1, 0, 1]], "every route"),
+])
+def test_knn_refuses_a_bad_log(observed, match):
+    with pytest.raises(ValueError, match=match):
+        evaluation.KNN(TRAIN, ks=(1,), folds=2, observed=observed)
+
+
+def test_uniform_log_knows_one_uniform_route_per_query():
+    data = load_routerbench()
+    log = evaluation.uniform_log(data, seed=3)
+    assert log.shape == data.quality.shape and log.dtype == np.bool_
+    assert (log.sum(axis=1) == 1).all()
+    assert (log == evaluation.uniform_log(data, seed=3)).all()
+    assert (log != evaluation.uniform_log(data, seed=4)).any()
+    share = log.mean(axis=0) * len(data.routes)  # each route about 1 / K of the rows
+    assert share.min() > 0.8 and share.max() < 1.2
+
+
 def test_stream_metrics_by_hand():
     q = np.array([1, 1, 0, 0, 1, 0], dtype=float)
     ref = np.array([1, 0, 1, 0, 0, 0], dtype=float)

@@ -33,14 +33,20 @@ budget spend it on average together.
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
 from ._core import MAX_COST
 from .checks import real
+from .state import MAX_COUNT, PathLike, read_state, unusable, write_state
 
 __all__ = ["BudgetPacer", "MAX_WEIGHT_X_BUDGET"]
 
 #: The weight's ceiling times the budget: at this weight a cost difference of 1 % of the budget
 #: outweighs one unit of quality.
 MAX_WEIGHT_X_BUDGET = 100.0
+
+_KIND = "budget"  # the kind of sona state file a pacer is saved as
 
 
 class BudgetPacer:
@@ -60,6 +66,7 @@ class BudgetPacer:
 
     Attributes: ``weight`` (pass it as ``cost_weight``), ``queries`` and ``spent`` (how many costs
     were observed and their sum), ``mean_cost`` (spent / queries; None before the first).
+    ``save(path)`` and ``BudgetPacer.load(path)`` keep all of it in a state file (and it pickles).
 
     Raises ValueError for a budget or rate that is not a finite number in range, or a negative or
     non-finite starting weight.
@@ -127,6 +134,45 @@ class BudgetPacer:
         self._weight = min(max(self._weight + step, 0.0), self.max_weight)
         self._queries += 1
         self._spent += c
+
+    def save(self, path: PathLike) -> None:
+        """Write the pacer (budget, rate, weight, queries, spent) to ``path`` atomically: a sona
+        state file (:mod:`sona.state`) of kind ``"budget"``, which :meth:`load` resumes exactly.
+        Raises OSError when the file system refuses (the previous file is then untouched)."""
+        write_state(path, {}, self._fields(), _KIND)
+
+    @classmethod
+    def load(cls, path: PathLike) -> BudgetPacer:
+        """The pacer saved at ``path``, resuming where it was (the same next weights).
+
+        Raises FileNotFoundError when there is no file, StateFileError for a file that is
+        truncated, corrupted, of another kind (a router's, say) or holds values a pacer cannot
+        have (every field is checked as the constructor checks it).
+        """
+        arrays, meta = read_state(path, kind=_KIND)
+        fail = unusable(_KIND, f"file {os.fspath(path)!r}")
+        names = set(cls(1.0)._fields())
+        if arrays or not isinstance(meta, dict) or set(meta) != names:
+            fail(f"expected no arrays and the fields {sorted(names)}; got arrays "
+                 f"{sorted(arrays)} and {sorted(meta) if isinstance(meta, dict) else meta!r}")
+        try:
+            pacer = cls(meta["budget"], meta["rate"])
+            weight, spent = real("weight", meta["weight"], 0.0), real("spent", meta["spent"], 0.0)
+        except (TypeError, ValueError) as exc:
+            fail(str(exc))
+        queries = meta["queries"]
+        if isinstance(queries, bool) or not isinstance(queries, int) or not (
+                0 <= queries <= MAX_COUNT):
+            fail(f"queries must be an integer in [0, {MAX_COUNT}]; got {queries!r}")
+        if weight > pacer.max_weight:
+            fail(f"weight {weight!r} is above the ceiling {pacer.max_weight!r} of budget "
+                 f"{pacer.budget!r}")
+        pacer._weight, pacer._queries, pacer._spent = weight, queries, spent
+        return pacer
+
+    def _fields(self) -> dict[str, Any]:
+        return {"budget": self._budget, "rate": self._rate, "weight": self._weight,
+                "queries": self._queries, "spent": self._spent}
 
     def __repr__(self) -> str:
         return (f"BudgetPacer(budget={self._budget:g}, rate={self._rate:g}, "

@@ -191,10 +191,16 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"sona serve: warning: listening on {args.host} without a token (--token or "
               "SONA_SERVE_TOKEN): anyone who reaches the port can route and teach the router",
               file=sys.stderr)
-    app = create_app(router if fleet is None else fleet, token=token, max_body=args.max_body,
-                     decision_ttl_s=args.decision_ttl, max_pending=args.max_pending,
-                     checkpoint_path=args.state, checkpoint_every_s=args.checkpoint_every,
-                     budget=args.budget)
+    try:
+        app = create_app(router if fleet is None else fleet, token=token,
+                         max_body=args.max_body, decision_ttl_s=args.decision_ttl,
+                         max_pending=args.max_pending, checkpoint_path=args.state,
+                         checkpoint_every_s=args.checkpoint_every, budget=args.budget)
+    except (OSError, ValueError) as exc:  # a saved budget pacer that cannot be loaded
+        if fleet is not None:
+            fleet.close()
+        print(f"sona serve: error: {exc}", file=sys.stderr)
+        return 2
     # uvicorn turns SIGINT/SIGTERM into a graceful shutdown: the app's lifespan then saves --state
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
@@ -309,7 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
         "GET /v1/stats, /metrics, /healthz. Ctrl-C or SIGTERM saves --state before exiting.",
     )
     p.add_argument("--state", metavar="FILE", help="router state file: loaded if it exists, "
-                   "created from --routes/--dim otherwise; saved at shutdown")
+                   "created from --routes/--dim otherwise; saved at shutdown (a paced budget "
+                   "beside it, in FILE.budget, resumed at start)")
     p.add_argument("--routes", metavar="A,B,...", help="route names of a new router")
     p.add_argument("--dim", type=_int_at_least(1), metavar="N",
                    help="embedding dimension of a new router")
@@ -329,7 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=_positive_float, metavar="COST",
                    help="pace this mean cost per query (in the unit of the feedback's costs; "
                    "sona.BudgetPacer): routes without a cost_weight use its weight, and feedback "
-                   "must then report the cost (POST /v1/budget changes it)")
+                   "must then report the cost (POST /v1/budget changes it); replaces the budget "
+                   "of a pacer resumed from --state")
     p.add_argument("--decision-ttl", type=_positive_float, default=600.0, metavar="S",
                    help="seconds a decision waits for its feedback (default 600)")
     p.add_argument("--max-pending", type=_int_at_least(1), default=10_000, metavar="N",

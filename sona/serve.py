@@ -17,7 +17,10 @@ serve``) with these endpoints, all JSON:
   ``sona.BudgetPacer``: requests without ``"cost_weight"`` route at its weight), ``{"budget":
   null}`` stops pacing -> ``{"budget": {...}}`` as in the stats (or null). ``sona serve --budget``
   starts with one. Each server paces its own traffic (a fleet's servers with one budget each spend
-  it on average); the pacer's weight is not checkpointed and starts from 0 again.
+  it on average). With a checkpoint path the pacer is saved beside the router, at
+  ``<checkpoint_path>.budget`` (``BudgetPacer.save``), and a server started on that path resumes
+  it: the weight, the counts and the budget, unless one is given again at start; after ``{"budget":
+  null}`` the next checkpoint removes the file.
 * ``POST /v1/outcomes``: ``{"outcomes": [Outcome.to_dict() forms]}`` (logged outcomes in bulk);
   every record is checked before the first is learnt.
 * ``GET /v1/stats``: ``{"router": router.stats(), "server": counters of this service, "budget":
@@ -46,6 +49,7 @@ import json
 import logging
 import math
 import numbers
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -104,6 +108,15 @@ def _real(field: str, value: Any) -> float:
     return float(value)
 
 
+#: A served router's budget pacer is checkpointed at its checkpoint path plus this suffix.
+PACER_SUFFIX = ".budget"
+
+
+def _pacer_state(pacer: BudgetPacer | None) -> tuple | None:
+    return None if pacer is None else (pacer.budget, pacer.rate, pacer.weight, pacer.queries,
+                                       pacer.spent)
+
+
 def _field_of(exc: Exception, fields: tuple[str, ...]) -> str | None:
     """The field a sona.Outcome validation message starts with ("quality must be ...")."""
     text = str(exc)
@@ -117,7 +130,17 @@ class _Service:
                  checkpoint_path: str | None, clock: Callable[[], float],
                  fleet: Any = None, budget: float | None = None) -> None:
         self.router = router
-        self.pacer = None if budget is None else BudgetPacer(budget)
+        self.pacer_path = None if checkpoint_path is None else checkpoint_path + PACER_SUFFIX
+        # a pacer saved beside the router resumes (a budget given at start replaces its budget)
+        self.pacer = None
+        if self.pacer_path is not None and os.path.exists(self.pacer_path):
+            self.pacer = BudgetPacer.load(self.pacer_path)
+        on_disk = _pacer_state(self.pacer)
+        if budget is not None:
+            if self.pacer is None:
+                self.pacer = BudgetPacer(budget)
+            else:
+                self.pacer.budget = budget
         # route and learn go through the fleet replica when there is one (outcomes then reach
         # every server sharing its stream, this one included, in stream order)
         self.fleet = fleet
@@ -134,10 +157,12 @@ class _Service:
         self.gone: OrderedDict[str, str] = OrderedDict()
         self.counts = {"routed": 0, "feedbacks": 0, "outcomes": 0, "expired": 0, "dropped": 0,
                        "rejected": 0, "checkpoints": 0}
-        self.saved_at = self._progress()
+        self.saved_at = (self._progress()[0], on_disk)
 
-    def _progress(self) -> tuple[int, int]:
-        return int(self.router.decisions), int(self.router.feedbacks)
+    def _progress(self) -> tuple[tuple[int, int], tuple | None]:
+        """What a checkpoint saves: the router's progress, and the pacer's state (None: none)."""
+        return ((int(self.router.decisions), int(self.router.feedbacks)),
+                _pacer_state(self.pacer))
 
     def _forget(self, decision_id: str, why: str) -> None:
         self.gone[decision_id] = why
@@ -339,11 +364,21 @@ class _Service:
         return out
 
     def checkpoint(self) -> bool:
-        """Save the router to the checkpoint path if it changed since the last save."""
-        if self.checkpoint_path is None or self._progress() == self.saved_at:
-            return False
-        self.router.save(self.checkpoint_path)
-        self.saved_at = self._progress()
+        """Save the router to the checkpoint path and the pacer beside it (or remove the saved
+        pacer once pacing stopped), each if it changed since it was last saved."""
+        now = self._progress()
+        if self.checkpoint_path is None or self.pacer_path is None or now == self.saved_at:
+            return False  # (the pacer's path is set with the router's)
+        if now[0] != self.saved_at[0]:
+            self.router.save(self.checkpoint_path)
+            self.saved_at = (now[0], self.saved_at[1])
+        if now[1] != self.saved_at[1]:
+            if self.pacer is None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(self.pacer_path)
+            else:
+                self.pacer.save(self.pacer_path)
+        self.saved_at = now
         self.counts["checkpoints"] += 1
         return True
 
@@ -408,13 +443,15 @@ def create_app(router: Any, *, token: str | None = None, max_body: int = DEFAULT
     decision_ttl_s: seconds a routed decision waits for its feedback (410 after).
     max_pending: most decisions waiting at once; the oldest is dropped first (410 after).
     checkpoint_path: save the router there (atomically) at shutdown and, with
-        ``checkpoint_every_s``, every so many seconds when it changed.
-    budget: pace this mean cost per query from the start (POST /v1/budget changes it).
+        ``checkpoint_every_s``, every so many seconds when it changed; the budget pacer goes to
+        ``checkpoint_path + PACER_SUFFIX`` (".budget"), and a pacer saved there resumes now.
+    budget: pace this mean cost per query from the start (POST /v1/budget changes it); with a
+        resumed pacer, its new budget (the weight and counts carry on).
     clock: monotonic seconds, for the TTL.
 
     Raises ValueError for a non-positive bound or budget, an empty token, or a checkpoint period
     without a path; TypeError for a router that is not a sona.Router or a budget that is not a
-    number.
+    number; StateFileError (a ValueError) for a saved pacer that cannot be loaded.
 
     >>> import sona
     >>> from sona.serve import create_app

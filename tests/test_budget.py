@@ -172,3 +172,71 @@ def test_bad_inputs_raise_and_change_nothing():
     assert (p.weight, p.queries, p.spent, p.budget, p.rate) == before
     assert sona.BudgetPacer(1.0).mean_cost is None
     assert repr(p).startswith("BudgetPacer(budget=0.01, rate=0.01, weight=")
+
+
+def test_a_saved_pacer_resumes_where_it_was(tmp_path):
+    p = sona.BudgetPacer(0.01, rate=0.05)
+    for cost in (0.03, 0.0, 0.02):
+        p.observe(cost)
+    path = tmp_path / "pacer.budget"
+    p.save(path)
+    q = sona.BudgetPacer.load(path)
+    assert (q.weight, q.queries, q.spent, q.budget, q.rate) == (
+        p.weight, p.queries, p.spent, p.budget, p.rate)
+    for cost in (0.04, 0.001, 0.0):
+        p.observe(cost)
+        q.observe(cost)
+        assert q.weight == p.weight
+    sona.BudgetPacer(1e-3).save(path)  # replaced atomically
+    assert sona.BudgetPacer.load(str(path)).queries == 0
+
+
+def _write(path, meta, arrays=None):
+    from sona.state import write_state
+
+    write_state(path, arrays or {}, meta, "budget")
+
+
+GOOD = {"budget": 0.01, "rate": 0.01, "weight": 5.0, "queries": 3, "spent": 0.04}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"weight": 1e9}, "above the ceiling"),
+    ({"weight": -1.0}, r"weight must be a finite number in \[0, inf\)"),
+    ({"spent": -0.5}, r"spent must be a finite number in \[0, inf\)"),
+    ({"budget": 0.0}, "budget must be a finite number"),
+    ({"budget": "0.01"}, "budget must be a real number"),
+    ({"rate": 2.0}, "rate must be a finite number"),
+    ({"queries": -1}, "queries must be an integer"),
+    ({"queries": 1.5}, "queries must be an integer"),
+    ({"queries": True}, "queries must be an integer"),
+    ({"extra": 1}, "expected no arrays and the fields"),
+])
+def test_a_pacer_file_with_values_no_pacer_can_have_is_refused(tmp_path, change, message):
+    path = tmp_path / "p.budget"
+    _write(path, {**GOOD, **change})
+    with pytest.raises(sona.StateFileError, match=message):
+        sona.BudgetPacer.load(path)
+
+
+def test_files_that_are_not_a_pacer_are_refused(tmp_path):
+    path = tmp_path / "p.budget"
+    missing = dict(GOOD)
+    del missing["spent"]
+    _write(path, missing)
+    with pytest.raises(sona.StateFileError, match="expected no arrays and the fields"):
+        sona.BudgetPacer.load(path)
+    _write(path, GOOD, {"w": np.zeros(2, np.float32)})
+    with pytest.raises(sona.StateFileError, match="expected no arrays"):
+        sona.BudgetPacer.load(path)
+    sona.Router(["a", "b"], hidden_dim=8).save(path)
+    with pytest.raises(sona.StateFileError, match="wrong kind"):
+        sona.BudgetPacer.load(path)
+    sona.BudgetPacer(0.01).save(path)
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x01  # a flipped bit in the metadata
+    path.write_bytes(bytes(data))
+    with pytest.raises(sona.StateFileError):
+        sona.BudgetPacer.load(path)
+    with pytest.raises(FileNotFoundError):
+        sona.BudgetPacer.load(tmp_path / "none.budget")

@@ -402,6 +402,51 @@ def test_a_budget_paces_routing_and_needs_costs():
         assert _feedbacks(client) == 2
 
 
+def _spend(client, n: int, cost: float) -> None:
+    for i in range(n):
+        d = client.post("/v1/route", json={"embedding": _x(i)}).json()
+        client.post("/v1/feedback", json={"decision_id": d["decision_id"], "quality": 1.0,
+                                          "cost": cost}).raise_for_status()
+
+
+def test_the_pacer_is_checkpointed_beside_the_router_and_resumes(tmp_path):
+    path = tmp_path / "router.sona"
+    saved = tmp_path / "router.sona.budget"
+    with serving(_router(), checkpoint_path=str(path), budget=0.001) as client:
+        _spend(client, 3, 0.004)
+        before = client.get("/v1/stats").json()["budget"]
+    assert before["weight"] > 0 and before["queries"] == 3
+    p = sona.BudgetPacer.load(saved)
+    assert (p.budget, p.weight, p.queries, p.spent) == (0.001, before["weight"], 3,
+                                                         before["spent"])
+    # a server started on the same path resumes it, without --budget too
+    router_file = path.read_bytes()
+    with serving(sona.Router.load(path), checkpoint_path=str(path)) as client:
+        assert client.get("/v1/stats").json()["budget"] == before
+        # a budget change alone is saved too (the router did not change, nor its file)
+        client.post("/v1/budget", json={"budget": 0.002}).raise_for_status()
+    assert sona.BudgetPacer.load(saved).budget == 0.002 and path.read_bytes() == router_file
+    # a budget given at start replaces the saved one; the weight and the counts carry on
+    with serving(sona.Router.load(path), checkpoint_path=str(path), budget=0.003) as client:
+        now = client.get("/v1/stats").json()["budget"]
+        assert (now["budget"], now["weight"], now["queries"]) == (0.003, before["weight"], 3)
+        paced = client.post("/v1/route", json={"embedding": _x()}).json()
+        assert paced["cost_weight"] == before["weight"]
+        # stopping pacing removes the saved pacer at the next checkpoint
+        assert client.post("/v1/budget", json={"budget": None}).json() == {"budget": None}
+    assert not saved.exists()
+    with serving(sona.Router.load(path), checkpoint_path=str(path)) as client:
+        assert client.get("/v1/stats").json()["budget"] is None
+
+
+def test_a_saved_pacer_that_cannot_be_loaded_stops_the_app(tmp_path):
+    path = tmp_path / "router.sona"
+    _router().save(path)
+    (tmp_path / "router.sona.budget").write_bytes(b"not a state file")
+    with pytest.raises(sona.StateFileError, match="router.sona.budget"):
+        create_app(sona.Router.load(path), checkpoint_path=str(path), budget=0.01)
+
+
 def test_bad_budgets_are_refused_and_change_nothing():
     with serving(_router(), budget=0.001) as client:
         for body, field in [({"budget": 0}, "budget"), ({"budget": -1.0}, "budget"),
@@ -461,8 +506,8 @@ def test_cli_serves_and_checkpoints_on_sigterm(tmp_path):
                        headers=auth).raise_for_status()
             stats = httpx.get(f"{url}/v1/stats", headers=auth).json()
             assert stats["router"]["feedbacks"] == run + 1
-            # --budget paces from the start (the pacer is not checkpointed: one query each run)
-            assert stats["budget"]["budget"] == 0.5 and stats["budget"]["queries"] == 1
+            # --budget paces from the start; the second run resumes the pacer saved beside --state
+            assert stats["budget"]["budget"] == 0.5 and stats["budget"]["queries"] == run + 1
         finally:
             proc.send_signal(signal.SIGTERM)
             out = proc.communicate(timeout=HANG_GUARD_S)[0]
@@ -487,6 +532,16 @@ def test_cli_errors(args, message):
                           env=subprocess_env(), capture_output=True, text=True,
                           timeout=HANG_GUARD_S)
     assert proc.returncode == 2 and message in proc.stderr
+
+
+def test_cli_refuses_a_saved_pacer_it_cannot_load(tmp_path):
+    state = tmp_path / "r.sona"
+    sona.Router(ROUTES, hidden_dim=DIM).save(state)
+    (tmp_path / "r.sona.budget").write_bytes(b"\x00" * 16)
+    proc = subprocess.run([sys.executable, "-m", "sona", "serve", "--state", str(state)],
+                          cwd=OUTSIDE, env=subprocess_env(), capture_output=True, text=True,
+                          timeout=HANG_GUARD_S)
+    assert proc.returncode == 2 and "r.sona.budget" in proc.stderr, proc.stderr
 
 
 def test_cli_refuses_a_state_file_of_other_routes(tmp_path):

@@ -9,7 +9,10 @@ serve``) with these endpoints, all JSON:
   optional ``"allowed": [route names]`` and ``"cost_weight"`` -> ``{"route", "index", "prob",
   "probs", "decision_id", "cost_weight"}`` (the weight routed at: the request's, else the budget
   pacer's, else 0). The decision waits for its feedback for ``decision_ttl_s`` seconds, and at
-  most ``max_pending`` decisions wait (the oldest is dropped first).
+  most ``max_pending`` decisions wait (the oldest is dropped first). With a checkpoint path the
+  waiting decisions are saved beside the router, at ``<checkpoint_path>.pending``, and a server
+  started on that path takes them up again: feedback for a decision routed before a restart is
+  learnt after it, within the same deadline (the downtime counts against it).
 * ``POST /v1/feedback``: ``{"decision_id", "quality"}``, optional ``"cost"``, ``"latency_ms"``
   -> learns ``decision.outcome(...)``. Unknown id 404, expired or dropped 410, given twice 409.
   While a budget is paced, ``"cost"`` is required: the pacer observes it.
@@ -66,6 +69,7 @@ from starlette.routing import Route
 from .budget import BudgetPacer
 from .outcome import Outcome
 from .router import Router
+from .state import read_state, unusable, write_state
 
 _log = logging.getLogger(__name__)
 
@@ -117,6 +121,87 @@ def _pacer_state(pacer: BudgetPacer | None) -> tuple | None:
                                        pacer.spent)
 
 
+#: Decisions waiting for feedback are checkpointed at the checkpoint path plus this suffix.
+PENDING_SUFFIX = ".pending"
+_PENDING_KIND = "pending"  # the kind of sona state file they are saved as
+_PENDING_ARRAYS = {"embedding", "prob", "deadline"}
+
+
+class _Waiting:
+    """A decision restored from a checkpoint while it waited for feedback: it makes the outcome
+    the live Decision would have made (the same embedding, route, probability and id)."""
+
+    __slots__ = ("embedding", "route", "prob", "decision_id")
+
+    def __init__(self, embedding: np.ndarray, route: str, prob: float, decision_id: str) -> None:
+        self.embedding, self.route, self.prob = embedding, route, prob
+        self.decision_id = decision_id
+
+    def outcome(self, quality: Any, cost: Any = None, latency_ms: Any = None) -> Outcome:
+        return Outcome(self.embedding, self.route, self.prob, quality, cost=cost,
+                       latency_ms=latency_ms, decision_id=self.decision_id,
+                       timestamp=time.time())
+
+
+def _save_pending(path: str, pending: Mapping[str, tuple[Any, float]], now: float) -> None:
+    """The waiting decisions, their deadlines as wall-clock times (a restart's downtime counts
+    against them), in a sona state file of kind "pending"; none: the file is removed."""
+    if not pending:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+        return
+    entries = list(pending.values())
+    wall = time.time() - now
+    arrays: dict[str, np.ndarray] = {
+        "embedding": np.stack([d.embedding for d, _ in entries]).astype(np.float32),
+        "prob": np.array([d.prob for d, _ in entries], np.float32),
+        "deadline": np.array([wall + deadline for _, deadline in entries], np.float64)}
+    write_state(path, arrays, {"decision_ids": list(pending),
+                               "routes": [d.route for d, _ in entries]}, _PENDING_KIND)
+
+
+def _load_pending(path: str, router: Router,
+                  now: float) -> tuple[OrderedDict[str, tuple[Any, float]], list[str]]:
+    """The decisions :func:`_save_pending` wrote whose deadline has not passed, oldest first,
+    and the ids of those whose deadline passed while no server ran. Raises StateFileError for a
+    file that is not that, or holds a decision this router cannot learn (another dimension, an
+    unknown route, a probability or id no Outcome can have)."""
+    arrays, meta = read_state(path, kind=_PENDING_KIND)
+    fail = unusable(_PENDING_KIND, f"file {path!r}")
+    if set(arrays) != _PENDING_ARRAYS or not isinstance(meta, dict) or set(meta) != {
+            "decision_ids", "routes"}:
+        fields = sorted(meta) if isinstance(meta, dict) else meta
+        fail(f"expected the arrays {sorted(_PENDING_ARRAYS)} and the fields ['decision_ids', "
+             f"'routes']; got {sorted(arrays)} and {fields!r}")
+    X, prob, deadline = arrays["embedding"], arrays["prob"], arrays["deadline"]
+    ids, routes = meta["decision_ids"], meta["routes"]
+    n, d = len(prob), int(router.micro.dim)
+    if not (isinstance(ids, list) and isinstance(routes, list) and len(ids) == len(routes) == n
+            and X.shape == (n, d) and deadline.shape == (n,) and len(set(ids)) == n):
+        fail(f"expected {n} unique decision ids and routes and a ({n}, {d}) embedding array; "
+             f"got {len(ids) if isinstance(ids, list) else ids!r} ids, "
+             f"{len(routes) if isinstance(routes, list) else routes!r} routes, {X.shape}")
+    if not np.isfinite(deadline).all():
+        fail("array 'deadline' contains NaN or Inf")
+    out: OrderedDict[str, tuple[Any, float]] = OrderedDict()
+    expired = []
+    wall = time.time()
+    for i in range(n):
+        if routes[i] not in router.routes:
+            fail(f"decision {ids[i]!r} took route {routes[i]!r}, which the router does not have "
+                 f"(routes {list(router.routes)})")
+        try:  # everything an Outcome checks: finite embedding, prob in (0, 1], the id's form
+            Outcome(X[i], routes[i], float(prob[i]), 0.0, decision_id=ids[i])
+        except (TypeError, ValueError) as exc:
+            fail(f"decision {i}: {exc}")
+        if deadline[i] > wall:
+            out[ids[i]] = (_Waiting(X[i], routes[i], float(prob[i]), ids[i]),
+                           now + float(deadline[i] - wall))
+        else:
+            expired.append(ids[i])
+    return out, expired
+
+
 def _field_of(exc: Exception, fields: tuple[str, ...]) -> str | None:
     """The field a sona.Outcome validation message starts with ("quality must be ...")."""
     text = str(exc)
@@ -130,11 +215,10 @@ class _Service:
                  checkpoint_path: str | None, clock: Callable[[], float],
                  fleet: Any = None, budget: float | None = None) -> None:
         self.router = router
-        self.pacer_path = None if checkpoint_path is None else checkpoint_path + PACER_SUFFIX
         # a pacer saved beside the router resumes (a budget given at start replaces its budget)
         self.pacer = None
-        if self.pacer_path is not None and os.path.exists(self.pacer_path):
-            self.pacer = BudgetPacer.load(self.pacer_path)
+        if checkpoint_path is not None and os.path.exists(checkpoint_path + PACER_SUFFIX):
+            self.pacer = BudgetPacer.load(checkpoint_path + PACER_SUFFIX)
         on_disk = _pacer_state(self.pacer)
         if budget is not None:
             if self.pacer is None:
@@ -150,11 +234,17 @@ class _Service:
         self.max_pending = max_pending
         self.checkpoint_path = checkpoint_path
         self.clock = clock
-        # decision id -> (Decision, deadline), oldest first
+        # decision id -> (Decision, deadline), oldest first; those a checkpoint saved resume (as
+        # _Waiting), but for the ones whose deadline passed meanwhile
         self.pending: OrderedDict[str, tuple[Any, float]] = OrderedDict()
         # ids no longer pending -> why ("expired", "dropped", "learnt"), for 410/409 over 404;
         # bounded like the pending map so a flood of decisions cannot grow it without limit
         self.gone: OrderedDict[str, str] = OrderedDict()
+        if checkpoint_path is not None and os.path.exists(checkpoint_path + PENDING_SUFFIX):
+            self.pending, expired = _load_pending(checkpoint_path + PENDING_SUFFIX, router,
+                                                  clock())
+            for decision_id in expired:
+                self._forget(decision_id, "expired")
         self.counts = {"routed": 0, "feedbacks": 0, "outcomes": 0, "expired": 0, "dropped": 0,
                        "rejected": 0, "checkpoints": 0}
         self.saved_at = (self._progress()[0], on_disk)
@@ -364,20 +454,24 @@ class _Service:
         return out
 
     def checkpoint(self) -> bool:
-        """Save the router to the checkpoint path and the pacer beside it (or remove the saved
-        pacer once pacing stopped), each if it changed since it was last saved."""
-        now = self._progress()
-        if self.checkpoint_path is None or self.pacer_path is None or now == self.saved_at:
-            return False  # (the pacer's path is set with the router's)
+        """Save the router to the checkpoint path with the decisions waiting for feedback beside
+        it, and the pacer (or remove the saved pacer once pacing stopped), each if it changed
+        since it was last saved."""
+        now, path = self._progress(), self.checkpoint_path
+        if path is None or now == self.saved_at:
+            return False
         if now[0] != self.saved_at[0]:
-            self.router.save(self.checkpoint_path)
+            # the decisions waiting for feedback change only with the router's counts (a route
+            # adds one, feedback takes one) or by expiring, which their deadlines tell on load
+            self.router.save(path)
+            _save_pending(path + PENDING_SUFFIX, self.pending, self.clock())
             self.saved_at = (now[0], self.saved_at[1])
         if now[1] != self.saved_at[1]:
             if self.pacer is None:
                 with contextlib.suppress(FileNotFoundError):
-                    os.remove(self.pacer_path)
+                    os.remove(path + PACER_SUFFIX)
             else:
-                self.pacer.save(self.pacer_path)
+                self.pacer.save(path + PACER_SUFFIX)
         self.saved_at = now
         self.counts["checkpoints"] += 1
         return True

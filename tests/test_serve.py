@@ -334,6 +334,71 @@ def test_checkpoint_on_shutdown_then_reload(tmp_path):
     np.testing.assert_array_equal(loaded.scores(probe), router.scores(probe))
 
 
+def test_decisions_waiting_for_feedback_survive_a_restart(tmp_path):
+    path = tmp_path / "router.sona"
+    pending = tmp_path / "router.sona.pending"
+    with serving(_router(), checkpoint_path=str(path)) as client:
+        ds = [client.post("/v1/route", json={"embedding": _x(i)}).json() for i in range(3)]
+        client.post("/v1/feedback", json={"decision_id": ds[0]["decision_id"],
+                                          "quality": 1.0}).raise_for_status()
+    assert pending.exists()
+    control = sona.Router.load(path)  # what the restarted server should learn into
+    with serving(sona.Router.load(path), checkpoint_path=str(path)) as client:
+        stats = client.get("/v1/stats").json()
+        assert stats["server"]["pending"] == 2 and stats["router"]["feedbacks"] == 1
+        r = client.post("/v1/feedback", json={"decision_id": ds[1]["decision_id"],
+                                              "quality": 0.25, "cost": 0.5})
+        assert r.status_code == 200 and _feedbacks(client) == 2
+        _refused(client.post("/v1/feedback", json={"decision_id": ds[1]["decision_id"],
+                                                    "quality": 1.0}), 409, "decision_id")
+        # the outcome learnt is the one the decision made: its embedding, route and probability
+        control.learn(sona.Outcome(_x(1), ds[1]["route"], ds[1]["prob"], 0.25, cost=0.5,
+                                   decision_id=ds[1]["decision_id"]))
+        probe = np.random.default_rng(7).standard_normal((4, DIM)).astype(np.float32)
+    restarted = sona.Router.load(path)
+    np.testing.assert_array_equal(restarted.scores(probe), control.scores(probe))
+    # the third is still waiting after a second restart; once none waits, the file goes
+    with serving(sona.Router.load(path), checkpoint_path=str(path)) as client:
+        assert client.get("/v1/stats").json()["server"]["pending"] == 1
+        client.post("/v1/feedback", json={"decision_id": ds[2]["decision_id"],
+                                          "quality": 0.5}).raise_for_status()
+    assert not pending.exists() and sona.Router.load(path).feedbacks == 3
+
+
+def test_a_decision_whose_deadline_passed_while_down_is_gone(tmp_path):
+    path = tmp_path / "router.sona"
+    with serving(_router(), checkpoint_path=str(path), decision_ttl_s=0.3) as client:
+        d = client.post("/v1/route", json={"embedding": _x()}).json()
+    time.sleep(0.4)
+    with serving(sona.Router.load(path), checkpoint_path=str(path)) as client:
+        assert client.get("/v1/stats").json()["server"]["pending"] == 0
+        _refused(client.post("/v1/feedback", json={"decision_id": d["decision_id"],
+                                                    "quality": 1.0}), 410, "decision_id")
+
+
+@pytest.mark.parametrize("tamper, message", [
+    (lambda a, m: m.update(routes=["small", "nope"]), "route 'nope'"),
+    (lambda a, m: a.update(embedding=np.zeros((2, DIM + 1), np.float32)), r"\(2, 8\)"),
+    (lambda a, m: m.update(decision_ids=["x", "x"]), "unique decision ids"),
+    (lambda a, m: a.update(prob=np.array([0.5, 0.0], np.float32)), "prob must be"),
+    (lambda a, m: a.update(deadline=np.array([np.nan, 1.0])), "NaN or Inf"),
+    (lambda a, m: m.update(extra=1), "expected the arrays"),
+])
+def test_a_pending_file_no_server_could_have_written_stops_the_app(tmp_path, tamper, message):
+    from sona.state import write_state
+
+    path = tmp_path / "router.sona"
+    _router().save(path)
+    arrays = {"embedding": np.ones((2, DIM), np.float32),
+              "prob": np.array([0.5, 0.5], np.float32), "deadline": np.array([1e12, 1e12])}
+    meta = {"decision_ids": ["a", "b"], "routes": ["small", "large"]}
+    create_app(sona.Router.load(path), checkpoint_path=str(path))  # untampered: fine
+    tamper(arrays, meta)
+    write_state(tmp_path / "router.sona.pending", arrays, meta, "pending")
+    with pytest.raises(sona.StateFileError, match=message):
+        create_app(sona.Router.load(path), checkpoint_path=str(path))
+
+
 def test_periodic_checkpoint(tmp_path):
     path = tmp_path / "router.sona"
     with serving(_router(), checkpoint_path=str(path), checkpoint_every_s=0.05) as client:
@@ -492,6 +557,7 @@ def _wait_healthy(proc: subprocess.Popen, url: str) -> None:
 def test_cli_serves_and_checkpoints_on_sigterm(tmp_path):
     state = tmp_path / "r.sona"
     auth = {"Authorization": "Bearer tok"}  # from SONA_SERVE_TOKEN
+    waiting: list[str] = []  # a decision the first run routes and the second learns
     for run in range(2):  # the second run loads what the first saved
         port = _free_port()
         url = f"http://127.0.0.1:{port}"
@@ -504,17 +570,24 @@ def test_cli_serves_and_checkpoints_on_sigterm(tmp_path):
             httpx.post(f"{url}/v1/feedback", json={"decision_id": d["decision_id"],
                                                    "quality": 1, "cost": 0.25},
                        headers=auth).raise_for_status()
+            if waiting:  # feedback for a decision routed before the restart is learnt
+                httpx.post(f"{url}/v1/feedback", json={"decision_id": waiting[0], "quality": 1,
+                                                       "cost": 0.25},
+                           headers=auth).raise_for_status()
+            else:
+                waiting.append(httpx.post(f"{url}/v1/route", json={"embedding": _x(5)},
+                                          headers=auth).json()["decision_id"])
             stats = httpx.get(f"{url}/v1/stats", headers=auth).json()
-            assert stats["router"]["feedbacks"] == run + 1
+            assert stats["router"]["feedbacks"] == 2 * run + 1
             # --budget paces from the start; the second run resumes the pacer saved beside --state
-            assert stats["budget"]["budget"] == 0.5 and stats["budget"]["queries"] == run + 1
+            assert stats["budget"]["budget"] == 0.5 and stats["budget"]["queries"] == 2 * run + 1
         finally:
             proc.send_signal(signal.SIGTERM)
             out = proc.communicate(timeout=HANG_GUARD_S)[0]
         # uvicorn re-raises the signal once shut down, so the exit status is the signal's
         assert proc.returncode in (0, -signal.SIGTERM), out
         assert "Application shutdown complete" in out
-        assert sona.Router.load(state).feedbacks == run + 1
+        assert sona.Router.load(state).feedbacks == 2 * run + 1
 
 
 @pytest.mark.parametrize(

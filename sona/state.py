@@ -12,7 +12,8 @@ File layout (a standard safetensors file, readable by any safetensors tool)::
     format          "sona"                 marks the file as ours (foreign files lack it)
     format_version  "1"                    files from a newer sona are refused, not misread
     kind            "engine" | "router"    what the file holds (a router file is not an engine;
-                    | "budget"             "budget": a sona.BudgetPacer)
+                    | "budget" | "pending" "budget": a sona.BudgetPacer; "pending": the decisions
+                                           a sona serve checkpoint saw waiting for feedback)
     meta            JSON text              the caller's metadata (config, counters, names...)
     checksum        "sha256:<hex>"         see below
 

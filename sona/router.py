@@ -22,7 +22,7 @@ import os
 import time
 from functools import partial
 from types import MappingProxyType
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -41,6 +41,7 @@ from .params import PARAMS, check_params, defaults, implied_params
 from .state import (
     F32_MAX,
     MAX_COUNT,
+    PathLike,
     check_number,
     check_values,
     check_weights,
@@ -52,8 +53,6 @@ from .state import (
 )
 
 __all__ = ["Router", "POLICY_DEFAULTS", "ROUTER_STATE_VERSION"]
-
-PathLike = Union[str, "os.PathLike[str]"]
 
 #: Version of the router layout inside a state file (the container has its own format_version).
 ROUTER_STATE_VERSION = 9

@@ -23,8 +23,12 @@ def test_source_tree_without_extension_says_how_to_fix_it(tmp_path):
     shutil.copytree(PACKAGE, tmp_path / "sona",
                     ignore=shutil.ignore_patterns("*.so", "*.pyd", "__pycache__", "data"))
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([sys.executable, "-c", "import sona"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", "import sona; print(sona._core.__file__)"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    if proc.returncode == 0 and not proc.stdout.strip().startswith(str(tmp_path)):
+        # an editable install's import hook (pip install -e) finds sona._core in its checkout
+        # for any sona package, so there a source tree without the extension imports fine
+        pytest.skip(f"sona is installed editable: sona._core came from {proc.stdout.strip()}")
     assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("ImportError: sona._core is not built"), proc.stderr

@@ -277,7 +277,10 @@ class FleetRouter:
 
     @property
     def router(self) -> Any:
-        """The replica's current router (replaced when a snapshot is loaded)."""
+        """The replica's current router (replaced when a snapshot is loaded), to read: scores,
+        stats, save. Learning or changing it directly (``learn``, ``add_route``,
+        ``set_params``) bypasses the stream: this replica would then route and learn unlike
+        the others. Learn through the FleetRouter."""
         return self._router
 
     @property

@@ -245,6 +245,8 @@ class _Service:
                                                   clock())
             for decision_id in expired:
                 self._forget(decision_id, "expired")
+            while len(self.pending) > max_pending:  # a restart with a smaller --max-pending
+                self._forget(self.pending.popitem(last=False)[0], "dropped")
         self.counts = {"routed": 0, "feedbacks": 0, "outcomes": 0, "expired": 0, "dropped": 0,
                        "rejected": 0, "checkpoints": 0}
         self.saved_at = (self._progress()[0], on_disk)

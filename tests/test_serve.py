@@ -365,6 +365,18 @@ def test_decisions_waiting_for_feedback_survive_a_restart(tmp_path):
     assert not pending.exists() and sona.Router.load(path).feedbacks == 3
 
 
+def test_a_restart_with_fewer_pending_slots_drops_the_oldest(tmp_path):
+    path = tmp_path / "router.sona"
+    with serving(_router(), checkpoint_path=str(path)) as client:
+        ds = [client.post("/v1/route", json={"embedding": _x(i)}).json() for i in range(3)]
+    with serving(sona.Router.load(path), checkpoint_path=str(path), max_pending=2) as client:
+        assert client.get("/v1/stats").json()["server"]["pending"] == 2
+        _refused(client.post("/v1/feedback", json={"decision_id": ds[0]["decision_id"],
+                                                    "quality": 1.0}), 410, "decision_id")
+        client.post("/v1/feedback", json={"decision_id": ds[2]["decision_id"],
+                                          "quality": 1.0}).raise_for_status()
+
+
 def test_a_decision_whose_deadline_passed_while_down_is_gone(tmp_path):
     path = tmp_path / "router.sona"
     with serving(_router(), checkpoint_path=str(path), decision_ttl_s=0.3) as client:

@@ -177,8 +177,10 @@ def _load_pending(path: str, router: Router,
     ids, routes = meta["decision_ids"], meta["routes"]
     n, d = len(prob), int(router.micro.dim)
     if not (isinstance(ids, list) and isinstance(routes, list) and len(ids) == len(routes) == n
+            and all(isinstance(v, str) for v in ids + routes)
             and X.shape == (n, d) and deadline.shape == (n,) and len(set(ids)) == n):
-        fail(f"expected {n} unique decision ids and routes and a ({n}, {d}) embedding array; "
+        fail(f"expected {n} unique decision ids and routes (strings) and a ({n}, {d}) embedding "
+             "array; "
              f"got {len(ids) if isinstance(ids, list) else ids!r} ids, "
              f"{len(routes) if isinstance(routes, list) else routes!r} routes, {X.shape}")
     if not np.isfinite(deadline).all():

@@ -47,6 +47,7 @@ __all__ = ["BudgetPacer", "MAX_WEIGHT_X_BUDGET"]
 MAX_WEIGHT_X_BUDGET = 100.0
 
 _KIND = "budget"  # the kind of sona state file a pacer is saved as
+_FIELDS = ("budget", "rate", "weight", "queries", "spent")  # what save() writes, by property
 
 
 class BudgetPacer:
@@ -68,8 +69,8 @@ class BudgetPacer:
     were observed and their sum), ``mean_cost`` (spent / queries; None before the first).
     ``save(path)`` and ``BudgetPacer.load(path)`` keep all of it in a state file (and it pickles).
 
-    Raises ValueError for a budget or rate that is not a finite number in range, or a negative or
-    non-finite starting weight.
+    Raises TypeError for a budget, rate or weight that is not a real number, ValueError for one
+    that is not finite or out of range.
     """
 
     def __init__(self, budget: float, rate: float = 0.01, weight: float = 0.0) -> None:
@@ -151,7 +152,7 @@ class BudgetPacer:
         """
         arrays, meta = read_state(path, kind=_KIND)
         fail = unusable(_KIND, f"file {os.fspath(path)!r}")
-        names = set(cls(1.0)._fields())
+        names = set(_FIELDS)
         if arrays or not isinstance(meta, dict) or set(meta) != names:
             fail(f"expected no arrays and the fields {sorted(names)}; got arrays "
                  f"{sorted(arrays)} and {sorted(meta) if isinstance(meta, dict) else meta!r}")
@@ -171,8 +172,9 @@ class BudgetPacer:
         return pacer
 
     def _fields(self) -> dict[str, Any]:
-        return {"budget": self._budget, "rate": self._rate, "weight": self._weight,
-                "queries": self._queries, "spent": self._spent}
+        """The pacer's whole state, as save() writes it (sona serve compares it to know whether
+        a checkpoint must write the pacer again)."""
+        return {name: getattr(self, name) for name in _FIELDS}
 
     def __repr__(self) -> str:
         return (f"BudgetPacer(budget={self._budget:g}, rate={self._rate:g}, "

@@ -116,9 +116,8 @@ def _real(field: str, value: Any) -> float:
 PACER_SUFFIX = ".budget"
 
 
-def _pacer_state(pacer: BudgetPacer | None) -> tuple | None:
-    return None if pacer is None else (pacer.budget, pacer.rate, pacer.weight, pacer.queries,
-                                       pacer.spent)
+def _pacer_state(pacer: BudgetPacer | None) -> dict | None:
+    return None if pacer is None else pacer._fields()
 
 
 #: Decisions waiting for feedback are checkpointed at the checkpoint path plus this suffix.
@@ -253,7 +252,7 @@ class _Service:
                        "rejected": 0, "checkpoints": 0}
         self.saved_at = (self._progress()[0], on_disk)
 
-    def _progress(self) -> tuple[tuple[int, int], tuple | None]:
+    def _progress(self) -> tuple[tuple[int, int], dict | None]:
         """What a checkpoint saves: the router's progress, and the pacer's state (None: none)."""
         return ((int(self.router.decisions), int(self.router.feedbacks)),
                 _pacer_state(self.pacer))

@@ -196,7 +196,7 @@ def _serve(args: argparse.Namespace) -> int:
                          max_body=args.max_body, decision_ttl_s=args.decision_ttl,
                          max_pending=args.max_pending, checkpoint_path=args.state,
                          checkpoint_every_s=args.checkpoint_every, budget=args.budget)
-    except (OSError, ValueError) as exc:  # a saved budget pacer that cannot be loaded
+    except (OSError, ValueError) as exc:  # a saved pacer or pending file that cannot be loaded
         if fleet is not None:
             fleet.close()
         print(f"sona serve: error: {exc}", file=sys.stderr)
@@ -315,8 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
         "GET /v1/stats, /metrics, /healthz. Ctrl-C or SIGTERM saves --state before exiting.",
     )
     p.add_argument("--state", metavar="FILE", help="router state file: loaded if it exists, "
-                   "created from --routes/--dim otherwise; saved at shutdown (a paced budget "
-                   "beside it, in FILE.budget, resumed at start)")
+                   "created from --routes/--dim otherwise; saved at shutdown, with the decisions "
+                   "waiting for feedback and a paced budget beside it (FILE.pending, "
+                   "FILE.budget), both resumed at start")
     p.add_argument("--routes", metavar="A,B,...", help="route names of a new router")
     p.add_argument("--dim", type=_int_at_least(1), metavar="N",
                    help="embedding dimension of a new router")

@@ -295,9 +295,11 @@ uint32_t sona_policy_route(sona_policy *p, const float *x, float cost_weight, co
      * arrives (a fleet, a slow grader) spread over those routes instead of all taking one */
     int few = 0;
     if (p->hp.use_prior) {
-        int short_any = 0; /* some allowed route below the minimum evidence */
-        for (size_t k = 0; k < K; ++k)
-            short_any |= (!mask || mask[k]) && p->global_n[k] < SONA_MIN_EVIDENCE;
+        int short_of[SONA_MAX_ROUTES], short_any = 0; /* allowed and below the minimum evidence */
+        for (size_t k = 0; k < K; ++k) {
+            short_of[k] = (!mask || mask[k]) && p->global_n[k] < SONA_MIN_EVIDENCE;
+            short_any |= short_of[k];
+        }
         /* a route the trade-off rules out is not tried: at cost weight w, a route whose cost per
          * call exceeds the cheapest allowed route's by 1 / w or more never ranks above it,
          * whatever the qualities (in [0, 1]), so its outcomes could not change a decision at this
@@ -310,9 +312,8 @@ uint32_t sona_policy_route(sona_policy *p, const float *x, float cost_weight, co
                 if ((!mask || mask[k]) && p->cost_n[k] > 0.0f && c[k] < cmin) cmin = c[k];
         }
         for (size_t k = 0; k < K; ++k) {
-            const int short_of = (!mask || mask[k]) && p->global_n[k] < SONA_MIN_EVIDENCE;
-            const int under = short_of && !(cost_weight > 0.0f && p->cost_n[k] > 0.0f &&
-                                             (double)cost_weight * (c[k] - cmin) >= 1.0);
+            const int under = short_of[k] && !(cost_weight > 0.0f && p->cost_n[k] > 0.0f &&
+                                                (double)cost_weight * (c[k] - cmin) >= 1.0);
             z[k] = under ? 0.0 : -INFINITY;
             few |= under;
         }
